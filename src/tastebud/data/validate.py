@@ -1,0 +1,244 @@
+"""Validation of raw interaction tables, shared by every way data comes in.
+
+A table is checked column by column with vectorized operations; each bad row gets the first
+problem found in it. Bad rows either stop the load with a :class:`~tastebud.errors.DataError`
+naming the file, line, column and problem (the default) or, with ``on_bad_rows="skip"``, are
+dropped and *counted by reason* in a :class:`SkippedRowsWarning` and on the dataset -- never
+silently.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from tastebud.errors import DataError, InvalidInputError
+
+OnBadRows = Literal["raise", "skip"]
+_INT_RE = re.compile(r"^[+-]?\d+$")
+
+
+class SkippedRowsWarning(UserWarning):
+    """Rows were skipped under ``on_bad_rows="skip"``; the message says how many and why."""
+
+
+@dataclass
+class CleanInteractions:
+    """Validated columns (raw external ids; numeric values as numpy arrays)."""
+
+    user: np.ndarray
+    item: np.ndarray
+    rating: np.ndarray | None
+    weight: np.ndarray | None
+    timestamp: np.ndarray | None
+    line: np.ndarray | None
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+def blank_cells(col: pd.Series) -> np.ndarray:
+    """Missing or empty-string cells."""
+    missing = col.isna().to_numpy().copy()
+    if col.dtype == object or pd.api.types.is_string_dtype(col.dtype):
+        text = col.astype("string").str.strip()
+        missing |= (text == "").fillna(True).to_numpy(dtype=bool)
+    return missing
+
+
+def normalize_ids(col: pd.Series) -> np.ndarray:
+    """Ids as int64 when every value is an integer (also in text), else as stripped strings."""
+    if pd.api.types.is_integer_dtype(col.dtype):
+        return col.to_numpy(dtype=np.int64)
+    if pd.api.types.is_float_dtype(col.dtype):
+        values = col.to_numpy(dtype=np.float64)
+        if np.all(values == np.round(values)):
+            return values.astype(np.int64)
+        return col.astype(str).to_numpy(dtype=object)
+    if col.dtype == object and not all(isinstance(v, str) for v in col):
+        return col.to_numpy(dtype=object)
+    text = col.astype(str).str.strip()
+    if len(text) and bool(text.str.match(_INT_RE).all()):
+        try:
+            return text.astype(np.int64).to_numpy()
+        except (OverflowError, ValueError):
+            pass
+    return text.to_numpy(dtype=object)
+
+
+def _numeric(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Float values and a mask of cells that are present but not numbers."""
+    if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
+        values = col.to_numpy(dtype=np.float64, na_value=np.nan)
+        return values, np.zeros(len(col), dtype=bool)
+    text = col.astype("string").str.strip()
+    values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    return values, np.isnan(values) & ~blank_cells(col)
+
+
+def _timestamps(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Unix seconds (float64) from numbers or date/time text, and a mask of unparseable cells."""
+    if pd.api.types.is_datetime64_any_dtype(col.dtype):
+        ts = pd.to_datetime(col, utc=True)
+        values = (ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(na_value=np.nan)
+        return values.astype(np.float64), np.zeros(len(col), dtype=bool)
+    values, bad = _numeric(col)
+    if bad.any():
+        text = col[bad].astype("string").str.strip()
+        parsed = pd.to_datetime(text, utc=True, errors="coerce", format="mixed")
+        secs = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+        ok = secs.notna().to_numpy()
+        idx = np.flatnonzero(bad)
+        values[idx[ok]] = secs.to_numpy(dtype=np.float64, na_value=np.nan)[ok]
+        bad[idx[ok]] = False
+    return values, bad
+
+
+def _show(value: Any) -> str:
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def clean_interactions(
+    frame: pd.DataFrame,
+    *,
+    user: str,
+    item: str,
+    rating: str | None = None,
+    weight: str | None = None,
+    timestamp: str | None = None,
+    source: str = "DataFrame",
+    line_numbers: np.ndarray | None = None,
+    on_bad_rows: OnBadRows = "raise",
+    rating_range: tuple[float, float] | None = None,
+) -> CleanInteractions:
+    """Check an interaction table and return its validated columns.
+
+    Parameters
+    ----------
+    frame:
+        Raw table (text columns from a file or typed columns from a DataFrame).
+    user, item, rating, weight, timestamp:
+        Column names; ``rating``/``weight``/``timestamp`` are optional.
+    source:
+        Where the table came from (a file path), used in messages.
+    line_numbers:
+        File line (1-based) of each row, for messages; ``None`` for in-memory frames, whose
+        messages name the row label instead.
+    on_bad_rows:
+        ``"raise"`` (default) stops at the first bad row; ``"skip"`` drops bad rows and reports
+        counts by reason.
+    rating_range:
+        Inclusive ``(low, high)``; ratings outside it are bad rows.
+    """
+    if on_bad_rows not in ("raise", "skip"):
+        raise InvalidInputError(f"on_bad_rows must be 'raise' or 'skip', got {on_bad_rows!r}")
+    wanted = [c for c in (user, item, rating, weight, timestamp) if c is not None]
+    missing_cols = [c for c in wanted if c not in frame.columns]
+    if missing_cols:
+        found = ", ".join(map(str, frame.columns))
+        raise DataError(
+            f"missing column(s) {', '.join(map(repr, missing_cols))}; columns found: [{found}]",
+            source=source,
+        )
+    if len(frame) == 0:
+        raise DataError("no interactions (the table is empty)", source=source)
+
+    n = len(frame)
+    # reason[i] is the code of the first problem found in row i (-1: none); problems[code] is
+    # (column, kind, words), words(row) describing it in full with the offending value.
+    reason = np.full(n, -1, dtype=np.int64)
+    problems: list[tuple[str, str, Callable[[int], str]]] = []
+
+    def flag(mask: np.ndarray, column: str, kind: str, words: Callable[[int], str]) -> None:
+        new = mask & (reason < 0)
+        if new.any():
+            reason[new] = len(problems)
+            problems.append((column, kind, words))
+
+    for col in (user, item):
+        flag(blank_cells(frame[col]), col, "missing id", lambda _p: "missing id")
+
+    def check_numeric(col: str) -> np.ndarray:
+        values, bad = _numeric(frame[col])
+        raw = frame[col].to_numpy()
+        flag(blank_cells(frame[col]), col, "missing value", lambda _p: "missing value")
+        flag(bad, col, "not a number", lambda p: f"{_show(raw[p])} is not a number")
+        flag(np.isinf(values), col, "not finite", lambda p: f"{values[p]} is not finite")
+        return values
+
+    rating_values = weight_values = ts_values = None
+    if rating is not None:
+        rating_values = check_numeric(rating)
+        if rating_range is not None:
+            lo, hi = rating_range
+            with np.errstate(invalid="ignore"):
+                out = (rating_values < lo) | (rating_values > hi)
+            flag(
+                out,
+                rating,
+                f"outside the rating range [{lo:g}, {hi:g}]",
+                lambda p: f"{rating_values[p]:g} is outside the rating range [{lo:g}, {hi:g}]",
+            )
+    if weight is not None:
+        weight_values = check_numeric(weight)
+        with np.errstate(invalid="ignore"):
+            negative = weight_values < 0
+        flag(negative, weight, "negative weight", lambda p: f"{weight_values[p]:g} is negative")
+    if timestamp is not None:
+        ts_values, bad_ts = _timestamps(frame[timestamp])
+        raw_ts = frame[timestamp].to_numpy()
+        flag(blank_cells(frame[timestamp]), timestamp, "missing value", lambda _p: "missing value")
+        flag(
+            bad_ts,
+            timestamp,
+            "not a time",
+            lambda p: f"{_show(raw_ts[p])} is neither unix seconds nor a date/time",
+        )
+        flag(np.isinf(ts_values), timestamp, "not finite", lambda p: "not finite")
+
+    bad_rows = reason >= 0
+    skipped: dict[str, int] = {}
+    if bad_rows.any():
+        n_bad = int(bad_rows.sum())
+        first = int(np.flatnonzero(bad_rows)[0])
+        column, _kind, words = problems[reason[first]]
+        text = words(first)
+        if on_bad_rows == "raise":
+            line = int(line_numbers[first]) if line_numbers is not None else None
+            where = source if line_numbers is not None else f"{source} row {frame.index[first]!r}"
+            more = (
+                f" ({n_bad} bad rows in all; on_bad_rows='skip' skips and counts them)"
+                if n_bad > 1
+                else ""
+            )
+            raise DataError(text + more, source=where, line=line, column=str(column))
+        counts = Counter(reason[bad_rows].tolist())
+        skipped = {f"column '{problems[c][0]}': {problems[c][1]}": m for c, m in counts.items()}
+        detail = "; ".join(f"{count} with {why}" for why, count in sorted(skipped.items()))
+        warnings.warn(
+            f"{source}: skipped {n_bad} of {n} rows ({detail})", SkippedRowsWarning, stacklevel=3
+        )
+        if n_bad == n:
+            raise DataError(f"every one of the {n} rows is bad ({detail})", source=source)
+
+    keep = ~bad_rows
+    kept = frame[keep] if bad_rows.any() else frame
+
+    def sel(values: np.ndarray | None) -> np.ndarray | None:
+        return None if values is None else values[keep]
+
+    return CleanInteractions(
+        user=normalize_ids(kept[user]),
+        item=normalize_ids(kept[item]),
+        rating=sel(rating_values),
+        weight=sel(weight_values),
+        timestamp=sel(ts_values),
+        line=None if line_numbers is None else line_numbers[keep],
+        skipped=skipped,
+    )
