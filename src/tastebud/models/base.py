@@ -1,0 +1,512 @@
+"""The :class:`Recommender` contract every model follows.
+
+A model is a keyword-only dataclass whose fields are its hyper-parameters (declared once:
+``__init__``, ``repr``, :meth:`~Recommender.get_params` and :meth:`~Recommender.set_params`
+derive from them). ``fit`` validates, learns state in attributes ending with ``_`` and returns
+``self``. The base class does everything that is the same for every model -- id mapping,
+the unknown-user policy, masking seen items inside the top-k routine, batching, persistence --
+and a model implements only:
+
+``_fit(dataset)``
+    learn from the training :class:`~tastebud.data.Dataset`;
+``_score(users, items)``
+    a dense ``(len(users), n)`` score block for internal user indices (and optional internal
+    candidate items, else all items) -- higher is better;
+``_predict(users, items)`` (rating models)
+    predicted ratings for internal index pairs, where -1 marks an unknown id;
+``_similar(items)`` (optional)
+    item-to-item scores ``(len(items), n_items)``;
+``_explain(user, items)`` (optional)
+    a reason per item.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Self
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from tastebud.data import columns as C
+from tastebud.data.dataset import Dataset
+from tastebud.data.idmap import IdMap
+from tastebud.errors import (
+    InvalidInputError,
+    ModelFileError,
+    NotFittedError,
+    TastebudError,
+)
+
+OnUnknown = Literal["fallback", "raise"]
+FORMAT = "tastebud-model"
+FORMAT_VERSION = 1
+_BATCH = 1024
+
+
+def _as_list(values: Any) -> list[Any]:
+    """Accept one id or many (list, array, Series, Index)."""
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        return [values]
+    return list(values)
+
+
+def top_k(
+    scores: np.ndarray, k: int, *, valid: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and scores of the ``k`` best columns of each row, best first.
+
+    Ties are broken by the lower column index, so results never depend on the partition
+    algorithm. Entries at ``-inf`` (masked) are never returned: rows with fewer than ``k`` valid
+    entries are padded with index -1 and score NaN.
+    """
+    n_rows, n_cols = scores.shape
+    k_eff = min(k, n_cols)
+    out_idx = np.full((n_rows, k), -1, dtype=np.int64)
+    out_score = np.full((n_rows, k), np.nan, dtype=np.float64)
+    if k_eff == 0 or n_rows == 0:
+        return out_idx, out_score
+    if k_eff == n_cols:
+        selected = np.ones_like(scores, dtype=bool)
+    else:
+        kth = np.partition(scores, n_cols - k_eff, axis=1)[:, n_cols - k_eff][:, None]
+        above = scores > kth
+        equal = scores == kth
+        room = k_eff - above.sum(axis=1, keepdims=True)
+        selected = above | (equal & (np.cumsum(equal, axis=1) <= room))
+    rows, cols = np.nonzero(selected)
+    vals = scores[rows, cols]
+    # Order within each row: score descending, then column ascending.
+    order = np.lexsort((cols, -vals, rows))
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    pos = np.arange(len(rows)) - np.searchsorted(rows, rows)
+    keep = vals > -np.inf  # masked (and NaN) entries are never recommended
+    out_idx[rows[keep], pos[keep]] = cols[keep]
+    out_score[rows[keep], pos[keep]] = vals[keep]
+    return out_idx, out_score
+
+
+def mask_rows(
+    scores: np.ndarray, matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray | None
+) -> None:
+    """Set ``scores[r, j] = -inf`` where ``matrix[rows[r], j]`` is stored (in place).
+
+    ``cols`` maps score columns to matrix columns when scoring a candidate subset.
+    """
+    sub = matrix[rows]
+    if cols is None:
+        r = np.repeat(np.arange(len(rows)), np.diff(sub.indptr))
+        scores[r, sub.indices] = -np.inf
+        return
+    position = np.full(matrix.shape[1], -1, dtype=np.int64)
+    position[cols] = np.arange(len(cols))
+    r = np.repeat(np.arange(len(rows)), np.diff(sub.indptr))
+    c = position[sub.indices]
+    hit = c >= 0
+    scores[r[hit], c[hit]] = -np.inf
+
+
+@dataclasses.dataclass(kw_only=True, eq=False)
+class Recommender:
+    """Base class of every tastebud model (see the module docstring for the contract).
+
+    Parameters
+    ----------
+    on_unknown:
+        What ``recommend``/``score``/``predict`` do with ids never seen in training:
+        ``"fallback"`` answers from the training popularity (rating models: from the global
+        mean and the known side's bias), ``"raise"`` raises
+        :class:`~tastebud.errors.UnknownIdError`.
+    """
+
+    #: Registry name, set by :func:`tastebud.models.registry.register`.
+    name: ClassVar[str] = ""
+    #: Whether ``predict`` returns ratings.
+    predicts_ratings: ClassVar[bool] = False
+    #: Whether ``fit`` needs explicit ratings.
+    needs_ratings: ClassVar[bool] = False
+
+    on_unknown: OnUnknown = "fallback"
+
+    # -- hyper-parameters ---------------------------------------------------------------------
+    def get_params(self) -> dict[str, Any]:
+        """Hyper-parameters by name (derived from the dataclass fields)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def set_params(self, **params: Any) -> Self:
+        """Change hyper-parameters; unknown names raise. Returns ``self``."""
+        valid = {f.name for f in dataclasses.fields(self)}
+        for key, value in params.items():
+            if key not in valid:
+                raise InvalidInputError(
+                    f"{type(self).__name__} has no parameter {key!r}; "
+                    f"parameters: {', '.join(sorted(valid))}"
+                )
+            setattr(self, key, value)
+        return self
+
+    def _validate(self) -> None:
+        """Check hyper-parameters (override and call super); runs at the start of ``fit``."""
+        self._check(
+            self.on_unknown in ("fallback", "raise"), "on_unknown must be 'fallback' or 'raise'"
+        )
+
+    def _check(self, condition: bool, message: str) -> None:
+        if not condition:
+            raise InvalidInputError(f"{type(self).__name__}: {message}")
+
+    # -- fitting ------------------------------------------------------------------------------
+    def fit(self, dataset: Dataset) -> Self:
+        """Learn from ``dataset``; returns ``self``."""
+        if not isinstance(dataset, Dataset):
+            raise InvalidInputError(
+                f"fit needs a tastebud Dataset, got {type(dataset).__name__}; "
+                "build one with Dataset.from_frame(...)"
+            )
+        self._validate()
+        if len(dataset) == 0:
+            raise InvalidInputError(f"cannot fit {type(self).__name__} on an empty dataset")
+        if self.needs_ratings and not dataset.has_ratings:
+            raise InvalidInputError(
+                f"{type(self).__name__} predicts ratings and needs a dataset with ratings; "
+                f"{dataset.name} has none"
+            )
+        self.users_ = dataset.users
+        self.items_ = dataset.items
+        self.seen_ = dataset.matrix("binary")
+        self.popularity_ = dataset.item_popularity().astype(np.float64)
+        self._fit(dataset)
+        return self
+
+    def _fit(self, dataset: Dataset) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must implement _fit")
+
+    def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} must implement _score")
+
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "items_")
+
+    def _require_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit(dataset)")
+
+    # -- ids ----------------------------------------------------------------------------------
+    def _user_index(self, users: Any) -> tuple[list[Any], np.ndarray]:
+        ids = _as_list(users)
+        idx = self.users_.to_index(ids, on_unknown="ignore")
+        if self.on_unknown == "raise" and (idx < 0).any():
+            self.users_.to_index(ids, on_unknown="raise", what="user")
+        return ids, idx
+
+    def _item_index(self, items: Any, *, strict: bool) -> np.ndarray:
+        ids = _as_list(items)
+        idx = self.items_.to_index(ids, on_unknown="ignore")
+        if (strict or self.on_unknown == "raise") and (idx < 0).any():
+            self.items_.to_index(ids, on_unknown="raise", what="item")
+        return idx
+
+    def _fallback_scores(self, n_rows: int, items: np.ndarray | None) -> np.ndarray:
+        row = self.popularity_ if items is None else self.popularity_[items]
+        return np.broadcast_to(row, (n_rows, len(row))).astype(np.float64)
+
+    # -- scoring and recommending -----------------------------------------------------------------
+    def _score_block(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
+        """Scores for internal users (-1 = unknown, answered by the fallback)."""
+        n = len(self.items_) if items is None else len(items)
+        out = np.empty((len(users), n), dtype=np.float64)
+        known = users >= 0
+        if known.any():
+            out[known] = self._score(users[known], items)
+        if not known.all():
+            out[~known] = self._fallback_scores(int((~known).sum()), items)
+        return out
+
+    def score(self, users: Any, items: Any = None) -> np.ndarray:
+        """Scores of ``items`` (all items, in internal order, when ``None``) for ``users``.
+
+        Returns a float array ``(len(users), len(items))``; unknown users follow ``on_unknown``;
+        unknown items raise :class:`~tastebud.errors.UnknownIdError`.
+        """
+        self._require_fitted()
+        _ids, uidx = self._user_index(users)
+        iidx = None if items is None else self._item_index(items, strict=True)
+        return self._score_block(uidx, iidx)
+
+    def recommend_indices(
+        self,
+        users: np.ndarray,
+        k: int,
+        *,
+        exclude: sp.csr_matrix | None = None,
+        items: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` internal item indices and scores for internal ``users`` (-1 = unknown).
+
+        ``exclude`` rows (indexed like ``users``' internal ids) are masked inside the top-k
+        routine; ``items`` restricts the candidates. Padded with -1/NaN where fewer than ``k``
+        items remain.
+        """
+        self._require_fitted()
+        out_items = np.full((len(users), k), -1, dtype=np.int64)
+        out_scores = np.full((len(users), k), np.nan)
+        for start in range(0, len(users), _BATCH):
+            batch = users[start : start + _BATCH]
+            scores = self._score_block(batch, items)
+            if exclude is not None:
+                known = np.flatnonzero(batch >= 0)
+                if len(known):
+                    block = scores[known]
+                    mask_rows(block, exclude, batch[known], items)
+                    scores[known] = block
+            idx, val = top_k(scores, k)
+            if items is not None:
+                idx = np.where(idx >= 0, items[np.maximum(idx, 0)], -1)
+            out_items[start : start + _BATCH] = idx
+            out_scores[start : start + _BATCH] = val
+        return out_items, out_scores
+
+    def recommend(
+        self,
+        users: Any,
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        items: Any = None,
+    ) -> pd.DataFrame:
+        """Top-``k`` recommendations for each of ``users`` (external ids, one or many).
+
+        Parameters
+        ----------
+        users:
+            One user id or an iterable of them. Unknown users follow ``on_unknown``.
+        k:
+            List length. Lists are shorter when fewer items remain (e.g. ``k`` larger than the
+            catalog, or everything seen).
+        exclude_seen:
+            Leave out items the user interacted with in training.
+        items:
+            Optional candidate item ids to rank (others are never returned); unknown
+            candidates are ignored under ``on_unknown="fallback"``.
+
+        Returns
+        -------
+        DataFrame with columns ``user, item, score, rank`` (rank 1 = best), users in the
+        order given.
+        """
+        self._require_fitted()
+        if not isinstance(k, int | np.integer) or k < 1:
+            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        ids, uidx = self._user_index(users)
+        cand = None
+        if items is not None:
+            cand = self._item_index(items, strict=False)
+            cand = np.unique(cand[cand >= 0])
+        idx, scores = self.recommend_indices(
+            uidx, int(k), exclude=self.seen_ if exclude_seen else None, items=cand
+        )
+        valid = idx >= 0
+        rows = np.repeat(np.arange(len(ids)), valid.sum(axis=1))
+        user_col = np.asarray(ids, dtype=object)[rows] if len(ids) else np.array([], dtype=object)
+        return pd.DataFrame(
+            {
+                C.USER: user_col,
+                C.ITEM: self.items_.to_ids(idx[valid]),
+                C.SCORE: scores[valid],
+                C.RANK: (np.nonzero(valid)[1] + 1).astype(np.int64),
+            }
+        )
+
+    # -- ratings ------------------------------------------------------------------------------
+    def predict(self, pairs: pd.DataFrame) -> np.ndarray:
+        """Predicted ratings for a table with ``user`` and ``item`` columns (rating models)."""
+        self._require_fitted()
+        if not self.predicts_ratings:
+            raise TastebudError(
+                f"{type(self).__name__} ranks items but does not predict ratings; use "
+                "recommend() or score(), or a rating model such as 'baseline'"
+            )
+        if not isinstance(pairs, pd.DataFrame) or not {C.USER, C.ITEM} <= set(pairs.columns):
+            raise InvalidInputError("predict needs a DataFrame with 'user' and 'item' columns")
+        u = self.users_.to_index(pairs[C.USER].to_numpy(), on_unknown="ignore")
+        i = self.items_.to_index(pairs[C.ITEM].to_numpy(), on_unknown="ignore")
+        if self.on_unknown == "raise":
+            self.users_.to_index(pairs[C.USER].to_numpy(), what="user")
+            self.items_.to_index(pairs[C.ITEM].to_numpy(), what="item")
+        return self._predict(u, i)
+
+    def _predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    # -- similar items and explanations ---------------------------------------------------------
+    @property
+    def supports_similar_items(self) -> bool:
+        return type(self)._similar is not Recommender._similar
+
+    def _similar(self, items: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def similar_items(self, items: Any, k: int = 10) -> pd.DataFrame:
+        """The ``k`` items most similar to each of ``items``: columns ``item, similar, score,
+        rank``. Unknown items raise :class:`~tastebud.errors.UnknownIdError`."""
+        self._require_fitted()
+        if not self.supports_similar_items:
+            raise TastebudError(f"{type(self).__name__} does not compute item similarities")
+        if not isinstance(k, int | np.integer) or k < 1:
+            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        ids = _as_list(items)
+        idx = self._item_index(ids, strict=True)
+        scores = self._similar(idx).astype(np.float64, copy=True)
+        scores[np.arange(len(idx)), idx] = -np.inf  # an item is not similar to itself
+        top, val = top_k(scores, int(k))
+        valid = top >= 0
+        rows = np.repeat(np.arange(len(ids)), valid.sum(axis=1))
+        return pd.DataFrame(
+            {
+                C.ITEM: np.asarray(ids, dtype=object)[rows],
+                "similar": self.items_.to_ids(top[valid]),
+                C.SCORE: val[valid],
+                C.RANK: (np.nonzero(valid)[1] + 1).astype(np.int64),
+            }
+        )
+
+    def _explain(self, user: int, items: np.ndarray) -> list[str]:
+        raise NotImplementedError
+
+    def explain(self, user: Any, items: Any) -> pd.DataFrame:
+        """Why ``items`` are recommended to ``user``: columns ``item, reason``."""
+        self._require_fitted()
+        if type(self)._explain is Recommender._explain:
+            raise TastebudError(f"{type(self).__name__} cannot explain its recommendations")
+        _ids, uidx = self._user_index([user])
+        item_ids = _as_list(items)
+        iidx = self._item_index(item_ids, strict=True)
+        return pd.DataFrame({C.ITEM: item_ids, "reason": self._explain(int(uidx[0]), iidx)})
+
+    # -- persistence --------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("_")}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model to folder ``path`` (created): ``config.json`` + ``arrays.npz``.
+
+        No pickle: arrays, sparse matrices and id maps go to the npz, plain values to JSON.
+        """
+        self._require_fitted()
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.ndarray] = {}
+        plain: dict[str, Any] = {}
+        kinds: dict[str, str] = {}
+        for key, value in self._state().items():
+            if isinstance(value, IdMap):
+                ids, values = value.to_state()
+                if ids is not None:
+                    arrays[key] = ids
+                    kinds[key] = "idmap"
+                else:
+                    plain[key] = values
+                    kinds[key] = "idmap-json"
+            elif sp.issparse(value):
+                csr = sp.csr_matrix(value)
+                for part in ("data", "indices", "indptr"):
+                    arrays[f"{key}/{part}"] = getattr(csr, part)
+                arrays[f"{key}/shape"] = np.asarray(csr.shape, dtype=np.int64)
+                kinds[key] = "csr"
+            elif isinstance(value, np.ndarray):
+                if value.dtype == object:
+                    raise ModelFileError(f"cannot save object array {key} without pickle")
+                arrays[key] = value
+                kinds[key] = "array"
+            else:
+                try:
+                    json.dumps(value)
+                except TypeError:
+                    raise ModelFileError(
+                        f"cannot save attribute {key} of type {type(value).__name__}"
+                    ) from None
+                plain[key] = value
+                kinds[key] = "json"
+        config = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model": self.name,
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "params": self.get_params(),
+            "state": plain,
+            "kinds": kinds,
+        }
+        from tastebud import __version__
+
+        config["tastebud_version"] = __version__
+        (folder / "config.json").write_text(json.dumps(config, indent=2, default=_json_default))
+        np.savez(folder / "arrays.npz", **arrays)  # type: ignore[arg-type]
+        return folder
+
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        """Read a model written by :meth:`save`; the folder must hold this class's model."""
+        from tastebud.models.registry import get_class
+
+        config, arrays = read_model_files(path)
+        model_cls = get_class(str(config.get("model", "")))
+        if not issubclass(model_cls, cls):
+            raise ModelFileError(
+                f"{path} holds a '{config.get('model')}' model, not a {cls.__name__}"
+            )
+        model = model_cls(**config["params"])
+        for key, kind in config["kinds"].items():
+            if kind == "idmap":
+                value: Any = IdMap.from_state(arrays[key], None)
+            elif kind == "idmap-json":
+                value = IdMap.from_state(None, config["state"][key])
+            elif kind == "csr":
+                shape = tuple(int(x) for x in arrays[f"{key}/shape"])
+                value = sp.csr_matrix(
+                    (arrays[f"{key}/data"], arrays[f"{key}/indices"], arrays[f"{key}/indptr"]),
+                    shape=shape,
+                )
+            elif kind == "array":
+                value = arrays[key]
+            else:
+                value = config["state"][key]
+            setattr(model, key, value)
+        return model
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple | set):
+        return list(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def read_model_files(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Read and check a model folder's config and arrays (no pickle)."""
+    folder = Path(path)
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise ModelFileError(f"{folder} is not a saved tastebud model (no config.json)")
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ModelFileError(f"{config_path} is not valid JSON: {err}") from None
+    if config.get("format") != FORMAT:
+        raise ModelFileError(f"{config_path} is not a tastebud model file")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(
+            f"{config_path} has format version {config.get('format_version')}; this tastebud "
+            f"reads version {FORMAT_VERSION}"
+        )
+    try:
+        with np.load(folder / "arrays.npz", allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (OSError, ValueError) as err:
+        raise ModelFileError(f"cannot read {folder / 'arrays.npz'}: {err}") from None
+    return config, arrays

@@ -1,0 +1,104 @@
+"""Non-personalized baselines: most popular, trending (time-decayed popularity) and random."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from tastebud.data.dataset import Dataset
+from tastebud.models.base import Recommender
+from tastebud.models.registry import register
+
+_DAY = 86_400.0
+
+
+@register("popularity")
+@dataclasses.dataclass(kw_only=True, eq=False)
+class Popularity(Recommender):
+    """Most popular items: score(i) = number of training users who interacted with i.
+
+    The same list for everyone (minus what each user has seen); ties go to the lower
+    internal index, i.e. the smaller id. The reference every personalized model must beat.
+    """
+
+    def _fit(self, dataset: Dataset) -> None:
+        self.item_scores_ = self._item_scores(dataset)
+
+    def _item_scores(self, dataset: Dataset) -> np.ndarray:
+        return dataset.item_popularity().astype(np.float64)
+
+    def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
+        row = self.item_scores_ if items is None else self.item_scores_[items]
+        return np.tile(row, (len(users), 1))
+
+    def _fallback_scores(self, n_rows: int, items: np.ndarray | None) -> np.ndarray:
+        return self._score(np.zeros(n_rows, dtype=np.int64), items)
+
+    def _explain(self, user: int, items: np.ndarray) -> list[str]:
+        counts = self.popularity_[items]
+        return [f"popular: {int(c)} users interacted with it" for c in counts]
+
+
+@register("trending")
+@dataclasses.dataclass(kw_only=True, eq=False)
+class Trending(Popularity):
+    """Time-decayed popularity: score(i) = sum over i's events of 2^(-age / half_life).
+
+    ``age`` is measured back from the latest event in the training data, so an item that was
+    popular last week outranks one that was popular last year.
+
+    Parameters
+    ----------
+    half_life_days:
+        Days after which an event counts half.
+    """
+
+    half_life_days: float = 14.0
+
+    def _validate(self) -> None:
+        super()._validate()
+        self._check(self.half_life_days > 0, "half_life_days must be > 0")
+
+    def _item_scores(self, dataset: Dataset) -> np.ndarray:
+        self._check(dataset.timestamp is not None, f"needs timestamps and {dataset.name} has none")
+        assert dataset.timestamp is not None
+        age_days = (dataset.timestamp.max() - dataset.timestamp) / _DAY
+        decay = np.exp2(-age_days / self.half_life_days)
+        return np.bincount(dataset.item_index, weights=decay, minlength=dataset.n_items)
+
+    def _explain(self, user: int, items: np.ndarray) -> list[str]:
+        return [
+            f"trending: {s:.1f} recent interactions (half-life {self.half_life_days:g} days)"
+            for s in self.item_scores_[items]
+        ]
+
+
+@register("random")
+@dataclasses.dataclass(kw_only=True, eq=False)
+class Random(Recommender):
+    """Uniformly random ranking -- the floor every model must clear.
+
+    Scores are a hash of (random_state, user, item), so a user's list is reproducible and does
+    not depend on which other users are in the same call.
+    """
+
+    random_state: int = 0
+
+    def _fit(self, dataset: Dataset) -> None:
+        self.n_items_ = dataset.n_items
+
+    def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
+        cols = (
+            np.arange(self.n_items_, dtype=np.uint64) if items is None else items.astype(np.uint64)
+        )
+        x = (users.astype(np.uint64)[:, None] << np.uint64(32)) ^ cols[None, :]
+        x = x ^ np.uint64(self.random_state * 0x9E3779B97F4A7C15 % 2**64)
+        # splitmix64 finalizer: a well-mixed 64-bit hash
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+        return (x >> np.uint64(11)).astype(np.float64) / float(2**53)
+
+    def _fallback_scores(self, n_rows: int, items: np.ndarray | None) -> np.ndarray:
+        return self._score(np.full(n_rows, 2**31 - 1, dtype=np.int64), items)

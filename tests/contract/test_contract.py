@@ -1,0 +1,215 @@
+"""The suite every registered model must pass (ARCHITECTURE.md, "The contract")."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tastebud import Dataset
+from tastebud.data.synthetic import synthetic
+from tastebud.errors import ModelFileError, NotFittedError, TastebudError, UnknownIdError
+from tastebud.models import available, create, load
+
+MODELS = available()
+
+
+def _string_ids(ds: Dataset) -> Dataset:
+    table = ds.interactions
+    table["user"] = "user-" + table["user"].astype(str)
+    table["item"] = "item-" + table["item"].astype(str)
+    return Dataset.from_frame(table, rating="rating", timestamp="timestamp", name="strings")
+
+
+@pytest.fixture(scope="module")
+def int_data() -> Dataset:
+    return synthetic(120, 60, 2_000, n_clusters=3, seed=11)
+
+
+@pytest.fixture(scope="module", params=["int-ids", "string-ids"])
+def data(request, int_data) -> Dataset:
+    return int_data if request.param == "int-ids" else _string_ids(int_data)
+
+
+@pytest.fixture(scope="module")
+def fitted(int_data):
+    return {name: create(name).fit(int_data) for name in MODELS}
+
+
+def _users(ds: Dataset, n: int = 5) -> list:
+    return ds.users.ids[:n].tolist()
+
+
+def test_registry_lists_the_baselines():
+    assert {"popularity", "trending", "random", "baseline"} <= set(MODELS)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_init_only_stores_params_and_fit_returns_self(name, int_data):
+    model = create(name)
+    assert not model.is_fitted
+    assert not [k for k in vars(model) if k.endswith("_")]
+    params = model.get_params()
+    clone = create(name, **params)
+    assert clone.get_params() == params
+    assert model.fit(int_data) is model
+    assert model.is_fitted
+    with pytest.raises(TastebudError):
+        model.set_params(no_such_param=1)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_unfitted_model_says_so(name):
+    with pytest.raises(NotFittedError, match="fit"):
+        create(name).recommend([1])
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_recommend_shape_order_and_exclude_seen(name, data):
+    model = create(name).fit(data)
+    users = _users(data)
+    recs = model.recommend(users, k=7)
+    assert list(recs.columns) == ["user", "item", "score", "rank"]
+    assert recs["user"].drop_duplicates().tolist() == users  # order as given
+    seen = set(zip(data.interactions.user, data.interactions.item, strict=True))
+    for user, group in recs.groupby("user", sort=False):
+        assert group["rank"].tolist() == list(range(1, len(group) + 1))
+        assert np.all(np.diff(group["score"].to_numpy()) <= 1e-12)
+        assert group["item"].is_unique
+        assert not any((user, item) in seen for item in group["item"])
+        n_unseen = data.n_items - int(data.user_activity()[data.users.to_index([user])[0]])
+        assert len(group) == min(7, n_unseen)
+    with_seen = model.recommend(users, k=data.n_items, exclude_seen=False)
+    assert with_seen.groupby("user").size().eq(data.n_items).all()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_k_larger_than_catalog_returns_every_unseen_item_once(name, data):
+    model = create(name).fit(data)
+    user = _users(data, 1)[0]
+    recs = model.recommend(user, k=10 * data.n_items)
+    seen = set(data.history(user)["item"])
+    assert set(recs["item"]) == set(data.items.ids) - seen
+    assert len(recs) == data.n_items - len(seen)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_unknown_users_follow_the_policy(name, data):
+    model = create(name).fit(data)
+    recs = model.recommend(["nobody", _users(data, 1)[0]], k=5)
+    assert (recs["user"] == "nobody").sum() == 5  # fallback answers unknown users
+    strict = create(name, on_unknown="raise").fit(data)
+    with pytest.raises(UnknownIdError, match="nobody"):
+        strict.recommend(["nobody"], k=5)
+    with pytest.raises(UnknownIdError):
+        strict.score(["nobody"])
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_candidates_restrict_the_ranking(name, data):
+    model = create(name).fit(data)
+    candidates = data.items.ids[::7].tolist()
+    recs = model.recommend(_users(data), k=3, items=[*candidates, "not-an-item"])
+    assert set(recs["item"]) <= set(candidates)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_batches_do_not_change_answers_and_score_agrees(name, data):
+    model = create(name).fit(data)
+    users = _users(data, 4)
+    together = model.recommend(users, k=5)
+    for user in users:
+        alone = model.recommend([user], k=5)
+        pd.testing.assert_frame_equal(
+            alone.reset_index(drop=True),
+            together[together["user"] == user].reset_index(drop=True),
+        )
+    scores = model.score(users)
+    assert scores.shape == (len(users), data.n_items)
+    top = model.recommend(users[:1], k=1, exclude_seen=False)
+    best = data.items.ids[int(np.argmax(scores[0]))]
+    assert top["item"].iloc[0] == best
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fitting_is_deterministic(name, int_data):
+    users = _users(int_data)
+    a = create(name).fit(int_data).recommend(users, k=5)
+    b = create(name).fit(int_data).recommend(users, k=5)
+    pd.testing.assert_frame_equal(a, b)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_save_load_round_trip_without_pickle(name, data, tmp_path):
+    model = create(name).fit(data)
+    folder = model.save(tmp_path / name)
+    with np.load(folder / "arrays.npz", allow_pickle=False) as npz:
+        assert all(npz[key].dtype != object for key in npz.files)
+    again = load(folder)
+    assert type(again) is type(model) and again.get_params() == model.get_params()
+    users = [*_users(data), "nobody"]
+    pd.testing.assert_frame_equal(again.recommend(users, k=6), model.recommend(users, k=6))
+    np.testing.assert_array_equal(again.score(users[:3]), model.score(users[:3]))
+
+
+def test_loading_checks_class_and_version(fitted, tmp_path):
+    from tastebud.models.baseline import BaselineOnly
+    from tastebud.models.popularity import Popularity
+
+    folder = fitted["popularity"].save(tmp_path / "pop")
+    with pytest.raises(ModelFileError, match="not a BaselineOnly"):
+        BaselineOnly.load(folder)
+    assert isinstance(Popularity.load(folder), Popularity)
+    config = json.loads((folder / "config.json").read_text())
+    config["format_version"] = 99
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelFileError, match="version 99"):
+        load(folder)
+    with pytest.raises(ModelFileError, match=r"no config\.json"):
+        load(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_predict_is_for_rating_models_only(name, fitted, int_data):
+    model = fitted[name]
+    pairs = int_data.interactions.head(20)[["user", "item"]]
+    if model.predicts_ratings:
+        pred = model.predict(pairs)
+        assert pred.shape == (20,) and np.isfinite(pred).all()
+        assert pred.min() >= 1 and pred.max() <= 5
+        unknown = model.predict(pd.DataFrame({"user": [-5], "item": [-7]}))
+        assert np.isfinite(unknown).all()
+    else:
+        with pytest.raises(TastebudError, match="does not predict ratings"):
+            model.predict(pairs)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_similar_items_when_supported(name, fitted, int_data):
+    model = fitted[name]
+    items = int_data.items.ids[:3].tolist()
+    if not model.supports_similar_items:
+        with pytest.raises(TastebudError):
+            model.similar_items(items)
+        return
+    sims = model.similar_items(items, k=4)
+    assert list(sims.columns) == ["item", "similar", "score", "rank"]
+    assert not (sims["item"] == sims["similar"]).any()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fit_rejects_wrong_inputs(name):
+    with pytest.raises(TastebudError, match="Dataset"):
+        create(name).fit(pd.DataFrame({"user": [1], "item": [2]}))  # type: ignore[arg-type]
+
+
+def test_params_are_declared_once_as_dataclass_fields():
+    from tastebud.models.registry import get_class
+
+    for name in MODELS:
+        cls = get_class(name)
+        assert dataclasses.is_dataclass(cls)
+        assert "on_unknown" in {f.name for f in dataclasses.fields(cls)}
