@@ -1,0 +1,390 @@
+"""The ``tastebud`` command line (typer): demo, datasets, evaluate, fit, recommend.
+
+Every error a user can cause ends as one line on stderr and exit code 2 -- never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tastebud.data.catalog import DATASETS, load_dataset
+from tastebud.data.dataset import Dataset
+from tastebud.data.files import read_interactions
+from tastebud.data.idmap import IdMap
+from tastebud.errors import InvalidInputError, TastebudError
+
+app = typer.Typer(
+    help="tastebud: fit recommenders, prove how good they are, and serve them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+
+
+# -- shared helpers ------------------------------------------------------------------------------
+def _parse_models(models: list[str], params: list[str]) -> dict[str, Any]:
+    """``--model name[:k=v,k=v]`` plus ``--param [name.]k=v`` -> {label: model}."""
+    from tastebud.models import create
+    from tastebud.models.registry import get_class, parse_params
+
+    specs: list[tuple[str, dict[str, str]]] = []
+    for spec in models:
+        name, _, inline = spec.partition(":")
+        pairs = dict(_split_pair(p) for p in inline.split(",") if p.strip())
+        specs.append((name.strip(), pairs))
+    for param in params:
+        key, value = _split_pair(param)
+        target, dot, field = key.rpartition(".")
+        matched = False
+        for name, pairs in specs:
+            if dot and get_class(target).name != get_class(name).name:
+                continue
+            if not dot and field not in set(get_class(name).__dataclass_fields__):
+                continue
+            pairs[field] = value
+            matched = True
+        if not matched:
+            raise InvalidInputError(f"--param {param}: no chosen model has a parameter {field!r}")
+    result: dict[str, Any] = {}
+    for name, pairs in specs:
+        label = name if not pairs else f"{name}({', '.join(f'{k}={v}' for k, v in pairs.items())})"
+        result[label] = create(name, **parse_params(name, pairs))
+    return result
+
+
+def _split_pair(text: str) -> tuple[str, str]:
+    key, eq, value = text.partition("=")
+    if not eq or not key.strip():
+        raise InvalidInputError(f"expected key=value, got {text!r}")
+    return key.strip(), value.strip()
+
+
+_ROLES = ("user", "item", "rating", "weight", "timestamp")
+
+
+def _columns(pairs: list[str] | None) -> dict[str, str | None]:
+    """``--column role=name`` options as a role -> column mapping."""
+    cols: dict[str, str | None] = dict.fromkeys(_ROLES)
+    for pair in pairs or []:
+        role, name = _split_pair(pair)
+        if role not in cols:
+            raise InvalidInputError(f"--column {pair}: role must be one of {', '.join(_ROLES)}")
+        cols[role] = name
+    return cols
+
+
+def _read(path: Path, cols: dict[str, str | None], sep: str | None) -> Dataset:
+    return read_interactions(
+        path,
+        user=cols["user"],
+        item=cols["item"],
+        rating=cols["rating"],
+        weight=cols["weight"],
+        timestamp=cols["timestamp"],
+        sep=sep,
+    )
+
+
+def _load(
+    dataset: str | None, data: Path | None, cols: dict[str, str | None], sep: str | None
+) -> Dataset:
+    if (dataset is None) == (data is None):
+        raise InvalidInputError("give either --dataset NAME or --data FILE")
+    return load_dataset(dataset) if dataset is not None else _read(data, cols, sep)  # type: ignore[arg-type]
+
+
+def _coerce_ids(ids: IdMap, values: list[str]) -> list[Any]:
+    """Command-line ids are text; match the model's id type (ints stay ints)."""
+    if ids.ids.dtype.kind in "iu":
+        try:
+            return [int(v) for v in values]
+        except ValueError:
+            raise InvalidInputError(f"ids of this model are integers; got {values[:3]}") from None
+    return values
+
+
+def _print_board(board: pd.DataFrame, columns: list[str]) -> None:
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    table.add_column("model", no_wrap=True)
+    for c in columns:
+        table.add_column(c, justify="right", no_wrap=True)
+    for model, row in board.iterrows():
+        table.add_row(str(model), *[f"{row[c]:.3f}" if pd.notna(row[c]) else "-" for c in columns])
+    Console(width=max(out.width, 120)).print(table)  # never squeeze numbers
+
+
+def _main_columns(board: pd.DataFrame, k: int) -> list[str]:
+    """The leaderboard columns worth a terminal's width."""
+    wanted = [
+        f"NDCG@{k}",
+        f"Recall@{k}",
+        f"Precision@{k}",
+        f"MAP@{k}",
+        f"HitRate@{k}",
+        f"Coverage@{k}",
+        f"Novelty@{k}",
+        "RMSE",
+        "MAE",
+    ]
+    return [c for c in wanted if c in board.columns and board[c].notna().any()]
+
+
+ColumnsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--column",
+        "-c",
+        help="ROLE=NAME, e.g. user=userId (roles: user, item, rating, weight, timestamp); "
+        "inferred from the file's header when omitted",
+    ),
+]
+
+
+# -- commands ------------------------------------------------------------------------------------
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for the report")] = Path(
+        "tastebud-report"
+    ),
+    k: Annotated[int, typer.Option(help="list length")] = 10,
+) -> None:
+    """Build the sample music store, fit several models, print a leaderboard, write a report."""
+    from tastebud.data.sample import load_sample
+    from tastebud.evaluation import evaluate, leaderboard
+    from tastebud.models import available, create
+    from tastebud.report import write_report
+    from tastebud.split import random_split
+
+    ds = load_sample()
+    out.print(f"[bold]tastebud demo[/bold] -- {ds}")
+    split = random_split(ds, 0.2, seed=0)
+    models = {name: create(name) for name in available()}
+    results = evaluate(models, split, k=k, fairness_by="gender")
+    board = leaderboard(results)
+    _print_board(board, _main_columns(board, k))
+    paths = write_report(
+        results, out_dir, title="tastebud demo: music store", dataset=ds.describe()
+    )
+    best = str(board.index[0])
+    model = models[best]
+    user = split.test["user"].iloc[0]
+    recs = model.recommend(user, k=5)
+    out.print(f"\nTop 5 for listener {user} by the best model, [bold]{best}[/bold]:")
+    reasons = (
+        model.explain(user, recs["item"])["reason"].tolist()
+        if _can_explain(model)
+        else [""] * len(recs)
+    )
+    for rank, item, why in zip(recs["rank"], recs["item"], reasons, strict=True):
+        out.print(f"  {rank}. {item}" + (f"  -- {why}" if why else ""), highlight=False)
+    out.print(f"\nReport: {paths['markdown']} (plots: {paths['plot']}, data: {paths['json']})")
+
+
+def _can_explain(model: Any) -> bool:
+    from tastebud.models.base import Recommender
+
+    return type(model)._explain is not Recommender._explain
+
+
+@app.command()
+def datasets() -> None:
+    """List the named data sets and whether they are available here."""
+    table = Table("name", "description", "where", "available")
+    for d in DATASETS.values():
+        table.add_row(d.name, d.description, d.location(), "yes" if d.available() else "no")
+    out.print(table)
+    out.print("Reference data are read from TASTEBUD_DATA (or ../shared/data); files with --data.")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[
+        list[str], typer.Option("--model", "-m", help="model name, optionally name:key=value,...")
+    ],
+    dataset: Annotated[
+        str | None, typer.Option(help="named data set (see `tastebud datasets`)")
+    ] = None,
+    data: Annotated[Path | None, typer.Option(help="interactions file to split")] = None,
+    train: Annotated[Path | None, typer.Option(help="training interactions file")] = None,
+    test: Annotated[Path | None, typer.Option(help="test interactions file (with --train)")] = None,
+    split: Annotated[
+        str, typer.Option(help="random | temporal | leave-last-out | cold-user | cold-item")
+    ] = "random",
+    test_size: Annotated[float, typer.Option(help="test fraction for the split")] = 0.2,
+    seed: Annotated[int, typer.Option(help="random seed of the split")] = 0,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="key=value or model.key=value")
+    ] = None,
+    k: Annotated[int, typer.Option(help="list length")] = 10,
+    metric: Annotated[list[str] | None, typer.Option(help="ranking metric (repeatable)")] = None,
+    relevance_threshold: Annotated[
+        float | None,
+        typer.Option(help="test ratings >= this are relevant (default: all test items)"),
+    ] = None,
+    binarize: Annotated[
+        float | None, typer.Option(help="train on ratings >= this as implicit positives")
+    ] = None,
+    fairness_by: Annotated[
+        str | None, typer.Option(help="user feature to compare groups by")
+    ] = None,
+    beyond: Annotated[bool, typer.Option(help="beyond-accuracy metrics")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON only")] = False,
+    report: Annotated[Path | None, typer.Option(help="write a report folder")] = None,
+    column: ColumnsOpt = None,
+    sep: Annotated[str | None, typer.Option(help="field separator (sniffed if omitted)")] = None,
+) -> None:
+    """Fit models on a training set and score their top-k lists on a test set."""
+    from tastebud.evaluation import DEFAULT_METRICS, leaderboard
+    from tastebud.evaluation import evaluate as run_evaluation
+    from tastebud.split import SPLITTERS, Split
+
+    cols = _columns(column)
+    models = _parse_models(model, param or [])
+    if train is not None or test is not None:
+        if train is None or test is None or dataset is not None or data is not None:
+            raise InvalidInputError("--train and --test go together, without --dataset/--data")
+        train_ds = _read(train, cols, sep)
+        test_table = _read(test, cols, sep).interactions
+        the_split = Split(train=train_ds, test=test_table, name=f"{train.name} / {test.name}")
+    else:
+        ds = _load(dataset, data, cols, sep)
+        if split not in SPLITTERS:
+            raise InvalidInputError(f"unknown split {split!r}; choose from {', '.join(SPLITTERS)}")
+        splitter = SPLITTERS[split]
+        if split == "leave-last-out":
+            the_split = splitter(ds)
+        elif split == "temporal":
+            the_split = splitter(ds, test_size)
+        else:
+            the_split = splitter(ds, test_size, seed=seed)
+    if binarize is not None:
+        the_split = Split(
+            train=the_split.train.to_implicit(binarize), test=the_split.test, name=the_split.name
+        )
+    results = run_evaluation(
+        models,
+        the_split,
+        metrics=metric or DEFAULT_METRICS,
+        k=k,
+        relevance_threshold=relevance_threshold,
+        beyond_accuracy=beyond,
+        fairness_by=fairness_by,
+        progress=None if not as_json else False,
+    )
+    if report is not None:
+        from tastebud.report import write_report
+
+        write_report(results, report, title=f"tastebud evaluation: {the_split.name}")
+    if as_json:
+        payload = {
+            "protocol": results.attrs["protocol"],
+            "results": {
+                label: dict(zip(g["metric"], g["value"], strict=True))
+                for label, g in results.groupby("model", sort=False)
+            },
+        }
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        return
+    board = leaderboard(results)
+    _print_board(board, _main_columns(board, k))
+    protocol = results.attrs["protocol"]
+    out.print(", ".join(f"{key}: {value}" for key, value in protocol.items()), highlight=False)
+
+
+@app.command()
+def fit(
+    model: Annotated[str, typer.Option("--model", "-m", help="model name")],
+    out_dir: Annotated[Path, typer.Option("--out", help="folder to write the model to")],
+    dataset: Annotated[str | None, typer.Option(help="named data set")] = None,
+    data: Annotated[Path | None, typer.Option(help="interactions file")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="key=value")] = None,
+    binarize: Annotated[
+        float | None, typer.Option(help="train on ratings >= this as implicit positives")
+    ] = None,
+    column: ColumnsOpt = None,
+    sep: Annotated[str | None, typer.Option(help="field separator (sniffed if omitted)")] = None,
+) -> None:
+    """Fit one model on all the data and save it to a folder."""
+    cols = _columns(column)
+    ds = _load(dataset, data, cols, sep)
+    if binarize is not None:
+        ds = ds.to_implicit(binarize)
+    ((_label, recommender),) = _parse_models([model], param or []).items()
+    recommender.fit(ds)
+    path = recommender.save(out_dir)
+    out.print(f"fitted {recommender!r} on {ds}; saved to {path}")
+
+
+@app.command()
+def recommend(
+    model_dir: Annotated[Path, typer.Argument(help="folder written by `tastebud fit`")],
+    user: Annotated[
+        list[str] | None, typer.Option("--user", "-u", help="user id (repeatable)")
+    ] = None,
+    users_file: Annotated[Path | None, typer.Option(help="file with one user id per line")] = None,
+    all_users: Annotated[
+        bool, typer.Option("--all-users", help="every user the model knows")
+    ] = False,
+    k: Annotated[int, typer.Option(help="list length")] = 10,
+    include_seen: Annotated[
+        bool, typer.Option(help="also recommend items the user already has")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("--out", help="write .csv or .json (default: CSV to stdout)")
+    ] = None,
+) -> None:
+    """Recommend with a saved model; writes CSV (or JSON) of user, item, score, rank."""
+    from tastebud.models import load
+
+    recommender = load(model_dir)
+    ids: list[Any] = list(user or [])
+    if users_file is not None:
+        if not users_file.is_file():
+            raise InvalidInputError(f"{users_file}: no such file")
+        ids += [line.strip() for line in users_file.read_text().splitlines() if line.strip()]
+    if all_users:
+        ids_all = recommender.users_.ids.tolist()
+    elif not ids:
+        raise InvalidInputError("name users with --user, --users-file or --all-users")
+    else:
+        ids_all = _coerce_ids(recommender.users_, ids)
+    recs = recommender.recommend(ids_all, k=k, exclude_seen=not include_seen)
+    if output is None:
+        recs.to_csv(sys.stdout, index=False)
+    elif output.suffix.lower() == ".json":
+        output.write_text(recs.to_json(orient="records", indent=2))
+    else:
+        recs.to_csv(output, index=False)
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    sys.stderr.write(f"warning: {message}\n")
+
+
+def main() -> None:
+    """Entry point: run the app, turning tastebud errors into one line and exit code 2."""
+    warnings.showwarning = _show_warning
+    try:
+        app()
+    except TastebudError as error:
+        sys.stderr.write(f"error: {error}\n")  # one line, never wrapped
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None

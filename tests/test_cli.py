@@ -1,0 +1,131 @@
+"""The command line as a user runs it (subprocess of the installed console script)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+TASTEBUD = str(Path(sys.executable).parent / "tastebud")
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([TASTEBUD, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_help_lists_every_command():
+    res = run("--help")
+    assert res.returncode == 0
+    for command in ("demo", "datasets", "evaluate", "fit", "recommend"):
+        assert command in res.stdout
+    assert run("evaluate", "--help").returncode == 0
+
+
+def test_demo_prints_leaderboard_and_writes_report(tmp_path):
+    res = run("demo", "--out", str(tmp_path / "report"))
+    assert res.returncode == 0, res.stderr
+    assert "NDCG@10" in res.stdout and "popularity" in res.stdout and "baseline" in res.stdout
+    assert (tmp_path / "report" / "report.md").exists()
+    assert (tmp_path / "report" / "metrics.png").stat().st_size > 1000
+
+
+def test_datasets_lists_names():
+    res = run("datasets")
+    assert res.returncode == 0
+    for name in ("sample", "synthetic", "ml-100k", "lastfm-2k"):
+        assert name in res.stdout
+
+
+def test_fit_then_recommend_round_trip(tmp_path):
+    model_dir = tmp_path / "model"
+    res = run(
+        "fit",
+        "--dataset",
+        "sample",
+        "--model",
+        "trending",
+        "--param",
+        "half_life_days=30",
+        "--out",
+        str(model_dir),
+    )
+    assert res.returncode == 0, res.stderr
+    res = run("recommend", str(model_dir), "--user", "u001", "--user", "stranger", "--k", "3")
+    assert res.returncode == 0, res.stderr
+    recs = pd.read_csv(pd.io.common.StringIO(res.stdout))
+    assert list(recs.columns) == ["user", "item", "score", "rank"]
+    assert recs.groupby("user").size().to_dict() == {"stranger": 3, "u001": 3}
+    out = tmp_path / "recs.json"
+    assert (
+        run("recommend", str(model_dir), "--all-users", "--k", "2", "--out", str(out)).returncode
+        == 0
+    )
+    assert len(json.loads(out.read_text())) == 600  # 300 users x 2
+
+
+def test_errors_are_one_line_with_exit_code_2(tmp_path):
+    res = run("evaluate", "--dataset", "sample", "--model", "popularty")
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and "did you mean popularity" in res.stderr
+    res = run(
+        "evaluate", "--dataset", "sample", "--model", "trending", "--param", "half_life_days=soon"
+    )
+    assert res.returncode == 2 and "must be a number" in res.stderr
+    res = run("recommend", str(tmp_path / "nothing"), "--user", "1")
+    assert res.returncode == 2 and "no config.json" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def _textbook(train: pd.DataFrame, test: pd.DataFrame, k: int) -> dict[str, float]:
+    """Popularity + textbook metrics, written independently of tastebud with plain Python."""
+    counts = train.groupby("item")["user"].nunique()
+    ranking = sorted(counts.index, key=lambda i: (-counts[i], i))
+    seen = train.groupby("user")["item"].apply(set).to_dict()
+    sums = dict.fromkeys(["Precision", "Recall", "NDCG", "MAP", "MRR", "HitRate"], 0.0)
+    users = test.groupby("user")["item"].apply(set)
+    for user, relevant in users.items():
+        mine = seen.get(user, set())
+        top = [i for i in ranking if i not in mine][:k]
+        hits = [1 if i in relevant else 0 for i in top]
+        n_rel = len(relevant)
+        sums["Precision"] += sum(hits) / k
+        sums["Recall"] += sum(hits) / n_rel
+        dcg = sum(h / math.log2(r + 2) for r, h in enumerate(hits))
+        idcg = sum(1 / math.log2(r + 2) for r in range(min(n_rel, k)))
+        sums["NDCG"] += dcg / idcg
+        ap, found = 0.0, 0
+        for r, h in enumerate(hits):
+            if h:
+                found += 1
+                ap += found / (r + 1)
+        sums["MAP"] += ap / min(n_rel, k)
+        sums["MRR"] += next((1 / (r + 1) for r, h in enumerate(hits) if h), 0.0)
+        sums["HitRate"] += 1.0 if any(hits) else 0.0
+    return {name: value / len(users) for name, value in sums.items()}
+
+
+@pytest.mark.reference_data
+def test_evaluate_popularity_equals_textbook_metrics_on_movielens(tmp_path):
+    from conftest import require_reference
+
+    folder = require_reference("ml-100k")
+    data = pd.read_csv(folder / "u.data", sep="\t", names=["user", "item", "rating", "timestamp"])
+    rng = np.random.default_rng(123)
+    is_test = rng.random(len(data)) < 0.2  # a plain global 80/20 split, not tastebud's
+    train, test = data[~is_test], data[is_test]
+    train.to_csv(tmp_path / "train.csv", index=False)  # with a header
+    test.to_csv(tmp_path / "test.tsv", sep="\t", index=False, header=False)  # without
+    res = run(
+        "evaluate", "--train", str(tmp_path / "train.csv"), "--test", str(tmp_path / "test.tsv"),
+        "--model", "popularity", "--k", "10", "--json",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    ours = json.loads(res.stdout)["results"]["popularity"]
+    for name, value in _textbook(train, test, 10).items():
+        assert ours[f"{name}@10"] == pytest.approx(value, abs=1e-6), name
