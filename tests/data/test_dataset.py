@@ -140,3 +140,12 @@ def test_sample_music_store():
     )
     assert set(ds.user_features.columns) == {"age", "gender", "city"}  # type: ignore[union-attr]
     assert ds.rating is not None and set(np.unique(ds.rating)) <= {1, 2, 3, 4, 5}
+
+
+def test_synthetic_density_and_argument_checks():
+    ds = synthetic(200, 100, None, density=0.05, seed=0)
+    assert 950 <= len(ds) <= 1000  # repeats that 8 top-up rounds did not replace are dropped
+    with pytest.raises(InvalidInputError, match="density"):
+        synthetic(10, 10, None, density=0.9)
+    with pytest.raises(InvalidInputError, match="affinity"):
+        synthetic(affinity=1.5)

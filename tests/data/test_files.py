@@ -442,3 +442,9 @@ def test_cli_unknown_model_suggests_close_names(cli_files):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: unknown model 'populrity'; did you mean popularity?")
+
+
+def test_unknown_encoding_name_is_a_clear_error(tmp_path):
+    path = write(tmp_path, "e.csv", "user,item\n1,2\n")
+    with pytest.raises(DataError, match="unknown encoding 'klingon'"):
+        read_interactions(path, encoding="klingon")

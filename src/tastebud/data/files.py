@@ -164,7 +164,11 @@ def read_table(
             frame.columns = list(names)
         return frame, None, {}
 
-    if codecs.lookup(encoding).name == "utf-8":
+    try:
+        codec = codecs.lookup(encoding).name
+    except LookupError:
+        raise DataError(f"unknown encoding {encoding!r}", source=str(path)) from None
+    if codec == "utf-8":
         encoding = "utf-8-sig"  # also strips the byte-order mark spreadsheets write
     lines = _first_lines(path, encoding)
     if not lines:

@@ -34,8 +34,9 @@ def _check(name: str, value: float, low: float, high: float | None = None) -> No
 def synthetic(
     n_users: int = 1_000,
     n_items: int = 500,
-    n_interactions: int = 20_000,
+    n_interactions: int | None = 20_000,
     *,
+    density: float | None = None,
     n_clusters: int = 8,
     affinity: float = 0.8,
     popularity_exponent: float = 0.9,
@@ -55,6 +56,9 @@ def synthetic(
     n_interactions:
         Number of distinct (user, item) interactions to make. A user gets at most a quarter of
         the catalog, so with a tiny catalog the dataset can hold fewer.
+    density:
+        Alternatively, the share of the user x item matrix to fill (``n_interactions`` must
+        then be ``None``).
     n_clusters:
         Number of latent taste clusters; ``user_features["cluster"]`` and
         ``item_features["cluster"]`` hold the truth.
@@ -76,6 +80,13 @@ def synthetic(
     progress:
         Show a progress bar (default: only in a terminal, for large sizes).
     """
+    if density is not None:
+        if n_interactions is not None and n_interactions != 20_000:
+            raise InvalidInputError("give n_interactions or density, not both")
+        _check("density", density, 0.0, 0.25)
+        n_interactions = max(round(density * n_users * n_items), 1)
+    if n_interactions is None:
+        raise InvalidInputError("give n_interactions or density")
     _check("n_users", n_users, 1)
     _check("n_items", n_items, 1)
     _check("n_interactions", n_interactions, 1)
