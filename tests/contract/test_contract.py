@@ -213,3 +213,34 @@ def test_params_are_declared_once_as_dataclass_fields():
         cls = get_class(name)
         assert dataclasses.is_dataclass(cls)
         assert "on_unknown" in {f.name for f in dataclasses.fields(cls)}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fold_in_of_a_training_history_matches_recommend(name, fitted, int_data):
+    """A user folded in from their own training history gets (about) their usual list."""
+    model = fitted[name]
+    user = int_data.users.ids[3]
+    history = int_data.history(user)
+    if not model.supports_fold_in:
+        with pytest.raises(TastebudError, match="cannot recommend from a history"):
+            model.recommend_from_history(history["item"])
+        return
+    values = history["rating"] if model.predicts_ratings else None
+    folded = model.recommend_from_history(history["item"], k=10, values=values)
+    assert list(folded.columns) == ["item", "score", "rank"]
+    assert not set(folded["item"]) & set(history["item"])  # exclude_seen
+    usual = model.recommend(user, k=10)
+    overlap = len(set(folded["item"]) & set(usual["item"])) / 10
+    assert overlap >= model_fold_in_overlap(name)
+    anonymous = model.recommend_from_history([], k=5)  # nothing known: still an answer
+    assert len(anonymous) == 5
+    restricted = model.recommend_from_history(
+        history["item"], k=3, candidates=int_data.items.ids[:9]
+    )
+    assert set(restricted["item"]) <= set(int_data.items.ids[:9])
+
+
+def model_fold_in_overlap(name: str) -> float:
+    """Exact for memory-based models; factor models re-solve the user vector, so allow drift."""
+    approximate = {"svd": 0.6, "svdpp": 0.6, "als": 0.6, "bpr": 0.5}
+    return approximate.get(name, 1.0)

@@ -322,6 +322,74 @@ class Recommender:
             }
         )
 
+    # -- fold-in: users given by their history, without refitting ------------------------------
+    @property
+    def supports_fold_in(self) -> bool:
+        return type(self)._score_histories is not Recommender._score_histories
+
+    def _score_histories(self, histories: sp.csr_matrix) -> np.ndarray:
+        raise NotImplementedError
+
+    def history_matrix(self, items: Any, values: Any = None) -> sp.csr_matrix:
+        """A one-row ``(1, n_items)`` CSR history from item ids (unknown items are dropped) and
+        optional values (ratings or weights; 1 when omitted)."""
+        ids = _as_list(items)
+        vals = np.ones(len(ids)) if values is None else np.asarray(_as_list(values), dtype=float)
+        if len(vals) != len(ids):
+            raise InvalidInputError("values must have one entry per history item")
+        if not np.isfinite(vals).all():
+            raise InvalidInputError("history values must be finite numbers")
+        idx = self.items_.to_index(ids, on_unknown="ignore") if ids else np.zeros(0, np.int64)
+        keep = idx >= 0
+        row = sp.csr_matrix(
+            (vals[keep], (np.zeros(int(keep.sum()), dtype=np.int64), idx[keep])),
+            shape=(1, len(self.items_)),
+        )
+        row.sum_duplicates()
+        return row
+
+    def recommend_from_history(
+        self,
+        items: Any,
+        k: int = 10,
+        *,
+        values: Any = None,
+        exclude_seen: bool = True,
+        candidates: Any = None,
+    ) -> pd.DataFrame:
+        """Recommend for a user known only by a list of items -- an anonymous session, a new
+        user after onboarding, or a known user whose history just changed -- without refitting
+        (fold-in). ``values`` are the ratings/weights of those items (default 1).
+
+        Returns a DataFrame with columns ``item, score, rank``.
+        """
+        self._require_fitted()
+        if not self.supports_fold_in:
+            raise TastebudError(f"{type(self).__name__} cannot recommend from a history")
+        if not isinstance(k, int | np.integer) or k < 1:
+            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        history = self.history_matrix(items, values)
+        cand = None
+        if candidates is not None:
+            cand = self._item_index(candidates, strict=False)
+            cand = np.unique(cand[cand >= 0])
+        scores = np.asarray(self._score_histories(history), dtype=np.float64)
+        if cand is not None:
+            scores = scores[:, cand]
+        if exclude_seen:
+            mask_rows(scores, history.tocsr(), np.zeros(1, dtype=np.int64), cand)
+        idx, val = top_k(scores, int(k))
+        if cand is not None:
+            idx = np.where(idx >= 0, cand[np.maximum(idx, 0)], -1)
+        valid = idx[0] >= 0
+        return pd.DataFrame(
+            {
+                C.ITEM: self.items_.to_ids(idx[0][valid]),
+                C.SCORE: val[0][valid],
+                C.RANK: np.arange(1, int(valid.sum()) + 1, dtype=np.int64),
+            }
+        )
+
     # -- ratings ------------------------------------------------------------------------------
     def predict(self, pairs: pd.DataFrame) -> np.ndarray:
         """Predicted ratings for a table with ``user`` and ``item`` columns (rating models)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import scipy.sparse as sp
 
 from tastebud.data.dataset import Dataset
 from tastebud.models.base import Recommender
@@ -81,6 +82,15 @@ class BaselineOnly(Recommender):
     def _fallback_scores(self, n_rows: int, items: np.ndarray | None) -> np.ndarray:
         b_i = self.item_bias_ if items is None else self.item_bias_[items]
         return np.tile(self.global_mean_ + b_i, (n_rows, 1))
+
+    def _score_histories(self, histories: sp.csr_matrix) -> np.ndarray:
+        # Fold-in: the user bias that the ALS step would give this history, items fixed.
+        h = sp.csr_matrix(histories)
+        rows = np.repeat(np.arange(h.shape[0]), np.diff(h.indptr))
+        residual = h.data - self.global_mean_ - self.item_bias_[h.indices]
+        n = np.diff(h.indptr)
+        b_u = np.bincount(rows, residual, h.shape[0]) / (self.reg_user + n)
+        return self.global_mean_ + b_u[:, None] + self.item_bias_[None, :]
 
     def _explain(self, user: int, items: np.ndarray) -> list[str]:
         return [

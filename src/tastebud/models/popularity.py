@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import scipy.sparse as sp
 
 from tastebud.data.dataset import Dataset
 from tastebud.models.base import Recommender
@@ -34,6 +35,9 @@ class Popularity(Recommender):
 
     def _fallback_scores(self, n_rows: int, items: np.ndarray | None) -> np.ndarray:
         return self._score(np.zeros(n_rows, dtype=np.int64), items)
+
+    def _score_histories(self, histories: sp.csr_matrix) -> np.ndarray:
+        return self._fallback_scores(histories.shape[0], None)
 
     def _explain(self, user: int, items: np.ndarray) -> list[str]:
         counts = self.popularity_[items]

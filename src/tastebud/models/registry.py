@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import importlib.util
 import types
 import typing
 from collections.abc import Callable
@@ -14,7 +15,13 @@ from tastebud.errors import InvalidInputError
 from tastebud.models.base import Recommender
 
 _REGISTRY: dict[str, type[Recommender]] = {}
-_BUILTIN_MODULES = ("tastebud.models.popularity", "tastebud.models.baseline")
+_BUILTIN_MODULES = (
+    "tastebud.models.popularity",
+    "tastebud.models.baseline",
+    "tastebud.models.neighbors",
+    "tastebud.models.factorization",
+    "tastebud.models.linear",
+)
 _loaded = False
 R = TypeVar("R", bound=type[Recommender])
 
@@ -41,7 +48,8 @@ def _load_builtins() -> None:
     global _loaded
     if not _loaded:
         for module in _BUILTIN_MODULES:
-            importlib.import_module(module)
+            if importlib.util.find_spec(module) is not None:
+                importlib.import_module(module)
         _loaded = True
 
 
