@@ -165,3 +165,32 @@ def test_auc_counts_test_items_already_in_training_as_unrankable():
     )
     # list [c]: P=2, N=0 -> AUC undefined (NaN), and evaluate must not crash
     assert math.isnan(result.set_index("metric").loc["AUC@1", "value"])
+
+
+def test_test_sets_are_validated_and_unfitted_models_refused(split):
+    bad = split.test.head(3).copy()
+    bad.loc[bad.index[0], "user"] = None
+    with pytest.raises(InvalidInputError, match="test set row"):
+        evaluate(["popularity"], Split(split.train, bad))
+    from tastebud.errors import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        evaluate({"p": create("popularity")}, split, fit=False)
+    single = evaluate(["popularity"], split, metrics="ndcg", beyond_accuracy=False)
+    assert "NDCG@10" in set(single.metric)
+
+
+def test_protocol_counts_test_ids_unknown_to_training():
+    train = Dataset.from_frame(pd.DataFrame({"user": [1, 2], "item": [10, 20]}))
+    test = pd.DataFrame({"user": [1, 3], "item": [20, 30]})
+    protocol = evaluate(["popularity"], Split(train, test), beyond_accuracy=False).attrs["protocol"]
+    assert protocol["test_users_unknown_to_training"] == 1
+    assert protocol["test_items_unknown_to_training"] == 1
+    assert "smaller id first" in protocol["ties"]
+
+
+def test_paired_test_accepts_lists_and_checks_inputs():
+    res = paired_test([1.0, 2.0, 3.0], [0.0, 2.0, 2.0])
+    assert res.n == 3 and res.difference == pytest.approx(2 / 3)
+    with pytest.raises(InvalidInputError, match="name a metric"):
+        paired_test(pd.DataFrame({"x": [1.0]}), pd.DataFrame({"x": [1.0]}), "NDCG@10")

@@ -91,7 +91,7 @@ def test_cold_splits_hold_out_whole_users_or_items(ds):
 def test_impossible_requests_are_refused(ds):
     with pytest.raises(InvalidInputError, match="strictly between 0 and 1"):
         random_split(ds, 1.0)
-    with pytest.raises(InvalidInputError, match="k must be >= 2"):
+    with pytest.raises(InvalidInputError, match="k must be an integer >= 2"):
         kfold(ds, 1)
     no_time = Dataset.from_frame(ds.interactions[["user", "item"]])
     with pytest.raises(InvalidInputError, match="needs timestamps"):
@@ -103,3 +103,10 @@ def test_impossible_requests_are_refused(ds):
         random_split(singles, 0.2)
     with pytest.raises(InvalidInputError, match="leaves no user"):
         cold_user_split(singles, 0.1)
+
+
+def test_argument_types_are_checked(ds):
+    with pytest.raises(InvalidInputError, match="n must be an integer"):
+        leave_last_out(ds, 2.5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="test_size must be a number"):
+        random_split(ds, "0.2")  # type: ignore[arg-type]

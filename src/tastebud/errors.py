@@ -59,12 +59,3 @@ class NotFittedError(TastebudError, RuntimeError):
 
 class ModelFileError(TastebudError):
     """A saved model folder that is missing, corrupt, or written for another class/version."""
-
-
-class MissingDependencyError(TastebudError, ImportError):
-    """An optional dependency is not installed; the message names the extra to install."""
-
-    def __init__(self, package: str, extra: str) -> None:
-        super().__init__(
-            f"this feature needs the optional package '{package}': pip install 'tastebud[{extra}]'"
-        )

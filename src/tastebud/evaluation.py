@@ -28,14 +28,15 @@ from tqdm.auto import tqdm
 
 from tastebud.data import columns as C
 from tastebud.data.dataset import Dataset
+from tastebud.data.validate import clean_interactions
 from tastebud.errors import InvalidInputError
 from tastebud.features import feature_matrix
 from tastebud.metrics import beyond, ranking, rating
+from tastebud.metrics.ranking import check_k
 from tastebud.models import Recommender, create
 from tastebud.split import Split, kfold
 
 DEFAULT_METRICS = ("precision", "recall", "ndcg", "map", "mrr", "hit_rate")
-BEYOND_METRICS = ("coverage", "novelty", "diversity", "serendipity", "popularity", "gini")
 ModelSpec = Recommender | str
 
 
@@ -59,8 +60,15 @@ class TestSet:
 def prepare_test(split: Split, relevance_threshold: float | None = None) -> TestSet:
     """Relevance matrix and candidate counts of a split's test users."""
     train, test = split.train, split.test
-    if not {C.USER, C.ITEM} <= set(test.columns):
-        raise InvalidInputError("the test table needs 'user' and 'item' columns")
+    if not isinstance(test, pd.DataFrame):
+        raise InvalidInputError("the split's test set must be a DataFrame with user and item")
+    clean_interactions(
+        test,
+        user=C.USER,
+        item=C.ITEM,
+        rating=C.RATING if C.RATING in test.columns else None,
+        source="test set",
+    )
     rel = test
     if relevance_threshold is not None:
         if C.RATING not in test.columns:
@@ -138,21 +146,25 @@ class _Context:
     groups: pd.Series | None
 
 
+def _mean(values: np.ndarray) -> float:
+    """Mean over the defined (non-NaN) values; NaN, without a warning, when there are none."""
+    finite = values[~np.isnan(values)]
+    return float(finite.mean()) if len(finite) else math.nan
+
+
 def _beyond_scores(rec: np.ndarray, ctx: _Context) -> dict[str, float]:
     train, k = ctx.split.train, ctx.k
     pop = train.item_popularity()
     out = {
         f"Coverage@{k}": beyond.catalog_coverage(rec, train.n_items, k),
-        f"Novelty@{k}": float(np.nanmean(beyond.novelty(rec, pop, train.n_users, k))),
-        f"ARP@{k}": float(np.nanmean(beyond.average_popularity(rec, pop, k))),
+        f"Novelty@{k}": _mean(beyond.novelty(rec, pop, train.n_users, k)),
+        f"ARP@{k}": _mean(beyond.average_popularity(rec, pop, k)),
         f"Gini@{k}": beyond.gini_index(rec, train.n_items, k),
     }
     if ctx.popular is not None:
-        out[f"Serendipity@{k}"] = float(
-            np.nanmean(beyond.serendipity(rec, ctx.test.relevant, ctx.popular, k))
-        )
+        out[f"Serendipity@{k}"] = _mean(beyond.serendipity(rec, ctx.test.relevant, ctx.popular, k))
     if ctx.item_features is not None and ctx.item_features.shape[1] > 0:
-        out[f"ILD@{k}"] = float(np.nanmean(beyond.intra_list_diversity(rec, ctx.item_features, k)))
+        out[f"ILD@{k}"] = _mean(beyond.intra_list_diversity(rec, ctx.item_features, k))
     return out
 
 
@@ -165,7 +177,9 @@ def _fairness(per_user: pd.DataFrame, groups: pd.Series, k: int) -> dict[str, fl
     if present.sum() == 0 or len(set(labels[present].tolist())) < 2:
         return {}
     gap = beyond.group_gap(values[present], labels[present])
+    sizes = pd.Series(labels[present]).value_counts()
     out = {f"{label} [{groups.name}={g}]": float(v) for g, v in gap["by_group"].items()}
+    out |= {f"users [{groups.name}={g}]": float(sizes.get(g, 0)) for g in gap["by_group"]}
     out[f"{label} gap by {groups.name}"] = float(gap["gap"])
     return out
 
@@ -201,9 +215,19 @@ def _resolve_models(
 
 
 def _protocol(ctx: _Context) -> dict[str, Any]:
+    train, test = ctx.split.train, ctx.split.test
+    users = test[C.USER].drop_duplicates().to_numpy()
+    items = test[C.ITEM].drop_duplicates().to_numpy()
     return {
         "k": ctx.k,
         "candidates": "all items minus the user's training items",
+        "ties": "equal scores rank the smaller id first (ids in sorted order)",
+        "test_users_unknown_to_training": int(
+            (train.users.to_index(users, on_unknown="ignore") < 0).sum()
+        ),
+        "test_items_unknown_to_training": int(
+            (train.items.to_index(items, on_unknown="ignore") < 0).sum()
+        ),
         "relevance": (
             f"test rating >= {ctx.test.threshold:g}"
             if ctx.test.threshold is not None
@@ -262,8 +286,8 @@ def evaluate(
     """
     if not isinstance(split, Split):
         raise InvalidInputError("evaluate needs a Split (see tastebud.split)")
-    if not isinstance(k, int) or k < 1:
-        raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+    k = check_k(k)
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     resolved = _resolve_models(models)
     test = prepare_test(split, relevance_threshold)
     train = split.train
@@ -293,13 +317,15 @@ def evaluate(
         t0 = time.perf_counter()
         if fit:
             model.fit(train)
+        else:
+            model._require_fitted()
         t1 = time.perf_counter()
         rec, _ = model.recommend_indices(test.users, k, exclude=model.seen_)
         t2 = time.perf_counter()
         users_table = ranking_scores(rec, test, ctx.metrics, k)
         if per_user is not None:
             per_user[label] = users_table
-        values: dict[str, float] = {str(c): float(users_table[c].mean()) for c in users_table}
+        values: dict[str, float] = {str(c): _mean(users_table[c].to_numpy()) for c in users_table}
         if model.predicts_ratings and C.RATING in split.test.columns:
             predicted = model.predict(split.test)
             truth = split.test[C.RATING].to_numpy(dtype=np.float64)
@@ -339,7 +365,7 @@ def leaderboard(results: pd.DataFrame, sort_by: str | None = None) -> pd.DataFra
 
 def cross_validate(
     models: ModelSpec | Iterable[ModelSpec] | Mapping[str, ModelSpec],
-    dataset: Dataset | Sequence[Split],
+    dataset: Dataset | Split | Sequence[Split],
     *,
     folds: int = 5,
     seed: int = 0,
@@ -350,7 +376,14 @@ def cross_validate(
 
     Returns the tidy table with a ``fold`` column; summarize it with :func:`summarize`.
     """
-    splits = kfold(dataset, folds, seed=seed) if isinstance(dataset, Dataset) else list(dataset)
+    if isinstance(dataset, Dataset):
+        splits = kfold(dataset, folds, seed=seed)
+    elif isinstance(dataset, Split):
+        splits = [dataset]
+    else:
+        splits = list(dataset)
+    if not splits or not all(isinstance(s, Split) for s in splits):
+        raise InvalidInputError("cross_validate needs a Dataset or a non-empty list of Splits")
     tables = []
     for number, split in enumerate(
         tqdm(splits, desc="folds", unit="fold", disable=_no_bar(progress, len(splits))), start=1
@@ -389,8 +422,8 @@ class PairedTest:
 
 
 def paired_test(
-    a: pd.DataFrame | pd.Series,
-    b: pd.DataFrame | pd.Series,
+    a: pd.DataFrame | pd.Series | Sequence[float],
+    b: pd.DataFrame | pd.Series | Sequence[float],
     metric: str | None = None,
     *,
     method: str = "t",
@@ -402,11 +435,21 @@ def paired_test(
     still the t interval). See Sakai, "Statistical reform in information retrieval", SIGIR
     Forum 2014, for why paired tests over users are the right comparison.
     """
-    if isinstance(a, pd.DataFrame) or isinstance(b, pd.DataFrame):
-        if metric is None:
-            raise InvalidInputError("name the metric column to compare")
-        a = a[metric] if isinstance(a, pd.DataFrame) else a
-        b = b[metric] if isinstance(b, pd.DataFrame) else b
+
+    def column(values: Any) -> pd.Series:
+        if isinstance(values, pd.DataFrame):
+            if metric is None or metric not in values.columns:
+                found = ", ".join(map(str, values.columns))
+                raise InvalidInputError(f"name a metric column to compare (columns: {found})")
+            values = values[metric]
+        series = (
+            values if isinstance(values, pd.Series) else pd.Series(np.asarray(values, dtype=float))
+        )
+        if not series.index.is_unique:
+            raise InvalidInputError("per-user values must have one entry per user (unique index)")
+        return series.astype(float)
+
+    a, b = column(a), column(b)
     joined = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner").dropna()
     n = len(joined)
     if n < 2:
@@ -430,7 +473,7 @@ def paired_test(
     else:
         raise InvalidInputError(f"method must be 't' or 'wilcoxon', got {method!r}")
     return PairedTest(
-        metric=metric or str(getattr(a, "name", "metric")),
+        metric=metric or (str(a.name) if a.name is not None else "metric"),
         n=n,
         mean_a=float(joined["a"].mean()),
         mean_b=float(joined["b"].mean()),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tastebud._io import output_folder, to_json
 from tastebud.evaluation import leaderboard
 
 _TIMING = ("fit_seconds", "recommend_seconds")
@@ -68,8 +68,7 @@ def write_report(
 
     ``results`` is the tidy output of :func:`~tastebud.evaluation.evaluate`.
     """
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(folder)
     board = leaderboard(results)
     protocol = results.attrs.get("protocol", {})
     paths = {
@@ -95,11 +94,5 @@ def write_report(
         "protocol": protocol,
         "results": results.to_dict(orient="records"),
     }
-    paths["json"].write_text(json.dumps(payload, indent=2, default=_json))
+    paths["json"].write_text(to_json(payload))
     return paths
-
-
-def _json(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)

@@ -31,7 +31,15 @@ class Split:
         return f"Split({self.name!r}: train {len(self.train)} / test {len(self.test)})"
 
 
+def _count(value: object, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise InvalidInputError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
 def _fraction(test_size: float) -> None:
+    if isinstance(test_size, bool) or not isinstance(test_size, int | float | np.floating):
+        raise InvalidInputError(f"test_size must be a number between 0 and 1, got {test_size!r}")
     if not 0.0 < test_size < 1.0:
         raise InvalidInputError(f"test_size must be strictly between 0 and 1, got {test_size}")
 
@@ -65,8 +73,7 @@ def random_split(
     test, but never fewer than ``min_train`` in train (so users with one interaction stay
     entirely in train)."""
     _fraction(test_size)
-    if min_train < 0:
-        raise InvalidInputError(f"min_train must be >= 0, got {min_train}")
+    min_train = _count(min_train, "min_train", 0)
     rng = np.random.default_rng(seed)
     activity = ds.user_activity()
     n_test = np.minimum(np.rint(test_size * activity), np.maximum(activity - min_train, 0))
@@ -96,8 +103,8 @@ def temporal_split(ds: Dataset, test_size: float = 0.2, *, at: float | None = No
 def leave_last_out(ds: Dataset, n: int = 1, *, min_train: int = 1) -> Split:
     """Per user, the ``n`` latest interactions are the test set (users with at most
     ``min_train`` interactions stay in train). Ties in time are broken by item order."""
-    if n < 1:
-        raise InvalidInputError(f"n must be >= 1, got {n}")
+    n = _count(n, "n", 1)
+    min_train = _count(min_train, "min_train", 0)
     ts = _timestamps(ds, "leave_last_out")
     activity = ds.user_activity()
     n_test = np.minimum(n, np.maximum(activity - min_train, 0))
@@ -109,8 +116,7 @@ def kfold(ds: Dataset, k: int = 5, *, seed: int = 0) -> list[Split]:
     """User-stratified k-fold: each interaction is in exactly one test fold, and every user's
     interactions are spread evenly over the folds (a user with fewer than k interactions
     starts at a random fold)."""
-    if k < 2:
-        raise InvalidInputError(f"k must be >= 2, got {k}")
+    k = _count(k, "k", 2)
     if k > len(ds):
         raise InvalidInputError(f"k={k} folds need at least {k} interactions, got {len(ds)}")
     rng = np.random.default_rng(seed)

@@ -149,3 +149,30 @@ def test_synthetic_density_and_argument_checks():
         synthetic(10, 10, None, density=0.9)
     with pytest.raises(InvalidInputError, match="affinity"):
         synthetic(affinity=1.5)
+
+
+def test_ids_are_never_merged_or_retyped_silently():
+    ds = Dataset.from_frame(pd.DataFrame({"user": ["007", "7", " 7"], "item": ["a", "b", "c"]}))
+    assert sorted(ds.users.ids.tolist()) == [" 7", "007", "7"]
+    canonical = Dataset.from_frame(pd.DataFrame({"user": ["1", "22"], "item": ["a", "b"]}))
+    assert canonical.users.ids.tolist() == [1, 22]  # canonical integer text becomes ints
+    with pytest.raises(DataError, match="not true/false"):
+        Dataset.from_frame(pd.DataFrame({"user": [True, False], "item": [1, 2]}))
+
+
+def test_feature_tables_must_share_ids_with_the_interactions():
+    events = pd.DataFrame({"user": ["ann", "bob"], "item": [1, 2]})
+    with pytest.raises(DataError, match="no 'user' column"):
+        Dataset.from_frame(events, users=pd.DataFrame({"id": ["ann"], "age": [3]}))
+    with pytest.raises(DataError, match="no id of the user feature table"):
+        Dataset.from_frame(events, users=pd.DataFrame({"user": ["zed"], "age": [3]}))
+
+
+def test_policy_and_range_arguments_are_checked_up_front():
+    events = pd.DataFrame({"user": [1, 2], "item": [1, 2], "rating": [3, 4]})
+    with pytest.raises(InvalidInputError, match="duplicates must be"):
+        Dataset.from_frame(events, rating="rating", duplicates="avg")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="rating_range"):
+        Dataset.from_frame(events, rating="rating", rating_range=(5, 1))
+    with pytest.raises(DataError, match="more than once"):
+        Dataset.from_frame(pd.DataFrame([[1, 2, 3]], columns=["user", "item", "item"]))

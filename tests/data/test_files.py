@@ -448,3 +448,29 @@ def test_unknown_encoding_name_is_a_clear_error(tmp_path):
     path = write(tmp_path, "e.csv", "user,item\n1,2\n")
     with pytest.raises(DataError, match="unknown encoding 'klingon'"):
         read_interactions(path, encoding="klingon")
+
+
+def test_quoted_header_as_written_by_r(tmp_path):
+    path = write(tmp_path, "r.csv", '"","user_id","item_id"\n"1",1,10\n"2",2,20\n')
+    assert rows(read_interactions(path)) == [(1, 10), (2, 20)]
+
+
+def test_all_text_file_with_named_columns_uses_the_header(tmp_path):
+    path = write(tmp_path, "t.csv", "customer_name,product_name\nalice,apple\nbob,pear\n")
+    ds = read_interactions(path, user="customer_name", item="product_name")
+    assert rows(ds) == [("alice", "apple"), ("bob", "pear")]
+
+
+def test_repeated_header_names_are_refused(tmp_path):
+    path = write(tmp_path, "d.csv", "user,item,rating,rating\n1,2,3,4\n")
+    with pytest.raises(DataError, match="appear more than once"):
+        read_interactions(path)
+
+
+def test_compressed_files_and_spaces_after_separators(tmp_path):
+    import gzip
+
+    path = tmp_path / "c.csv.gz"
+    with gzip.open(path, "wt") as fh:
+        fh.write("user, item\n1, 10\n2, 20\n")
+    assert rows(read_interactions(path)) == [(1, 10), (2, 20)]

@@ -61,3 +61,17 @@ def test_state_round_trip(values):
 def test_numpy_int_ids_are_found_by_python_ints():
     ids = IdMap(np.array([100, 200], dtype=np.int32))
     assert ids.to_index([200]).tolist() == [1]
+
+
+def test_text_and_integer_spellings_of_an_id_match():
+    ints = IdMap.from_values([7, 8])
+    assert ints.to_index(["7", 8, "07", "x"], on_unknown="ignore").tolist() == [0, 1, -1, -1]
+    texts = IdMap.from_values(["7", "a"])
+    assert texts.to_index([7, "a"]).tolist() == [0, 1]
+
+
+def test_missing_ids_are_refused():
+    with pytest.raises(InvalidInputError, match="missing"):
+        IdMap.from_values([1, 2]).to_index([None])
+    with pytest.raises(InvalidInputError, match="missing"):
+        IdMap.from_values([1, 2]).to_index([float("nan")])

@@ -11,6 +11,3 @@ WEIGHT: Final = "weight"
 TIMESTAMP: Final = "timestamp"
 SCORE: Final = "score"
 RANK: Final = "rank"
-
-INTERACTION_COLUMNS: Final = (USER, ITEM, RATING, WEIGHT, TIMESTAMP)
-RECOMMENDATION_COLUMNS: Final = (USER, ITEM, SCORE, RANK)

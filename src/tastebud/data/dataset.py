@@ -29,7 +29,7 @@ import scipy.sparse as sp
 
 from tastebud.data import columns as C
 from tastebud.data.idmap import IdMap
-from tastebud.data.validate import OnBadRows, clean_interactions
+from tastebud.data.validate import OnBadRows, clean_interactions, normalize_ids
 from tastebud.errors import DataError, InvalidInputError
 
 Duplicates = Literal["last", "sum", "max", "first", "error"]
@@ -114,12 +114,26 @@ def _feature_table(
         raise InvalidInputError(f"{what} features must be a pandas DataFrame")
     if key in table.columns:
         table = table.set_index(key)
-    from tastebud.data.validate import normalize_ids
-
-    index_ids = normalize_ids(table.index.to_series())
+    elif isinstance(table.index, pd.RangeIndex) and table.index.name != key:
+        raise DataError(
+            f"the {what} feature table has no '{key}' column to match ids on; name the id "
+            f"column '{key}' or index the table by id",
+            column=key,
+        )
+    index_ids = normalize_ids(table.index.to_series(), column=key)
     if pd.Index(index_ids).hasnans or len(index_ids) != len(set(index_ids.tolist())):
         raise DataError(f"{what} feature table has missing or repeated ids", column=key)
     table = table.set_axis(pd.Index(index_ids, name=key), axis=0)
+    if (
+        len(ids)
+        and len(index_ids)
+        and not (ids.to_index(index_ids, on_unknown="ignore") >= 0).any()
+    ):
+        raise DataError(
+            f"no id of the {what} feature table appears in the interactions (ids like "
+            f"{index_ids[0]!r} vs {ids.ids[0]!r}); check the key column",
+            column=key,
+        )
     ids = ids.extend(index_ids)
     return table.reindex(ids.index), ids
 
@@ -282,6 +296,10 @@ class Dataset:
         if len(ii) and (ii.min() < 0 or ii.max() >= len(items)):
             raise InvalidInputError("item_index out of range of the items IdMap")
         policy: Duplicates = duplicates or ("last" if rating is not None else "sum")
+        if policy not in ("last", "sum", "max", "first", "error"):
+            raise InvalidInputError(
+                f"duplicates must be 'last', 'sum', 'max', 'first' or 'error', got {policy!r}"
+            )
         order, values = fold_duplicates(
             ui,
             ii,
@@ -397,11 +415,6 @@ class Dataset:
             shape=(self.n_users, self.n_items),
         )
 
-    def history_indices(self, user_index: int) -> np.ndarray:
-        """Internal item indices of one user's interactions, in item order."""
-        start, end = self._indptr[user_index], self._indptr[user_index + 1]
-        return self.item_index[start:end]
-
     def history(self, user: Any) -> pd.DataFrame:
         """One user's interactions with external ids, oldest first when there are timestamps."""
         u = int(self.users.to_index([user], what="user")[0])
@@ -470,40 +483,4 @@ class Dataset:
             out,
             rating=None,
             weight=self.rating[positive].copy() if keep_weight else None,
-        )
-
-    def with_interactions(
-        self,
-        user_index: np.ndarray,
-        item_index: np.ndarray,
-        *,
-        rating: np.ndarray | None = None,
-        weight: np.ndarray | None = None,
-        timestamp: np.ndarray | None = None,
-        name: str | None = None,
-    ) -> Dataset:
-        """Same users, items and features with other interactions (sorted and folded)."""
-        return Dataset.from_indices(
-            self.users,
-            self.items,
-            user_index,
-            item_index,
-            rating=rating,
-            weight=weight,
-            timestamp=timestamp,
-            user_features=self.user_features,
-            item_features=self.item_features,
-            name=name or self.name,
-        )
-
-    def encode_frame(
-        self, frame: pd.DataFrame, *, on_unknown: Literal["raise", "ignore"] = "ignore"
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Internal (user, item) indices of a table with ``user``/``item`` columns (-1 unknown)."""
-        for col in (C.USER, C.ITEM):
-            if col not in frame.columns:
-                raise DataError(f"missing column '{col}'", source="DataFrame")
-        return (
-            self.users.to_index(frame[C.USER].to_numpy(), on_unknown=on_unknown, what="user"),
-            self.items.to_index(frame[C.ITEM].to_numpy(), on_unknown=on_unknown, what="item"),
         )

@@ -7,12 +7,16 @@ a newcomer can point tastebud at ``ratings.csv`` or at a header-less ``u.data`` 
 
 from __future__ import annotations
 
+import bz2
 import codecs
+import csv
+import gzip
+import lzma
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -56,10 +60,32 @@ def _norm(name: str) -> str:
     return re.sub(r"[\s_\-]", "", str(name)).lower()
 
 
+_OPENERS: dict[str, Callable[..., IO[str]]] = {
+    ".gz": gzip.open,
+    ".bz2": bz2.open,
+    ".xz": lzma.open,
+}
+
+
+def _open_text(path: Path, encoding: str) -> IO[str]:
+    """Open a text file, decompressing ``.gz``/``.bz2``/``.xz`` on the fly."""
+    opener = _OPENERS.get(path.suffix.lower())
+    if opener is not None:
+        return opener(path, "rt", encoding=encoding, newline="")
+    return path.open(encoding=encoding, newline="")
+
+
+def _fields(line: str, sep: str) -> list[str]:
+    """The fields of one line, honouring CSV quotes for one-character separators."""
+    if len(sep) == 1:
+        return next(csv.reader([line], delimiter=sep), [])
+    return line.split(sep)
+
+
 def _first_lines(path: Path, encoding: str, n: int = 20) -> list[str]:
     lines: list[str] = []
     try:
-        with path.open(encoding=encoding, newline="") as fh:
+        with _open_text(path, encoding) as fh:
             for raw in fh:
                 if raw.strip():
                     lines.append(raw.rstrip("\r\n"))
@@ -115,10 +141,11 @@ def _looks_numeric(text: str) -> bool:
     return True
 
 
-def has_header(first: list[str], second: list[str] | None) -> bool:
-    """A header names a known column or is all text above a row with numbers."""
+def has_header(first: list[str], second: list[str] | None, expected: Sequence[str] = ()) -> bool:
+    """A header names a column the caller asked for or a known column, or is all text above
+    a row with numbers."""
     known = {a for names in ALIASES.values() for a in names}
-    if any(_norm(f) in known for f in first):
+    if any(f.strip() in expected for f in first) or any(_norm(f) in known for f in first):
         return True
     if any(_looks_numeric(f) for f in first):
         return False
@@ -144,11 +171,13 @@ def read_table(
     names: Sequence[str] | None = None,
     encoding: str = "utf-8",
     on_bad_rows: OnBadRows = "raise",
+    expected: Sequence[str] = (),
 ) -> tuple[pd.DataFrame, np.ndarray | None, dict[str, int]]:
     """Read a delimited text or Parquet file as text columns.
 
     Returns the table, the file line number of each row (``None`` for Parquet) and counts of
-    rows skipped for having too many fields.
+    rows skipped for having too many fields. ``expected`` are column names the caller will
+    look for: a first line holding one of them is a header.
     """
     path = Path(path)
     if not path.exists():
@@ -175,12 +204,22 @@ def read_table(
         raise DataError("the file is empty", source=str(path))
     if sep is None:
         sep = sniff_separator(lines) or ","
-    first = lines[0].split(sep)
+    if not sep or sep in ("\n", "\r", '"'):
+        raise DataError(f"unusable separator {sep!r}", source=str(path))
+    first = _fields(lines[0], sep)
     if header is None:
-        header = has_header(first, lines[1].split(sep) if len(lines) > 1 else None)
+        second = _fields(lines[1], sep) if len(lines) > 1 else None
+        header = has_header(first, second, expected)
     if names is None:
         names = [f.strip() for f in first] if header else _default_names(len(first))
     names = list(names)
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DataError(
+            f"column name(s) {', '.join(map(repr, repeated))} appear more than once in the header",
+            source=str(path),
+            line=1,
+        )
     if len(names) < 2:
         raise DataError(
             f"found 1 column with separator {sep!r}; expected at least user and item columns "
@@ -196,6 +235,7 @@ def read_table(
         "names": names,
         "keep_default_na": False,
         "skip_blank_lines": False,
+        "skipinitialspace": True,
         "encoding": encoding,
         "engine": "python" if len(sep) > 1 else "c",
     }
@@ -253,7 +293,7 @@ def read_table(
 
 def _blank_lines(path: Path, encoding: str) -> np.ndarray:
     """For each physical line of the file, whether it is empty or whitespace only."""
-    with path.open(encoding=encoding, newline="") as fh:
+    with _open_text(path, encoding) as fh:
         return np.array([not line.strip() for line in fh] or [False], dtype=bool)
 
 
@@ -309,8 +349,15 @@ def read_interactions(
     ``user, item[, rating[, timestamp]]``. Pass ``rating=False`` (or ``weight``/``timestamp``)
     to ignore a column that would be inferred.
     """
+    expected = [c for c in (user, item, rating, weight, timestamp) if isinstance(c, str)]
     frame, lines, skipped = read_table(
-        path, sep=sep, header=header, names=names, encoding=encoding, on_bad_rows=on_bad_rows
+        path,
+        sep=sep,
+        header=header,
+        names=names,
+        encoding=encoding,
+        on_bad_rows=on_bad_rows,
+        expected=expected,
     )
     columns = [str(c) for c in frame.columns]
     inferred = infer_roles(columns)

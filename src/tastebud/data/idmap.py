@@ -18,6 +18,15 @@ from tastebud.errors import InvalidInputError, UnknownIdError
 OnUnknown = Literal["raise", "ignore"]
 
 
+def _canonical_int(text: str) -> int | None:
+    """The integer that ``text`` spells canonically (``"7"``, ``"-3"``), else ``None``."""
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return value if str(value) == text else None
+
+
 def _as_id_array(values: Iterable[Any]) -> np.ndarray:
     """Turn ids into a 1-D numpy array of int64, str or (mixed) object dtype."""
     if isinstance(values, pd.Index | pd.Series):
@@ -99,8 +108,7 @@ class IdMap:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, IdMap) and self._index.equals(other._index)
 
-    def __hash__(self) -> int:  # IdMaps are mutable-free values but not used as dict keys
-        return id(self)
+    __hash__ = None  # type: ignore[assignment]  # compared by value, never a dict key
 
     def __repr__(self) -> str:
         head = ", ".join(map(repr, self._index[:3].tolist()))
@@ -128,7 +136,12 @@ class IdMap:
         ``"ignore"`` returns -1 in their place.
         """
         arr = ids if isinstance(ids, np.ndarray | pd.Index | pd.Series) else list(ids)
-        idx = np.asarray(self._index.get_indexer(pd.Index(arr)), dtype=np.int64)
+        query = pd.Index(arr)
+        if len(query) and query.hasnans:
+            raise InvalidInputError(f"{what} ids must not be missing (None/NaN)")
+        idx = np.asarray(self._index.get_indexer(query), dtype=np.int64)
+        if (idx < 0).any():
+            idx = self._match_other_spelling(query, idx)
         if on_unknown == "raise":
             missing = idx < 0
             if missing.any():
@@ -139,6 +152,24 @@ class IdMap:
         elif on_unknown != "ignore":
             raise InvalidInputError(f"on_unknown must be 'raise' or 'ignore', got {on_unknown!r}")
         return idx
+
+    def _match_other_spelling(self, query: pd.Index, idx: np.ndarray) -> np.ndarray:
+        """Match ids written as text against integer ids and vice versa ("7" <-> 7): files,
+        command lines and JSON bodies often disagree on the type of the same id."""
+        missing = np.flatnonzero(idx < 0)
+        values = query.to_numpy()[missing]
+        if self._index.dtype.kind in "iu":
+            never = np.iinfo(np.int64).min  # matches no real id
+            spelled = [_canonical_int(v) if isinstance(v, str) else None for v in values]
+            alt = pd.Index([never if c is None else c for c in spelled], dtype=np.int64)
+        else:
+            alt = pd.Index(
+                [str(v) if isinstance(v, int | np.integer) else v for v in values], dtype=object
+            )
+        found = np.asarray(self._index.get_indexer(alt), dtype=np.int64)
+        out = idx.copy()
+        out[missing] = found
+        return out
 
     def to_ids(self, indices: np.ndarray | Sequence[int]) -> np.ndarray:
         """External ids of internal ``indices`` (all must be valid)."""

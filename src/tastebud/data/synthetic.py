@@ -34,7 +34,7 @@ def _check(name: str, value: float, low: float, high: float | None = None) -> No
 def synthetic(
     n_users: int = 1_000,
     n_items: int = 500,
-    n_interactions: int | None = 20_000,
+    n_interactions: int | None = None,
     *,
     density: float | None = None,
     n_clusters: int = 8,
@@ -54,8 +54,8 @@ def synthetic(
     n_users, n_items:
         Catalog sizes; ids are the ints ``0..n-1``.
     n_interactions:
-        Number of distinct (user, item) interactions to make. A user gets at most a quarter of
-        the catalog, so with a tiny catalog the dataset can hold fewer.
+        Number of distinct (user, item) interactions to make (default 20,000). A user gets
+        at most a quarter of the catalog, so with a tiny catalog the dataset can hold fewer.
     density:
         Alternatively, the share of the user x item matrix to fill (``n_interactions`` must
         then be ``None``).
@@ -81,12 +81,12 @@ def synthetic(
         Show a progress bar (default: only in a terminal, for large sizes).
     """
     if density is not None:
-        if n_interactions is not None and n_interactions != 20_000:
+        if n_interactions is not None:
             raise InvalidInputError("give n_interactions or density, not both")
         _check("density", density, 0.0, 0.25)
         n_interactions = max(round(density * n_users * n_items), 1)
-    if n_interactions is None:
-        raise InvalidInputError("give n_interactions or density")
+    elif n_interactions is None:
+        n_interactions = 20_000
     _check("n_users", n_users, 1)
     _check("n_items", n_items, 1)
     _check("n_interactions", n_interactions, 1)
@@ -218,5 +218,5 @@ def synthetic(
         timestamp=trim(stamp),
         user_features=user_features,
         item_features=item_features,
-        name=f"synthetic-{n_interactions}",
+        name=f"synthetic-{n_users}x{n_items}",
     )

@@ -22,7 +22,7 @@ import pandas as pd
 from tastebud.errors import DataError, InvalidInputError
 
 OnBadRows = Literal["raise", "skip"]
-_INT_RE = re.compile(r"^[+-]?\d+$")
+_INT_RE = re.compile(r"-?\d+")
 
 
 class SkippedRowsWarning(UserWarning):
@@ -51,23 +51,37 @@ def blank_cells(col: pd.Series) -> np.ndarray:
     return missing
 
 
-def normalize_ids(col: pd.Series) -> np.ndarray:
-    """Ids as int64 when every value is an integer (also in text), else as stripped strings."""
+def normalize_ids(col: pd.Series, *, column: str = "id") -> np.ndarray:
+    """Ids as int64 when every value is an integer, else as strings, exactly as given.
+
+    Text becomes an integer only when it is the canonical spelling of one (``"7"``, not
+    ``"007"``, ``"+7"`` or ``" 7"``), so distinct ids are never merged.
+    """
+    if pd.api.types.is_bool_dtype(col.dtype):
+        raise DataError("ids must be integers or text, not true/false", column=column)
+    if pd.api.types.is_unsigned_integer_dtype(col.dtype):
+        if len(col) and col.max() > np.iinfo(np.int64).max:
+            raise DataError("integer ids must fit in 64-bit signed integers", column=column)
+        return col.to_numpy(dtype=np.int64)
     if pd.api.types.is_integer_dtype(col.dtype):
         return col.to_numpy(dtype=np.int64)
     if pd.api.types.is_float_dtype(col.dtype):
         values = col.to_numpy(dtype=np.float64)
-        if np.all(values == np.round(values)):
+        if np.all(values == np.round(values)) and np.all(np.abs(values) < 2**53):
             return values.astype(np.int64)
         return col.astype(str).to_numpy(dtype=object)
     if col.dtype == object and not all(isinstance(v, str) for v in col):
+        if any(isinstance(v, bool | np.bool_) for v in col):
+            raise DataError("ids must be integers or text, not true/false", column=column)
         return col.to_numpy(dtype=object)
-    text = col.astype(str).str.strip()
-    if len(text) and bool(text.str.match(_INT_RE).all()):
+    text = col.astype(str)
+    if len(text) and bool(text.str.fullmatch(_INT_RE).all()):
         try:
-            return text.astype(np.int64).to_numpy()
+            ints = text.astype(np.int64)
         except (OverflowError, ValueError):
-            pass
+            return text.to_numpy(dtype=object)
+        if bool((ints.astype(str) == text).all()):  # canonical spellings only
+            return ints.to_numpy()
     return text.to_numpy(dtype=object)
 
 
@@ -148,6 +162,13 @@ def clean_interactions(
         )
     if len(frame) == 0:
         raise DataError("no interactions (the table is empty)", source=source)
+    repeated = sorted({str(c) for c in frame.columns if list(frame.columns).count(c) > 1})
+    if repeated:
+        raise DataError(f"column(s) {', '.join(repeated)} appear more than once", source=source)
+    if rating_range is not None and not rating_range[0] < rating_range[1]:
+        raise InvalidInputError(
+            f"rating_range must be (low, high) with low < high, got {rating_range}"
+        )
 
     n = len(frame)
     # reason[i] is the code of the first problem found in row i (-1: none); problems[code] is
@@ -234,8 +255,8 @@ def clean_interactions(
         return None if values is None else values[keep]
 
     return CleanInteractions(
-        user=normalize_ids(kept[user]),
-        item=normalize_ids(kept[item]),
+        user=normalize_ids(kept[user], column=user),
+        item=normalize_ids(kept[item], column=item),
         rating=sel(rating_values),
         weight=sel(weight_values),
         timestamp=sel(ts_values),

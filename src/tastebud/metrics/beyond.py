@@ -18,7 +18,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from tastebud.errors import InvalidInputError
-from tastebud.metrics.ranking import BoolArray, FloatArray, IntArray, _check_k, _Relevance, _top_k
+from tastebud.metrics.ranking import BoolArray, FloatArray, IntArray, _Relevance, _top_k, check_k
 
 __all__ = [
     "GroupGap",
@@ -89,7 +89,7 @@ def catalog_coverage(recommended: npt.ArrayLike, n_items: int, k: int) -> float:
     Ge, Delgado-Battenfeld & Jannach, "Beyond accuracy: evaluating recommender systems by
     coverage and serendipity", RecSys 2010.
     """
-    n_items = _check_k(n_items, "n_items")
+    n_items = check_k(n_items, "n_items")
     top = _top_k(recommended, k, n_items=n_items)
     return float(np.count_nonzero(np.bincount(top[top >= 0], minlength=n_items)) / n_items)
 
@@ -104,8 +104,8 @@ def user_coverage(recommended: npt.ArrayLike, k: int, min_items: int = 1) -> flo
     Herlocker, Konstan, Terveen & Riedl, "Evaluating collaborative filtering recommender
     systems", ACM TOIS 22(1), 2004, §4.1 (coverage).
     """
-    k = _check_k(k)
-    min_items = _check_k(min_items, "min_items")
+    k = check_k(k)
+    min_items = check_k(min_items, "min_items")
     if min_items > k:
         raise InvalidInputError(f"min_items ({min_items}) cannot exceed k ({k})")
     top = _top_k(recommended, k)
@@ -216,7 +216,7 @@ def novelty(
     Zhou, Kuscsik, Liu, Medo, Wakeling & Zhang, "Solving the apparent diversity-accuracy
     dilemma of recommender systems", PNAS 107(10), 2010.
     """
-    n_users = _check_k(n_users, "n_users")
+    n_users = check_k(n_users, "n_users")
     top = _top_k(recommended, k)
     counts = _per_item(item_popularity, "item_popularity", top)
     information = -np.log2(np.maximum(counts, 1.0) / n_users)
@@ -301,7 +301,7 @@ def gini_index(recommended: npt.ArrayLike, n_items: int, k: int) -> float:
     "Improving aggregate recommendation diversity using ranking-based techniques", IEEE TKDE
     24(5), 2012.
     """
-    n_items = _check_k(n_items, "n_items")
+    n_items = check_k(n_items, "n_items")
     top = _top_k(recommended, k, n_items=n_items)
     counts = np.sort(np.bincount(top[top >= 0], minlength=n_items)).astype(np.float64)
     total = counts.sum()

@@ -58,7 +58,7 @@ __all__ = [
 # -- input handling (shared with tastebud.metrics.beyond) ---------------------------------------
 
 
-def _check_k(k: Any, name: str = "k") -> int:
+def check_k(k: Any, name: str = "k") -> int:
     """``k`` as a Python int >= 1."""
     if isinstance(k, bool | np.bool_):
         raise InvalidInputError(f"{name} must be a positive integer, got {k!r}")
@@ -96,7 +96,7 @@ def _top_k(
     position in a row is replaced by -1, so each row lists distinct items. Indices must be
     below ``n_items`` when it is given.
     """
-    k = _check_k(k)
+    k = check_k(k)
     arr = _as_recommended(recommended, name)
     n_users, length = arr.shape
     top = np.full((n_users, k), -1, dtype=np.int64)
@@ -485,4 +485,4 @@ def metric_label(name: str, k: int) -> str:
         raise InvalidInputError(
             f"unknown ranking metric {name!r}; known: {', '.join(RANKING_METRICS)}"
         )
-    return f"{_LABELS[key]}@{_check_k(k)}"
+    return f"{_LABELS[key]}@{check_k(k)}"

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
@@ -32,6 +34,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from tastebud._io import output_folder, to_json
 from tastebud.data import columns as C
 from tastebud.data.dataset import Dataset
 from tastebud.data.idmap import IdMap
@@ -41,11 +44,59 @@ from tastebud.errors import (
     NotFittedError,
     TastebudError,
 )
+from tastebud.metrics.ranking import check_k
 
 OnUnknown = Literal["fallback", "raise"]
 FORMAT = "tastebud-model"
 FORMAT_VERSION = 1
-_BATCH = 1024
+_BATCH_CELLS = 1 << 23  # scores computed at once (64 MiB of float64), whatever the catalog size
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` fits a parameter annotation (int, float, str, bool, Literal, Optional,
+    tuple[str, ...], dict)."""
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, option) for option in typing.get_args(annotation))
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool | np.bool_)
+    if annotation is int:
+        return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+    if annotation is float:
+        return (
+            isinstance(value, int | float | np.integer | np.floating)
+            and not isinstance(value, bool | np.bool_)
+            and bool(np.isfinite(value))
+        )
+    if origin in (tuple, list):
+        args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        return (
+            isinstance(value, tuple | list) and all(_matches(v, args[0]) for v in value)
+            if args
+            else isinstance(value, tuple | list)
+        )
+    if origin is dict or annotation is dict:
+        return isinstance(value, dict)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def _describe(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(annotation))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(annotation)))
+    if annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", str(annotation))
 
 
 def _as_list(values: Any) -> list[Any]:
@@ -150,10 +201,19 @@ class Recommender:
         return self
 
     def _validate(self) -> None:
-        """Check hyper-parameters (override and call super); runs at the start of ``fit``."""
-        self._check(
-            self.on_unknown in ("fallback", "raise"), "on_unknown must be 'fallback' or 'raise'"
-        )
+        """Check hyper-parameters (override and call super); runs at the start of ``fit``.
+
+        Every parameter is first checked against its declared type, so a wrong type is a
+        clear error instead of a crash deep inside the algorithm.
+        """
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not _matches(value, hints[f.name]):
+                raise InvalidInputError(
+                    f"{type(self).__name__}: parameter {f.name}={value!r} is not "
+                    f"{_describe(hints[f.name])}"
+                )
 
     def _check(self, condition: bool, message: str) -> None:
         if not condition:
@@ -253,10 +313,15 @@ class Recommender:
         items remain.
         """
         self._require_fitted()
+        n_candidates = len(self.items_) if items is None else len(items)
+        k = min(check_k(k), n_candidates)  # a list never holds more than the candidates
         out_items = np.full((len(users), k), -1, dtype=np.int64)
         out_scores = np.full((len(users), k), np.nan)
-        for start in range(0, len(users), _BATCH):
-            batch = users[start : start + _BATCH]
+        if k == 0:
+            return out_items, out_scores
+        rows = max(1, min(1024, _BATCH_CELLS // n_candidates))
+        for start in range(0, len(users), rows):
+            batch = users[start : start + rows]
             scores = self._score_block(batch, items)
             if exclude is not None:
                 known = np.flatnonzero(batch >= 0)
@@ -265,10 +330,10 @@ class Recommender:
                     mask_rows(block, exclude, batch[known], items)
                     scores[known] = block
             idx, val = top_k(scores, k)
-            if items is not None:
+            if items is not None:  # k >= 1 here, so items is not empty
                 idx = np.where(idx >= 0, items[np.maximum(idx, 0)], -1)
-            out_items[start : start + _BATCH] = idx
-            out_scores[start : start + _BATCH] = val
+            out_items[start : start + rows] = idx
+            out_scores[start : start + rows] = val
         return out_items, out_scores
 
     def recommend(
@@ -300,15 +365,14 @@ class Recommender:
         order given.
         """
         self._require_fitted()
-        if not isinstance(k, int | np.integer) or k < 1:
-            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        k = check_k(k)
         ids, uidx = self._user_index(users)
         cand = None
         if items is not None:
             cand = self._item_index(items, strict=False)
             cand = np.unique(cand[cand >= 0])
         idx, scores = self.recommend_indices(
-            uidx, int(k), exclude=self.seen_ if exclude_seen else None, items=cand
+            uidx, k, exclude=self.seen_ if exclude_seen else None, items=cand
         )
         valid = idx >= 0
         rows = np.repeat(np.arange(len(ids)), valid.sum(axis=1))
@@ -366,20 +430,19 @@ class Recommender:
         self._require_fitted()
         if not self.supports_fold_in:
             raise TastebudError(f"{type(self).__name__} cannot recommend from a history")
-        if not isinstance(k, int | np.integer) or k < 1:
-            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        k = check_k(k)
         history = self.history_matrix(items, values)
         cand = None
         if candidates is not None:
             cand = self._item_index(candidates, strict=False)
             cand = np.unique(cand[cand >= 0])
-        scores = np.asarray(self._score_histories(history), dtype=np.float64)
+        scores = np.array(self._score_histories(history), dtype=np.float64)  # a writable copy
         if cand is not None:
             scores = scores[:, cand]
         if exclude_seen:
             mask_rows(scores, history.tocsr(), np.zeros(1, dtype=np.int64), cand)
-        idx, val = top_k(scores, int(k))
-        if cand is not None:
+        idx, val = top_k(scores, k)
+        if cand is not None and len(cand):
             idx = np.where(idx >= 0, cand[np.maximum(idx, 0)], -1)
         valid = idx[0] >= 0
         return pd.DataFrame(
@@ -425,8 +488,7 @@ class Recommender:
         self._require_fitted()
         if not self.supports_similar_items:
             raise TastebudError(f"{type(self).__name__} does not compute item similarities")
-        if not isinstance(k, int | np.integer) or k < 1:
-            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        k = check_k(k)
         ids = _as_list(items)
         idx = self._item_index(ids, strict=True)
         scores = self._similar(idx).astype(np.float64, copy=True)
@@ -466,8 +528,7 @@ class Recommender:
         No pickle: arrays, sparse matrices and id maps go to the npz, plain values to JSON.
         """
         self._require_fitted()
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = output_folder(path)
         arrays: dict[str, np.ndarray] = {}
         plain: dict[str, Any] = {}
         kinds: dict[str, str] = {}
@@ -512,7 +573,7 @@ class Recommender:
         from tastebud import __version__
 
         config["tastebud_version"] = __version__
-        (folder / "config.json").write_text(json.dumps(config, indent=2, default=_json_default))
+        (folder / "config.json").write_text(to_json(config))
         np.savez(folder / "arrays.npz", **arrays)  # type: ignore[arg-type]
         return folder
 
@@ -527,7 +588,22 @@ class Recommender:
             raise ModelFileError(
                 f"{path} holds a '{config.get('model')}' model, not a {cls.__name__}"
             )
-        model = model_cls(**config["params"])
+        try:
+            model = model_cls(**config["params"])
+            model._validate()
+        except (TypeError, TastebudError) as err:
+            raise ModelFileError(
+                f"{path}: the saved parameters do not fit {model_cls.__name__}: {err}"
+            ) from None
+        try:
+            model._restore_state(config, arrays)
+        except (KeyError, ValueError) as err:
+            raise ModelFileError(f"{path}: saved state is incomplete or corrupt ({err})") from None
+        return model
+
+    def _restore_state(self, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Set learned attributes from a model folder's config and arrays."""
+        model = self
         for key, kind in config["kinds"].items():
             if kind == "idmap":
                 value: Any = IdMap.from_state(arrays[key], None)
@@ -544,15 +620,6 @@ class Recommender:
             else:
                 value = config["state"][key]
             setattr(model, key, value)
-        return model
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, tuple | set):
-        return list(value)
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
 def read_model_files(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

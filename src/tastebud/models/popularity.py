@@ -31,7 +31,7 @@ class Popularity(Recommender):
 
     def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
         row = self.item_scores_ if items is None else self.item_scores_[items]
-        return np.tile(row, (len(users), 1))
+        return np.broadcast_to(row, (len(users), len(row)))  # a view: the caller copies
 
     def _fallback_scores(self, n_rows: int, items: np.ndarray | None) -> np.ndarray:
         return self._score(np.zeros(n_rows, dtype=np.int64), items)
@@ -87,17 +87,22 @@ class Random(Recommender):
     not depend on which other users are in the same call.
     """
 
-    random_state: int = 0
+    random_state: int | None = 0
 
     def _fit(self, dataset: Dataset) -> None:
         self.n_items_ = dataset.n_items
+        # None: a fresh seed per fit (recorded, so a saved model keeps its lists)
+        if self.random_state is None:
+            self.seed_ = int(np.random.default_rng().integers(2**62))
+        else:
+            self.seed_ = int(self.random_state)
 
     def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
         cols = (
             np.arange(self.n_items_, dtype=np.uint64) if items is None else items.astype(np.uint64)
         )
         x = (users.astype(np.uint64)[:, None] << np.uint64(32)) ^ cols[None, :]
-        x = x ^ np.uint64(self.random_state * 0x9E3779B97F4A7C15 % 2**64)
+        x = x ^ np.uint64(self.seed_ * 0x9E3779B97F4A7C15 % 2**64)
         # splitmix64 finalizer: a well-mixed 64-bit hash
         x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)

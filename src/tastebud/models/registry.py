@@ -21,6 +21,7 @@ _BUILTIN_MODULES = (
     "tastebud.models.neighbors",
     "tastebud.models.factorization",
     "tastebud.models.linear",
+    "tastebud.models.blend",
 )
 _loaded = False
 R = TypeVar("R", bound=type[Recommender])
@@ -62,6 +63,8 @@ def available() -> list[str]:
 def get_class(name: str) -> type[Recommender]:
     """The model class registered as ``name`` (suggests close names when unknown)."""
     _load_builtins()
+    if not isinstance(name, str):
+        raise InvalidInputError(f"a model name must be text, got {name!r}")
     key = _key(name)
     if key not in _REGISTRY:
         close = difflib.get_close_matches(key, _REGISTRY, n=3)
