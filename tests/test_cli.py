@@ -129,3 +129,31 @@ def test_evaluate_popularity_equals_textbook_metrics_on_movielens(tmp_path):
     ours = json.loads(res.stdout)["results"]["popularity"]
     for name, value in _textbook(train, test, 10).items():
         assert ours[f"{name}@10"] == pytest.approx(value, abs=1e-6), name
+
+
+def test_one_odd_id_in_the_test_file_does_not_change_the_other_ids(tmp_path):
+    (tmp_path / "train.csv").write_text("user,item\n1,10\n1,20\n2,10\n3,30\n")
+    (tmp_path / "plain.csv").write_text("user,item\n2,20\n")
+    (tmp_path / "odd.csv").write_text("user,item\n2,20\nguest,new\n")
+    results = []
+    for test in ("plain.csv", "odd.csv"):
+        res = run(
+            "evaluate", "--train", str(tmp_path / "train.csv"), "--test", str(tmp_path / test),
+            "--model", "popularity", "--json", "--no-beyond", "--k", "2",
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        results.append(json.loads(res.stdout)["results"]["popularity"])
+    # user 2 saw item 10; popularity ranks 10 (2 users) > 20 = 30 -> list [20, 30]: hit at 1
+    assert results[0]["MRR@2"] == 1.0
+    # the guest (unknown) gets [10, 20]: no hit on "new"; user 2 is still matched and excluded
+    assert results[1]["MRR@2"] == pytest.approx(0.5)
+    res = run("evaluate", "--dataset", "sample", "--model", "popularity", "--k", "1", "--json")
+    strict = json.loads(res.stdout, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+    assert strict["results"]["popularity"]["ILD@1"] is None  # undefined for 1-item lists
+
+
+def test_output_paths_that_are_files_are_refused(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = run("fit", "--dataset", "sample", "--model", "popularity", "--out", str(blocker))
+    assert res.returncode == 2 and "is a file" in res.stderr

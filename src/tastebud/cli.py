@@ -5,9 +5,9 @@ Every error a user can cause ends as one line on stderr and exit code 2 -- never
 
 from __future__ import annotations
 
-import json
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,10 +16,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tastebud._io import output_folder, to_json
 from tastebud.data.catalog import DATASETS, load_dataset
 from tastebud.data.dataset import Dataset
 from tastebud.data.files import read_interactions
-from tastebud.data.idmap import IdMap
 from tastebud.errors import InvalidInputError, TastebudError
 
 app = typer.Typer(
@@ -72,45 +72,54 @@ def _split_pair(text: str) -> tuple[str, str]:
 _ROLES = ("user", "item", "rating", "weight", "timestamp")
 
 
-def _columns(pairs: list[str] | None) -> dict[str, str | None]:
-    """``--column role=name`` options as a role -> column mapping."""
-    cols: dict[str, str | None] = dict.fromkeys(_ROLES)
-    for pair in pairs or []:
-        role, name = _split_pair(pair)
-        if role not in cols:
-            raise InvalidInputError(f"--column {pair}: role must be one of {', '.join(_ROLES)}")
-        cols[role] = name
-    return cols
+@dataclass(frozen=True)
+class _Reading:
+    """How to read interaction files: the --column, --sep, --encoding, --header and
+    --on-bad-rows options shared by every command that reads data."""
 
+    columns: dict[str, str | None]
+    sep: str | None
+    encoding: str
+    header: bool | None
+    on_bad_rows: str
 
-def _read(path: Path, cols: dict[str, str | None], sep: str | None) -> Dataset:
-    return read_interactions(
-        path,
-        user=cols["user"],
-        item=cols["item"],
-        rating=cols["rating"],
-        weight=cols["weight"],
-        timestamp=cols["timestamp"],
-        sep=sep,
-    )
+    @classmethod
+    def from_options(
+        cls,
+        column: list[str] | None,
+        sep: str | None,
+        encoding: str,
+        header: bool | None,
+        on_bad_rows: str,
+    ) -> _Reading:
+        columns: dict[str, str | None] = dict.fromkeys(_ROLES)
+        for pair in column or []:
+            role, name = _split_pair(pair)
+            if role not in columns:
+                raise InvalidInputError(f"--column {pair}: role must be one of {', '.join(_ROLES)}")
+            columns[role] = name
+        if on_bad_rows not in ("raise", "skip"):
+            raise InvalidInputError("--on-bad-rows must be 'raise' or 'skip'")
+        return cls(columns, sep, encoding, header, on_bad_rows)
 
+    def read(self, path: Path) -> Dataset:
+        return read_interactions(
+            path,
+            user=self.columns["user"],
+            item=self.columns["item"],
+            rating=self.columns["rating"],
+            weight=self.columns["weight"],
+            timestamp=self.columns["timestamp"],
+            sep=self.sep,
+            encoding=self.encoding,
+            header=self.header,
+            on_bad_rows=self.on_bad_rows,  # type: ignore[arg-type]
+        )
 
-def _load(
-    dataset: str | None, data: Path | None, cols: dict[str, str | None], sep: str | None
-) -> Dataset:
-    if (dataset is None) == (data is None):
-        raise InvalidInputError("give either --dataset NAME or --data FILE")
-    return load_dataset(dataset) if dataset is not None else _read(data, cols, sep)  # type: ignore[arg-type]
-
-
-def _coerce_ids(ids: IdMap, values: list[str]) -> list[Any]:
-    """Command-line ids are text; match the model's id type (ints stay ints)."""
-    if ids.ids.dtype.kind in "iu":
-        try:
-            return [int(v) for v in values]
-        except ValueError:
-            raise InvalidInputError(f"ids of this model are integers; got {values[:3]}") from None
-    return values
+    def load(self, dataset: str | None, data: Path | None) -> Dataset:
+        if (dataset is None) == (data is None):
+            raise InvalidInputError("give either --dataset NAME or --data FILE")
+        return load_dataset(dataset) if data is None else self.read(data)  # type: ignore[arg-type]
 
 
 def _print_board(board: pd.DataFrame, columns: list[str]) -> None:
@@ -139,6 +148,15 @@ def _main_columns(board: pd.DataFrame, k: int) -> list[str]:
     return [c for c in wanted if c in board.columns and board[c].notna().any()]
 
 
+SepOpt = Annotated[str | None, typer.Option(help="field separator (sniffed if omitted)")]
+EncodingOpt = Annotated[str, typer.Option(help="text encoding of data files, e.g. latin-1")]
+HeaderOpt = Annotated[
+    bool | None,
+    typer.Option("--header/--no-header", help="whether files start with a header (guessed)"),
+]
+BadRowsOpt = Annotated[
+    str, typer.Option(help="raise: stop at the first bad row; skip: drop and count bad rows")
+]
 ColumnsOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -241,23 +259,26 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON only")] = False,
     report: Annotated[Path | None, typer.Option(help="write a report folder")] = None,
     column: ColumnsOpt = None,
-    sep: Annotated[str | None, typer.Option(help="field separator (sniffed if omitted)")] = None,
+    sep: SepOpt = None,
+    encoding: EncodingOpt = "utf-8",
+    header: HeaderOpt = None,
+    on_bad_rows: BadRowsOpt = "raise",
 ) -> None:
     """Fit models on a training set and score their top-k lists on a test set."""
     from tastebud.evaluation import DEFAULT_METRICS, leaderboard
     from tastebud.evaluation import evaluate as run_evaluation
     from tastebud.split import SPLITTERS, Split
 
-    cols = _columns(column)
+    reading = _Reading.from_options(column, sep, encoding, header, on_bad_rows)
     models = _parse_models(model, param or [])
     if train is not None or test is not None:
         if train is None or test is None or dataset is not None or data is not None:
             raise InvalidInputError("--train and --test go together, without --dataset/--data")
-        train_ds = _read(train, cols, sep)
-        test_table = _read(test, cols, sep).interactions
+        train_ds = reading.read(train)
+        test_table = reading.read(test).interactions
         the_split = Split(train=train_ds, test=test_table, name=f"{train.name} / {test.name}")
     else:
-        ds = _load(dataset, data, cols, sep)
+        ds = reading.load(dataset, data)
         if split not in SPLITTERS:
             raise InvalidInputError(f"unknown split {split!r}; choose from {', '.join(SPLITTERS)}")
         splitter = SPLITTERS[split]
@@ -293,7 +314,7 @@ def evaluate(
                 for label, g in results.groupby("model", sort=False)
             },
         }
-        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        sys.stdout.write(to_json(payload) + "\n")
         return
     board = leaderboard(results)
     _print_board(board, _main_columns(board, k))
@@ -312,17 +333,92 @@ def fit(
         float | None, typer.Option(help="train on ratings >= this as implicit positives")
     ] = None,
     column: ColumnsOpt = None,
-    sep: Annotated[str | None, typer.Option(help="field separator (sniffed if omitted)")] = None,
+    sep: SepOpt = None,
+    encoding: EncodingOpt = "utf-8",
+    header: HeaderOpt = None,
+    on_bad_rows: BadRowsOpt = "raise",
 ) -> None:
     """Fit one model on all the data and save it to a folder."""
-    cols = _columns(column)
-    ds = _load(dataset, data, cols, sep)
+    reading = _Reading.from_options(column, sep, encoding, header, on_bad_rows)
+    ds = reading.load(dataset, data)
     if binarize is not None:
         ds = ds.to_implicit(binarize)
     ((_label, recommender),) = _parse_models([model], param or []).items()
     recommender.fit(ds)
     path = recommender.save(out_dir)
     out.print(f"fitted {recommender!r} on {ds}; saved to {path}")
+
+
+@app.command()
+def tune(
+    model: Annotated[str, typer.Option("--model", "-m", help="model name")],
+    dataset: Annotated[
+        str | None, typer.Option(help="named data set (a validation part is carved from it)")
+    ] = None,
+    data: Annotated[Path | None, typer.Option(help="training interactions file")] = None,
+    trials: Annotated[int, typer.Option(help="number of settings to try")] = 20,
+    metric: Annotated[str, typer.Option(help="ndcg, recall, map... or rmse/mae")] = "ndcg",
+    k: Annotated[int, typer.Option(help="list length")] = 10,
+    relevance_threshold: Annotated[
+        float | None, typer.Option(help="validation ratings >= this are relevant")
+    ] = None,
+    binarize: Annotated[
+        float | None, typer.Option(help="train on ratings >= this as implicit positives")
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="fixed key=value")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seed of the validation split and the search")] = 0,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="fit the best setting and save it here")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON only")] = False,
+    column: ColumnsOpt = None,
+    sep: SepOpt = None,
+    encoding: EncodingOpt = "utf-8",
+    header: HeaderOpt = None,
+    on_bad_rows: BadRowsOpt = "raise",
+) -> None:
+    """Search hyper-parameters on a validation split carved from the training data only."""
+    from tastebud.models.registry import parse_params
+    from tastebud.tuning import tune as run_tune
+
+    reading = _Reading.from_options(column, sep, encoding, header, on_bad_rows)
+    ds = reading.load(dataset, data)
+    if binarize is not None:
+        ds = ds.to_implicit(binarize)
+    fixed = parse_params(model, dict(_split_pair(p) for p in param or []))
+    result = run_tune(
+        model,
+        ds,
+        n_trials=trials,
+        metric=metric,
+        k=k,
+        relevance_threshold=relevance_threshold,
+        fixed=fixed,
+        seed=seed,
+        progress=None if not as_json else False,
+    )
+    if out_dir is not None:
+        result.best_model().fit(ds).save(out_dir)
+    if as_json:
+        payload = {
+            "model": result.model,
+            "metric": result.metric,
+            "best_params": result.best_params,
+            "best_score": result.best_score,
+            "trials": result.trials.to_dict(orient="records"),
+        }
+        sys.stdout.write(to_json(payload) + "\n")
+        return
+    table = Table(*[str(c) for c in result.trials.columns], box=None)
+    for row in result.trials.head(10).itertuples(index=False):
+        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+    Console(width=max(out.width, 120)).print(table)
+    best = f"best {result.metric}: {result.best_score:.4f} with {result.best_params}"
+    out.print(best, highlight=False)
+    if out_dir is not None:
+        out.print(f"fitted the best setting on all of {ds.name}; saved to {out_dir}")
 
 
 @app.command()
@@ -357,14 +453,21 @@ def recommend(
     elif not ids:
         raise InvalidInputError("name users with --user, --users-file or --all-users")
     else:
-        ids_all = _coerce_ids(recommender.users_, ids)
+        ids_all = ids  # text ids match integer ids too ("7" finds 7)
+    unknown = int((recommender.users_.to_index(ids_all, on_unknown="ignore") < 0).sum())
+    if unknown:
+        sys.stderr.write(f"warning: {unknown} unknown user(s) got the fallback (popular) list\n")
     recs = recommender.recommend(ids_all, k=k, exclude_seen=not include_seen)
     if output is None:
         recs.to_csv(sys.stdout, index=False)
-    elif output.suffix.lower() == ".json":
-        output.write_text(recs.to_json(orient="records", indent=2))
     else:
-        recs.to_csv(output, index=False)
+        output_folder(output.parent)
+        if output.is_dir():
+            raise InvalidInputError(f"{output} is a folder; give a file name ending .csv or .json")
+        if output.suffix.lower() == ".json":
+            output.write_text(to_json(recs.to_dict(orient="records")))
+        else:
+            recs.to_csv(output, index=False)
 
 
 def _show_warning(

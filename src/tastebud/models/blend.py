@@ -1,0 +1,181 @@
+"""Blend: a stacking ensemble whose member weights are learned on held-out training data.
+
+Fitting carves a per-user validation holdout from the training data, fits every member on the
+rest, and learns
+
+* ranking weights w (on the simplex) that maximize NDCG@k of the blended score
+  s(u, i) = Σ_m w_m · z_m(u, i), where z_m is member m's score standardized per user
+  (zero mean, unit variance over the catalog) so members on different scales mix; the search
+  is a grid over the simplex refined around the best point;
+* rating weights (with intercept) by least squares on the members' predicted ratings, when
+  every member predicts ratings (the classic Netflix-prize blend: Töscher, Jahrer & Bell 2009).
+
+Then every member is refitted on all the training data. Members are saved in sub-folders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from tastebud.data.dataset import Dataset
+from tastebud.errors import InvalidInputError, ModelFileError
+from tastebud.metrics.ranking import ndcg_at_k
+from tastebud.models.base import Recommender, mask_rows, top_k
+from tastebud.models.registry import create, register
+
+
+def _standardize(scores: np.ndarray) -> np.ndarray:
+    mean = scores.mean(axis=1, keepdims=True)
+    std = scores.std(axis=1, keepdims=True)
+    return (scores - mean) / np.where(std > 0, std, 1.0)
+
+
+def _simplex_grid(n: int, steps: int) -> np.ndarray:
+    points = [c for c in itertools.product(range(steps + 1), repeat=n) if sum(c) == steps]
+    return np.asarray(points, dtype=np.float64) / steps
+
+
+@register("blend")
+@dataclasses.dataclass(kw_only=True, eq=False)
+class Blend(Recommender):
+    """Stacking ensemble of registered models (module docstring).
+
+    Parameters
+    ----------
+    members:
+        Registered model names, optionally with parameters: ``"ease"`` or
+        ``"item-knn:k=100"`` (the CLI's ``name:key=value,...`` form).
+    validation_size:
+        Share of each user's training interactions held out to learn the weights.
+    k:
+        List length whose NDCG the ranking weights maximize.
+    relevance_threshold:
+        Held-out ratings at least this count as relevant when learning ranking weights
+        (default: every held-out interaction).
+    random_state:
+        Seed of the validation holdout.
+    """
+
+    members: tuple[str, ...] = ("ease", "item-knn", "als")
+    validation_size: float = 0.2
+    k: int = 10
+    relevance_threshold: float | None = None
+    random_state: int = 0
+
+    def __post_init__(self) -> None:
+        self.members = tuple(self.members)  # JSON round trips give lists
+
+    def _validate(self) -> None:
+        super()._validate()
+        self._check(len(self.members) >= 1, "needs at least one member")
+        self._check(0 < self.validation_size < 1, "validation_size must be in (0, 1)")
+        self._check(self.k >= 1, "k must be >= 1")
+
+    def _make_members(self) -> list[Recommender]:
+        from tastebud.models.registry import parse_params
+
+        made = []
+        for spec in self.members:
+            name, _, inline = spec.partition(":")
+            pairs = dict(p.split("=", 1) for p in inline.split(",") if p.strip())
+            made.append(create(name.strip(), **parse_params(name.strip(), pairs)))
+        return made
+
+    def _fit(self, dataset: Dataset) -> None:
+        from tastebud.split import random_split
+
+        models = self._make_members()
+        split = random_split(dataset, self.validation_size, seed=self.random_state)
+        inner, held = split.train, split.test
+        for model in models:
+            model.fit(inner)
+        positive = held
+        if self.relevance_threshold is not None and "rating" in held.columns:
+            positive = held[held["rating"].to_numpy() >= self.relevance_threshold]
+        if len(positive) == 0:
+            raise InvalidInputError("Blend: no relevant held-out interactions to learn from")
+        users = inner.users.to_index(positive["user"].drop_duplicates().to_numpy())
+        u_codes = pd.Index(users).get_indexer(inner.users.to_index(positive["user"].to_numpy()))
+        i_codes = inner.items.to_index(positive["item"].to_numpy())
+        relevant = sp.csr_matrix(
+            (np.ones(len(positive)), (u_codes, i_codes)), shape=(len(users), inner.n_items)
+        )
+        seen = inner.matrix("binary")
+        blocks = []
+        for model in models:
+            z = _standardize(model._score_block(users, None))
+            mask_rows(z, seen, users, None)
+            blocks.append(z)
+        grid = _simplex_grid(len(models), 10 if len(models) <= 3 else 5)
+        best_w, best = grid[0], -1.0
+        for w in grid:
+            blended = np.zeros_like(blocks[0])
+            for weight, block in zip(w, blocks, strict=True):
+                if weight > 0:
+                    blended += weight * block
+            top, _ = top_k(blended, self.k)
+            score = float(np.nanmean(ndcg_at_k(top, relevant, self.k)))
+            if score > best + 1e-12:
+                best_w, best = w, score
+        self.weights_ = best_w
+        self.validation_ndcg_ = best
+        if all(m.predicts_ratings for m in models) and dataset.has_ratings:
+            preds = np.column_stack([m.predict(held) for m in models] + [np.ones(len(held))])
+            coef, *_ = np.linalg.lstsq(preds, held["rating"].to_numpy(dtype=float), rcond=None)
+            self.rating_weights_ = coef
+            self.rating_range_ = [float(dataset.rating.min()), float(dataset.rating.max())]  # type: ignore[union-attr]
+        for model in models:
+            model.fit(dataset)
+        self._members = models
+
+    @property
+    def predicts_ratings(self) -> bool:  # type: ignore[override]
+        return hasattr(self, "rating_weights_")
+
+    def _blend(self, blocks: list[np.ndarray]) -> np.ndarray:
+        total = np.zeros_like(blocks[0])
+        for weight, block in zip(self.weights_, blocks, strict=True):
+            if weight > 0:
+                total += weight * _standardize(block)
+        return total
+
+    def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
+        full = self._blend([m._score_block(users, None) for m in self._members])
+        return full if items is None else full[:, items]
+
+    def _fallback_scores(self, n_rows: int, items: np.ndarray | None) -> np.ndarray:
+        unknown = np.full(n_rows, -1, dtype=np.int64)
+        full = self._blend([m._score_block(unknown, None) for m in self._members])
+        return full if items is None else full[:, items]
+
+    def _predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        columns = [m._predict(users, items) for m in self._members]
+        pairs = np.column_stack([*columns, np.ones(len(users))])
+        low, high = self.rating_range_
+        return np.clip(pairs @ self.rating_weights_, low, high)
+
+    # -- persistence: members live in sub-folders ------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        folder = super().save(path)
+        for i, model in enumerate(self._members):
+            model.save(folder / "members" / str(i))
+        return folder
+
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        from tastebud.models import load as load_any
+
+        model = super().load(path)
+        folder = Path(path) / "members"
+        try:
+            model._members = [load_any(folder / str(i)) for i in range(len(model.members))]
+        except ModelFileError as err:
+            raise ModelFileError(f"{path}: a blend member is missing or broken: {err}") from None
+        return model

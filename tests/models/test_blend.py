@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tastebud.data.synthetic import synthetic
+from tastebud.errors import InvalidInputError
+from tastebud.evaluation import evaluate, leaderboard
+from tastebud.models import create, load
+from tastebud.split import random_split
+
+
+@pytest.fixture(scope="module")
+def split():
+    return random_split(synthetic(400, 150, 9_000, n_clusters=4, seed=8), 0.2, seed=0)
+
+
+def test_blend_learns_to_trust_the_better_member(split):
+    blend = create("blend", members=("ease:reg=20", "random"))
+    blend.fit(split.train)
+    assert blend.weights_[0] > blend.weights_[1]  # EASE beats random on clustered data
+    board = leaderboard(
+        evaluate({"blend": blend, "random": "random"}, split, beyond_accuracy=False, fit=True)
+    )
+    assert board.loc["blend", "NDCG@10"] > 2 * board.loc["random", "NDCG@10"]
+
+
+def test_blend_of_rating_models_predicts_by_least_squares(split):
+    blend = create("blend", members=("baseline", "baseline:reg_user=1,reg_item=1")).fit(split.train)
+    assert blend.predicts_ratings and len(blend.rating_weights_) == 3  # two members + intercept
+    pred = blend.predict(split.test)
+    rmse = np.sqrt(np.mean((pred - split.test["rating"].to_numpy()) ** 2))
+    single = create("baseline").fit(split.train).predict(split.test)
+    assert rmse <= np.sqrt(np.mean((single - split.test["rating"].to_numpy()) ** 2)) + 0.01
+
+
+def test_blend_saves_its_members(split, tmp_path):
+    blend = create("blend", members=("ease", "popularity")).fit(split.train)
+    folder = blend.save(tmp_path / "blend")
+    again = load(folder)
+    users = split.test["user"].unique()[:5].tolist()
+    pd.testing.assert_frame_equal(again.recommend(users, k=5), blend.recommend(users, k=5))
+    assert again.get_params() == blend.get_params()
+
+
+def test_blend_rejects_bad_members(split):
+    with pytest.raises(InvalidInputError, match="unknown model"):
+        create("blend", members=("nope",)).fit(split.train)
+    with pytest.raises(InvalidInputError, match="validation_size"):
+        create("blend", members=("ease",), validation_size=1.5).fit(split.train)
