@@ -232,10 +232,13 @@ def test_fold_in_of_a_training_history_matches_recommend(name, fitted, int_data)
     usual = model.recommend(user, k=10)
     overlap = len(set(folded["item"]) & set(usual["item"])) / 10
     assert overlap >= model_fold_in_overlap(name)
-    anonymous = model.recommend_from_history([], k=5)  # nothing known: still an answer
+    anonymous = model.recommend_from_history([], k=5, values=[])  # nothing known: an answer
     assert len(anonymous) == 5
+    if model.needs_ratings:  # a rating model must be told the ratings, never guess them
+        with pytest.raises(TastebudError, match="values="):
+            model.recommend_from_history(history["item"], k=3)
     restricted = model.recommend_from_history(
-        history["item"], k=3, candidates=int_data.items.ids[:9]
+        history["item"], k=3, values=values, candidates=int_data.items.ids[:9]
     )
     assert set(restricted["item"]) <= set(int_data.items.ids[:9])
 
@@ -246,3 +249,17 @@ def model_fold_in_overlap(name: str) -> float:
     # pushes out the k-th real neighbour (measured minimum over the contract users: 0.9)
     approximate = {"svd": 0.6, "svdpp": 0.6, "als": 0.6, "bpr": 0.5, "user-knn": 0.9}
     return approximate.get(name, 1.0)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_users_known_by_id_only_get_the_fallback(name, int_data):
+    """A cold user (in the id map, no training interactions) is answered like an unknown one."""
+    table = int_data.interactions
+    cold_user = int_data.users.ids[0]
+    train = int_data.subset(int_data.user_index != 0)
+    assert cold_user in train.users and train.user_activity()[0] == 0
+    model = create(name).fit(train)
+    cold = model.recommend(cold_user, k=5)
+    unknown = model.recommend("stranger", k=5)
+    assert cold["item"].tolist() == unknown["item"].tolist()
+    assert len(table) > len(train)

@@ -277,10 +277,12 @@ class Recommender:
 
     # -- scoring and recommending -----------------------------------------------------------------
     def _score_block(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
-        """Scores for internal users (-1 = unknown, answered by the fallback)."""
+        """Scores for internal users; unknown users (-1) and users known by id but without
+        training interactions (cold users) are answered by the fallback."""
         n = len(self.items_) if items is None else len(items)
         out = np.empty((len(users), n), dtype=np.float64)
         known = users >= 0
+        known[known] = np.diff(self.seen_.indptr)[users[known]] > 0
         if known.any():
             out[known] = self._score(users[known], items)
         if not known.all():
@@ -430,6 +432,10 @@ class Recommender:
         self._require_fitted()
         if not self.supports_fold_in:
             raise TastebudError(f"{type(self).__name__} cannot recommend from a history")
+        if self.needs_ratings and values is None:
+            raise InvalidInputError(
+                f"{type(self).__name__} learns from ratings: pass the history's ratings as values="
+            )
         k = check_k(k)
         history = self.history_matrix(items, values)
         cand = None
