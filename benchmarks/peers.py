@@ -15,7 +15,9 @@ compilation is not counted); peak memory is
 tracemalloc's peak during a second fit (numpy buffers included; native buffers of compiled
 peers that bypass Python's allocator are not).
 
-Run: .venv/bin/python benchmarks/peers.py [--quick] [--tasks rating,topn,lastfm]
+4. EASE fit time against the plain numpy closed form (the same Gram matrix, np.linalg.inv).
+
+Run: .venv/bin/python benchmarks/peers.py [--quick] [--tasks rating,topn,lastfm,ease]
 Writes benchmarks/results/peers.json and peers.md.
 """
 
@@ -127,9 +129,10 @@ def _timed_fit(model: Recommender, train: Dataset) -> tuple[float, float]:
 def rating_task(quick: bool) -> pd.DataFrame:
     ours = [n for n in ("baseline", "svd", "svdpp", "item-knn") if n in available()]
     contenders: dict[str, Any] = {f"tastebud {n}": (lambda n=n: create(n)) for n in ours}
-    if "svdpp" in available() and "item-knn" in available():
-        contenders["tastebud blend(svdpp, item-knn, svd)"] = lambda: create(
-            "blend", members=("svdpp", "item-knn", "svd", "baseline")
+    members = ("svdpp", "svd", "item-knn", "user-knn", "baseline")
+    if all(m in available() for m in members):
+        contenders[f"tastebud blend({', '.join(members)})"] = lambda: create(
+            "blend", members=members
         )
     if _has("surprise"):
         for algo in ("BaselineOnly", "SVD", "SVDpp", "KNNBaseline"):
@@ -219,6 +222,38 @@ def topn_task(split: Split, kind: str, threshold: float | None) -> pd.DataFrame:
     return pd.DataFrame(rows)[cols].set_index("model").sort_values("NDCG@10", ascending=False)
 
 
+def ease_task() -> pd.DataFrame:
+    """EASE fit time against the plain numpy closed form on the same Gram matrix."""
+    rows = []
+    for label, ds in (
+        ("ML-100K positives", load_movielens_100k().to_implicit(4.0)),
+        ("Last.fm 2K", load_lastfm_2k()),
+    ):
+        model = create("ease", max_items=5_000)
+        seconds, _peak = _timed_fit(model, ds)
+        kept = model.kept_items_
+        matrix = ds.matrix("binary")[:, kept]
+        start = time.perf_counter()
+        gram = (matrix.T @ matrix).toarray()
+        gram[np.diag_indices_from(gram)] += model.reg
+        inverse = np.linalg.inv(gram)
+        weights = inverse / -np.diag(inverse)
+        np.fill_diagonal(weights, 0.0)
+        plain = time.perf_counter() - start
+        agree = float(np.abs(weights - model.weights_).max())
+        rows.append(
+            {
+                "model": f"{label} ({len(kept)} items)",
+                "tastebud_fit_seconds": seconds,
+                "numpy_closed_form_seconds": plain,
+                "ratio": seconds / plain,
+                "max_weight_difference": agree,
+            }
+        )
+        print(f"  ease {label}: {seconds:.2f}s vs numpy {plain:.2f}s", file=sys.stderr)
+    return pd.DataFrame(rows).set_index("model")
+
+
 def _markdown(table: pd.DataFrame) -> str:
     header = "| model | " + " | ".join(table.columns) + " |"
     lines = [header, "|---|" + "---:|" * len(table.columns)]
@@ -241,7 +276,7 @@ def _warm_up() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one fold, skip slow peers")
-    parser.add_argument("--tasks", default="rating,topn,lastfm")
+    parser.add_argument("--tasks", default="rating,topn,lastfm,ease")
     args = parser.parse_args()
     tasks = set(args.tasks.split(","))
     _warm_up()
@@ -258,6 +293,8 @@ def main() -> None:
         sections["ML-100K top-N, positives only (rating >= 4) in train and test"] = topn_task(
             positives, "ml", None
         )
+    if "ease" in tasks:
+        sections["EASE fit vs the plain numpy closed form (inv of XᵀX + λI)"] = ease_task()
     if "lastfm" in tasks:
         split = random_split(load_lastfm_2k(), 0.2, seed=0)
         sections["Last.fm 2K top-N, play counts"] = topn_task(split, "lastfm", None)

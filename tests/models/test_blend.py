@@ -26,9 +26,10 @@ def test_blend_learns_to_trust_the_better_member(split):
     assert board.loc["blend", "NDCG@10"] > 2 * board.loc["random", "NDCG@10"]
 
 
-def test_blend_of_rating_models_predicts_by_least_squares(split):
+def test_blend_of_rating_models_predicts_by_ridge_on_support_features(split):
     blend = create("blend", members=("baseline", "baseline:reg_user=1,reg_item=1")).fit(split.train)
-    assert blend.predicts_ratings and len(blend.rating_weights_) == 3  # two members + intercept
+    # per member: prediction, x user support, x item support; then intercept and the supports
+    assert blend.predicts_ratings and len(blend.rating_weights_) == 2 * 3 + 3
     pred = blend.predict(split.test)
     rmse = np.sqrt(np.mean((pred - split.test["rating"].to_numpy()) ** 2))
     single = create("baseline").fit(split.train).predict(split.test)
@@ -49,3 +50,21 @@ def test_blend_rejects_bad_members(split):
         create("blend", members=("nope",)).fit(split.train)
     with pytest.raises(InvalidInputError, match="validation_size"):
         create("blend", members=("ease",), validation_size=1.5).fit(split.train)
+
+
+@pytest.mark.reference_data
+@pytest.mark.slow
+def test_rating_blend_reaches_the_rmse_target_on_movielens_folds():
+    """Mean RMSE over the official folds u1..u5 <= 0.895 (Surprise's best: 0.920)."""
+    from conftest import require_reference
+
+    from tastebud.data import load_movielens_100k_fold
+
+    folder = require_reference("ml-100k")
+    members = ("svdpp", "svd", "item-knn", "user-knn", "baseline")
+    rmse = []
+    for fold in range(1, 6):
+        train, test = load_movielens_100k_fold(fold, folder)
+        pred = create("blend", members=members).fit(train).predict(test)
+        rmse.append(np.sqrt(np.mean((pred - test["rating"].to_numpy()) ** 2)))
+    assert np.mean(rmse) <= 0.895

@@ -7,8 +7,9 @@ rest, and learns
   s(u, i) = Σ_m w_m · z_m(u, i), where z_m is member m's score standardized per user
   (zero mean, unit variance over the catalog) so members on different scales mix; the search
   is a grid over the simplex refined around the best point;
-* rating weights (with intercept) by least squares on the members' predicted ratings, when
-  every member predicts ratings (the classic Netflix-prize blend: Töscher, Jahrer & Bell 2009).
+* rating weights by ridge regression on the members' predicted ratings and their products
+  with user and item support, when every member predicts ratings (the Netflix-prize blend:
+  Töscher, Jahrer & Bell 2009).
 
 Then every member is refitted on all the training data. Members are saved in sub-folders.
 """
@@ -35,6 +36,23 @@ def _standardize(scores: np.ndarray) -> np.ndarray:
     mean = scores.mean(axis=1, keepdims=True)
     std = scores.std(axis=1, keepdims=True)
     return (scores - mean) / np.where(std > 0, std, 1.0)
+
+
+def _support(counts: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """How much data backs each user/item: log(1 + n) / log(1 + max n), 0 when unknown."""
+    scale = np.log1p(max(int(counts.max()), 1))
+    return np.where(index >= 0, np.log1p(counts[np.maximum(index, 0)]) / scale, 0.0)
+
+
+def _rating_features(
+    predictions: np.ndarray, user_support: np.ndarray, item_support: np.ndarray
+) -> np.ndarray:
+    """Blend inputs: each member's prediction, alone and times the user's and the item's
+    support, plus an intercept and the supports -- so the blend can trust neighborhood
+    models for well-rated items and factor models for active users (Töscher et al. 2009)."""
+    su, si = user_support[:, None], item_support[:, None]
+    ones = np.ones((len(predictions), 1))
+    return np.hstack([predictions, predictions * su, predictions * si, ones, su, si])
 
 
 def _simplex_grid(n: int, steps: int) -> np.ndarray:
@@ -127,13 +145,24 @@ class Blend(Recommender):
         self.weights_ = best_w
         self.validation_ndcg_ = best
         if all(m.predicts_ratings for m in models) and dataset.has_ratings:
-            preds = np.column_stack([m.predict(held) for m in models] + [np.ones(len(held))])
-            coef, *_ = np.linalg.lstsq(preds, held["rating"].to_numpy(dtype=float), rcond=None)
-            self.rating_weights_ = coef
+            u = inner.users.to_index(held["user"].to_numpy(), on_unknown="ignore")
+            i = inner.items.to_index(held["item"].to_numpy(), on_unknown="ignore")
+            features = _rating_features(
+                np.column_stack([m._predict(u, i) for m in models]),
+                _support(inner.user_activity(), u),
+                _support(inner.item_popularity(), i),
+            )
+            target = held["rating"].to_numpy(dtype=float)
+            ridge = 1e-3 * len(target) * np.eye(features.shape[1])
+            self.rating_weights_ = np.linalg.solve(
+                features.T @ features + ridge, features.T @ target
+            )
             self.rating_range_ = [float(dataset.rating.min()), float(dataset.rating.max())]  # type: ignore[union-attr]
         for model in models:
             model.fit(dataset)
         self._members = models
+        self.user_counts_ = dataset.user_activity()
+        self.item_counts_ = dataset.item_popularity()
 
     @property
     def predicts_ratings(self) -> bool:  # type: ignore[override]
@@ -156,10 +185,13 @@ class Blend(Recommender):
         return full if items is None else full[:, items]
 
     def _predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        columns = [m._predict(users, items) for m in self._members]
-        pairs = np.column_stack([*columns, np.ones(len(users))])
+        features = _rating_features(
+            np.column_stack([m._predict(users, items) for m in self._members]),
+            _support(self.user_counts_, users),
+            _support(self.item_counts_, items),
+        )
         low, high = self.rating_range_
-        return np.clip(pairs @ self.rating_weights_, low, high)
+        return np.clip(features @ self.rating_weights_, low, high)
 
     # -- persistence: members live in sub-folders ------------------------------------------
     def save(self, path: str | Path) -> Path:
