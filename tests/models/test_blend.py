@@ -57,7 +57,6 @@ def test_blend_rejects_bad_members(split):
 def test_rating_blend_reaches_the_rmse_target_on_movielens_folds():
     """Mean RMSE over the official folds u1..u5 <= 0.895 (Surprise's best: 0.920)."""
     from conftest import require_reference
-
     from tastebud.data import load_movielens_100k_fold
 
     folder = require_reference("ml-100k")

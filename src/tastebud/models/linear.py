@@ -56,11 +56,13 @@ class EASE(Recommender):
     max_items:
         The model covers at most this many items, the most popular ones (the inversion costs
         O(n³) time and 8n² bytes); the others rank after every covered item, by popularity.
+        On Last.fm 2K, 5,000 of 17,632 artists give the same NDCG@10 as 10,000 (0.223) in a
+        fifth of the time.
     """
 
     reg: float = 300.0
     values: Literal["binary", "weight", "rating"] = "binary"
-    max_items: int = 10_000
+    max_items: int = 5_000
 
     def _validate(self) -> None:
         super()._validate()
