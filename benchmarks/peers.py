@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from tastebud.data import Dataset, load_lastfm_2k, load_movielens_100k, load_movielens_100k_fold
+from tastebud.errors import TastebudError
 from tastebud.evaluation import evaluate, leaderboard
 from tastebud.models import Recommender, available, create
 from tastebud.split import Split, random_split
@@ -101,7 +102,7 @@ class SurprisePeer(Recommender):
         return np.array([self._algo.predict(u, i).est for u, i in zip(uids, iids, strict=True)])
 
     def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
-        raise NotImplementedError("rating-only peer")
+        raise TastebudError(f"Surprise's {self.algo} only predicts ratings here")
 
 
 def _has(module: str) -> bool:

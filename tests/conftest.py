@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
+from tastebud import Dataset
 from tastebud.data.reference import data_home
-
-
-@pytest.fixture(scope="session")
-def reference_dir() -> Path:
-    """Folder of the reference data sets (TASTEBUD_DATA or ../shared/data)."""
-    return data_home()
 
 
 def require_reference(folder: str) -> Path:
@@ -21,3 +18,14 @@ def require_reference(folder: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"reference data {path} not found (set TASTEBUD_DATA)")
     return path
+
+
+def checkerboard(n_users: int = 40, n_items: int = 20, seed: int = 0) -> Dataset:
+    """Known-answer data: the first half of the users only touch the first half of the
+    items and the rest only the rest (each in-block pair with probability 0.7)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        block = range(0, n_items // 2) if u < n_users // 2 else range(n_items // 2, n_items)
+        rows += [(u, i) for i in block if rng.random() < 0.7]
+    return Dataset.from_frame(pd.DataFrame(rows, columns=["user", "item"]))

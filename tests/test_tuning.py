@@ -4,7 +4,7 @@ import pytest
 
 from tastebud.data.synthetic import synthetic
 from tastebud.errors import InvalidInputError
-from tastebud.tuning import LogUniform, tune
+from tastebud.tuning import LogRange, Range, tune
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +31,15 @@ def test_tune_is_reproducible_and_supports_rating_metrics(data):
     assert a.trials["RMSE"].is_monotonic_increasing  # lower is better, best first
 
 
-def test_log_uniform_samples_stay_in_range():
+def test_ranges_sample_on_the_right_scale():
     import numpy as np
 
     rng = np.random.default_rng(0)
-    values = [LogUniform(10, 1000, integer=True).sample(rng) for _ in range(200)]
+    values = [LogRange(10, 1000, integer=True).sample(rng) for _ in range(200)]
     assert min(values) >= 10 and max(values) <= 1000 and all(isinstance(v, int) for v in values)
     assert sum(v < 100 for v in values) > 60  # log scale: half the mass below the geometric mean
+    flat = [Range(10, 1000).sample(rng) for _ in range(200)]
+    assert sum(v < 100 for v in flat) < 60  # uniform: ~9% of the mass below 100
 
 
 def test_tune_refuses_what_cannot_work(data):

@@ -30,63 +30,60 @@ from tastebud.split import Split, random_split
 
 
 @dataclass(frozen=True)
-class LogUniform:
-    """A continuous range sampled uniformly on a log scale."""
+class Range:
+    """A continuous range to sample from: uniformly, or uniformly on a log scale (``log``)
+    for parameters whose useful values span orders of magnitude."""
 
     low: float
     high: float
+    log: bool = False
     integer: bool = False
 
     def sample(self, rng: np.random.Generator) -> float | int:
-        value = math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
+        if self.log:
+            value = math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
+        else:
+            value = rng.uniform(self.low, self.high)
         return round(value) if self.integer else value
 
 
-@dataclass(frozen=True)
-class Uniform:
-    """A continuous range sampled uniformly."""
-
-    low: float
-    high: float
-    integer: bool = False
-
-    def sample(self, rng: np.random.Generator) -> float | int:
-        value = rng.uniform(self.low, self.high)
-        return round(value) if self.integer else value
+def LogRange(low: float, high: float, integer: bool = False) -> Range:  # noqa: N802
+    """Shorthand for ``Range(low, high, log=True)``."""
+    return Range(low, high, log=True, integer=integer)
 
 
-Space = Mapping[str, Sequence[Any] | LogUniform | Uniform]
+Space = Mapping[str, Sequence[Any] | Range]
 
 #: Search spaces that suit typical data, per registered model name.
 DEFAULT_SPACES: dict[str, dict[str, Any]] = {
-    "ease": {"reg": LogUniform(10.0, 5000.0)},
-    "trending": {"half_life_days": LogUniform(1.0, 365.0)},
-    "baseline": {"reg_user": LogUniform(1.0, 50.0), "reg_item": LogUniform(1.0, 50.0)},
-    "item-knn": {"k": LogUniform(10, 400, integer=True), "shrinkage": LogUniform(1.0, 300.0)},
-    "user-knn": {"k": LogUniform(10, 400, integer=True), "shrinkage": LogUniform(1.0, 300.0)},
+    "ease": {"reg": LogRange(10.0, 5000.0)},
+    "trending": {"half_life_days": LogRange(1.0, 365.0)},
+    "baseline": {"reg_user": LogRange(1.0, 50.0), "reg_item": LogRange(1.0, 50.0)},
+    "item-knn": {"k": LogRange(10, 400, integer=True), "shrinkage": LogRange(1.0, 300.0)},
+    "user-knn": {"k": LogRange(10, 400, integer=True), "shrinkage": LogRange(1.0, 300.0)},
     "svd": {
         "n_factors": [32, 64, 128],
-        "reg": LogUniform(0.005, 0.2),
-        "lr": LogUniform(0.002, 0.02),
-        "n_epochs": LogUniform(10, 80, integer=True),
+        "reg": LogRange(0.005, 0.2),
+        "lr": LogRange(0.002, 0.02),
+        "n_epochs": LogRange(10, 80, integer=True),
     },
     "svdpp": {
         "n_factors": [16, 32, 64],
-        "reg": LogUniform(0.005, 0.2),
-        "lr": LogUniform(0.002, 0.02),
-        "n_epochs": LogUniform(10, 60, integer=True),
+        "reg": LogRange(0.005, 0.2),
+        "lr": LogRange(0.002, 0.02),
+        "n_epochs": LogRange(10, 60, integer=True),
     },
     "als": {
         "factors": [32, 64, 128, 256],
-        "regularization": LogUniform(0.001, 10.0),
-        "alpha": LogUniform(0.5, 50.0),
-        "iterations": LogUniform(5, 30, integer=True),
+        "regularization": LogRange(0.001, 10.0),
+        "alpha": LogRange(0.5, 50.0),
+        "iterations": LogRange(5, 30, integer=True),
     },
     "bpr": {
         "factors": [32, 64, 128],
-        "learning_rate": LogUniform(0.005, 0.1),
-        "regularization": LogUniform(0.0001, 0.1),
-        "iterations": LogUniform(50, 400, integer=True),
+        "learning_rate": LogRange(0.005, 0.1),
+        "regularization": LogRange(0.0001, 0.1),
+        "iterations": LogRange(50, 400, integer=True),
     },
 }
 
@@ -109,7 +106,7 @@ class TuningResult:
 def _sample(space: Space, rng: np.random.Generator) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for name, choice in space.items():
-        if isinstance(choice, LogUniform | Uniform):
+        if isinstance(choice, Range):
             params[name] = choice.sample(rng)
         else:
             options = list(choice)
@@ -143,7 +140,7 @@ def tune(
     train:
         The training data; a per-user ``validation_size`` holdout of it is the validation set.
     space:
-        Parameter -> list of values or a :class:`LogUniform`/:class:`Uniform` range; defaults
+        Parameter -> list of values or a :class:`Range`; defaults
         to :data:`DEFAULT_SPACES` for the model. The model's defaults are always trial 1.
     metric:
         A ranking metric name (``ndcg``, ``recall``...) -- higher is better -- or ``rmse`` /

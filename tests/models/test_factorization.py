@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import checkerboard
 from tastebud import Dataset
 from tastebud.data.synthetic import synthetic
 from tastebud.errors import InvalidInputError, TastebudError
@@ -33,16 +34,6 @@ def _planted(seed: int = 0) -> tuple[Dataset, pd.DataFrame]:
     ut, it = np.nonzero(~observed)
     held_out = pd.DataFrame({"user": ut, "item": it, "rating": full[ut, it]})
     return train, held_out
-
-
-def _checkerboard(n_users: int = 40, n_items: int = 20, seed: int = 0) -> Dataset:
-    """Users 0..19 only touch items 0..9, users 20..39 only items 10..19 (70% of the block)."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for u in range(n_users):
-        block = range(0, n_items // 2) if u < n_users // 2 else range(n_items // 2, n_items)
-        rows += [(u, i) for i in block if rng.random() < 0.7]
-    return Dataset.from_frame(pd.DataFrame(rows, columns=["user", "item"]))
 
 
 def _in_block(n_users: int = 40, n_items: int = 20) -> np.ndarray:
@@ -128,15 +119,15 @@ def test_rating_models_answer_unknown_ids_from_the_biases():
 
 
 def test_rating_models_need_ratings():
-    implicit_only = _checkerboard()
+    implicit_only = checkerboard()
     for name in ("svd", "svdpp"):
         with pytest.raises(TastebudError, match="needs a dataset with ratings"):
             create(name).fit(implicit_only)
 
 
 # -- ALS -------------------------------------------------------------------------------------
-def test_als_recommends_only_in_block_items_on_a_checkerboard():
-    data = _checkerboard()
+def test_als_recommends_only_in_block_items_on_acheckerboard():
+    data = checkerboard()
     model = create("als").fit(data)
     scores = model.score(list(range(40)))
     block = _in_block()
@@ -173,7 +164,7 @@ def test_als_fold_in_matches_the_fitted_user_vector():
 
 
 def test_als_values_and_confidence():
-    data = _checkerboard()
+    data = checkerboard()
     # log₂(1 + 1) = 1: on 0/1 data the log and linear confidences are the same model
     log = create("als", confidence="log").fit(data)
     linear = create("als", confidence="linear").fit(data)
@@ -189,7 +180,7 @@ def test_als_values_and_confidence():
 
 
 def test_users_without_training_interactions_get_the_fallback():
-    data = _checkerboard()
+    data = checkerboard()
     frame = data.interactions
     users = pd.DataFrame({"user": [*range(40), 99]})  # 99: known by id only
     data = Dataset.from_frame(frame, users=users)
@@ -203,7 +194,7 @@ def test_users_without_training_interactions_get_the_fallback():
 
 # -- BPR -------------------------------------------------------------------------------------
 def test_bpr_ranks_in_block_items_above_the_others():
-    data = _checkerboard()
+    data = checkerboard()
     # defaults suit MovieLens-size data; 280 interactions need a larger step
     model = create("bpr", lr=0.05).fit(data)
     assert model.item_factors_.shape == (20, model.n_factors)
@@ -220,7 +211,7 @@ def test_bpr_ranks_in_block_items_above_the_others():
 
 
 def test_saved_models_load_and_score_without_implicit(tmp_path, monkeypatch):
-    data = _checkerboard()
+    data = checkerboard()
     for name in ("als", "bpr"):
         model = create(name).fit(data)
         folder = model.save(tmp_path / name)

@@ -4,20 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import checkerboard
 from tastebud import Dataset
 from tastebud.errors import InvalidInputError
 from tastebud.models import create
 from tastebud.models.linear import spd_inverse
-
-
-def _checkerboard(n_users: int = 40, n_items: int = 20, seed: int = 0) -> Dataset:
-    """Users 0..19 only touch items 0..9, users 20..39 only items 10..19 (70% of the block)."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for u in range(n_users):
-        block = range(0, n_items // 2) if u < n_users // 2 else range(n_items // 2, n_items)
-        rows += [(u, i) for i in block if rng.random() < 0.7]
-    return Dataset.from_frame(pd.DataFrame(rows, columns=["user", "item"]))
 
 
 def test_ease_weights_equal_the_closed_form():
@@ -43,7 +34,7 @@ def test_spd_inverse_matches_numpy_and_rejects_indefinite():
 
 
 def test_ease_recommends_within_the_block_and_explains_by_history():
-    ds = _checkerboard()
+    ds = checkerboard()
     model = create("ease", reg=5.0).fit(ds)
     # the Gram matrix is block diagonal, so is its inverse: no weight crosses the blocks
     np.testing.assert_allclose(model.weights_[:10, 10:], 0, atol=1e-6)
@@ -59,7 +50,7 @@ def test_ease_recommends_within_the_block_and_explains_by_history():
 
 
 def test_ease_max_items_models_the_popular_items_and_ranks_the_rest_last():
-    ds = _checkerboard()
+    ds = checkerboard()
     model = create("ease", reg=5.0, max_items=12).fit(ds)
     assert len(model.kept_items_) == 12
     recs = model.recommend([0], k=20, exclude_seen=False)
@@ -70,7 +61,7 @@ def test_ease_max_items_models_the_popular_items_and_ranks_the_rest_last():
 
 
 def test_ease_rejects_bad_params():
-    ds = _checkerboard()
+    ds = checkerboard()
     with pytest.raises(InvalidInputError, match="reg"):
         create("ease", reg=0).fit(ds)
     with pytest.raises(InvalidInputError, match="values"):

@@ -22,6 +22,7 @@ and a model implements only:
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import json
 import types
@@ -162,7 +163,7 @@ def mask_rows(
 
 
 @dataclasses.dataclass(kw_only=True, eq=False)
-class Recommender:
+class Recommender(abc.ABC):
     """Base class of every tastebud model (see the module docstring for the contract).
 
     Parameters
@@ -242,11 +243,13 @@ class Recommender:
         self._fit(dataset)
         return self
 
+    @abc.abstractmethod
     def _fit(self, dataset: Dataset) -> None:
-        raise NotImplementedError(f"{type(self).__name__} must implement _fit")
+        """Learn from the training dataset (state in attributes ending with ``_``)."""
 
+    @abc.abstractmethod
     def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
-        raise NotImplementedError(f"{type(self).__name__} must implement _score")
+        """Dense ``(len(users), n)`` scores for known internal users; higher is better."""
 
     @property
     def is_fitted(self) -> bool:
@@ -394,7 +397,8 @@ class Recommender:
         return type(self)._score_histories is not Recommender._score_histories
 
     def _score_histories(self, histories: sp.csr_matrix) -> np.ndarray:
-        raise NotImplementedError
+        """Optional hook: scores for users given only as history rows (fold-in)."""
+        raise TastebudError(f"{type(self).__name__} cannot recommend from a history")
 
     def history_matrix(self, items: Any, values: Any = None) -> sp.csr_matrix:
         """A one-row ``(1, n_items)`` CSR history from item ids (unknown items are dropped) and
@@ -478,7 +482,8 @@ class Recommender:
         return self._predict(u, i)
 
     def _predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """Optional hook (rating models): predicted ratings; -1 marks an unknown id."""
+        raise TastebudError(f"{type(self).__name__} does not predict ratings")
 
     # -- similar items and explanations ---------------------------------------------------------
     @property
@@ -486,7 +491,8 @@ class Recommender:
         return type(self)._similar is not Recommender._similar
 
     def _similar(self, items: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """Optional hook: item-to-item scores ``(len(items), n_items)``."""
+        raise TastebudError(f"{type(self).__name__} does not compute item similarities")
 
     def similar_items(self, items: Any, k: int = 10) -> pd.DataFrame:
         """The ``k`` items most similar to each of ``items``: columns ``item, similar, score,
@@ -512,7 +518,8 @@ class Recommender:
         )
 
     def _explain(self, user: int, items: np.ndarray) -> list[str]:
-        raise NotImplementedError
+        """Optional hook: one reason per item."""
+        raise TastebudError(f"{type(self).__name__} cannot explain its recommendations")
 
     def explain(self, user: Any, items: Any) -> pd.DataFrame:
         """Why ``items`` are recommended to ``user``: columns ``item, reason``."""

@@ -42,6 +42,7 @@ the item side fixed; each class documents how.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Any, ClassVar, Literal
 
@@ -248,9 +249,9 @@ class _FactorModel(Recommender):
             for name, s in zip(names, sims.max(axis=1), strict=True)
         ]
 
+    @abc.abstractmethod
     def _fold_in(self, histories: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray | None]:
         """User vectors (and user offsets) for non-empty history rows, item side fixed."""
-        raise NotImplementedError
 
     def _score_histories(self, histories: sp.csr_matrix) -> np.ndarray:
         h = sp.csr_matrix(histories, dtype=np.float64)
@@ -325,6 +326,7 @@ class _BiasedFactorModel(_FactorModel):
         self.rating_range_ = [float(ratings.min()), float(ratings.max())]
         self._finish(dataset, P, Q)
 
+    @abc.abstractmethod
     def _sgd(
         self,
         dataset: Dataset,
@@ -336,7 +338,7 @@ class _BiasedFactorModel(_FactorModel):
         Q: np.ndarray,
         rng: np.random.Generator,
     ) -> None:
-        raise NotImplementedError
+        """Run the SGD epochs, updating the arrays in place."""
 
     def _finish(self, dataset: Dataset, P: np.ndarray, Q: np.ndarray) -> None:
         self._set_factors(P, Q)
