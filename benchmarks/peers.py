@@ -16,8 +16,10 @@ tracemalloc's peak during a second fit (numpy buffers included; native buffers o
 peers that bypass Python's allocator are not).
 
 4. EASE fit time against the plain numpy closed form (the same Gram matrix, np.linalg.inv).
+5. ALS fit time against implicit's ALS called directly on a ready CSR matrix, at equal factors
+   (64), iterations (15) and penalty (30; ours with reg fixed, not "auto"): median of 5 fits.
 
-Run: .venv/bin/python benchmarks/peers.py [--quick] [--tasks rating,topn,lastfm,ease]
+Run: .venv/bin/python benchmarks/peers.py [--quick] [--tasks rating,topn,lastfm,ease,als]
 Writes benchmarks/results/peers.json and peers.md.
 """
 
@@ -255,6 +257,52 @@ def ease_task() -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("model")
 
 
+def als_speed_task() -> pd.DataFrame:
+    """Median fit time of our ALS and of implicit's, same factors, iterations and penalty."""
+    from implicit.cpu.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
+
+    ml = load_movielens_100k()
+    rows = []
+    for label, ds in (
+        ("ML-100K, all ratings", ml),
+        ("ML-100K positives", ml.to_implicit(4.0)),
+        ("Last.fm 2K, play counts", load_lastfm_2k()),
+    ):
+        ours = create("als", n_factors=64, n_iterations=15, reg=30.0)
+        kind = "weight" if ds.weight is not None else "binary"
+        matrix = ds.matrix(kind).astype(np.float32)
+        matrix.data = np.log2(1.0 + matrix.data)  # the same log confidence as ours
+
+        def theirs(matrix: Any = matrix) -> None:
+            engine = AlternatingLeastSquares(
+                factors=64, regularization=30.0, alpha=2.5, iterations=15, random_state=0
+            )
+            with threadpool_limits(1, "blas"):
+                engine.fit(matrix, show_progress=False)
+
+        def mine(ours: Recommender = ours, ds: Dataset = ds) -> None:
+            ours.fit(ds)
+
+        times: dict[str, list[float]] = {"tastebud": [], "implicit": []}
+        for _ in range(5):
+            for name, run in (("tastebud", mine), ("implicit", theirs)):
+                start = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - start)
+        ours_s, peer_s = float(np.median(times["tastebud"])), float(np.median(times["implicit"]))
+        rows.append(
+            {
+                "model": label,
+                "tastebud_seconds": ours_s,
+                "implicit_seconds": peer_s,
+                "ratio": ours_s / peer_s,
+            }
+        )
+        print(f"  als {label}: {ours_s:.3f}s vs implicit {peer_s:.3f}s", file=sys.stderr)
+    return pd.DataFrame(rows).set_index("model")
+
+
 def _markdown(table: pd.DataFrame) -> str:
     header = "| model | " + " | ".join(table.columns) + " |"
     lines = [header, "|---|" + "---:|" * len(table.columns)]
@@ -277,7 +325,7 @@ def _warm_up() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one fold, skip slow peers")
-    parser.add_argument("--tasks", default="rating,topn,lastfm,ease")
+    parser.add_argument("--tasks", default="rating,topn,lastfm,ease,als")
     args = parser.parse_args()
     tasks = set(args.tasks.split(","))
     _warm_up()
@@ -296,6 +344,10 @@ def main() -> None:
         )
     if "ease" in tasks:
         sections["EASE fit vs the plain numpy closed form (inv of XᵀX + λI)"] = ease_task()
+    if "als" in tasks:
+        sections["ALS fit vs implicit called directly (64 factors, 15 iterations, λ 30)"] = (
+            als_speed_task()
+        )
     if "lastfm" in tasks:
         split = random_split(load_lastfm_2k(), 0.2, seed=0)
         sections["Last.fm 2K top-N, play counts"] = topn_task(split, "lastfm", None)

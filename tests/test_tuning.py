@@ -49,3 +49,19 @@ def test_tune_refuses_what_cannot_work(data):
         tune("ease", data, metric="rmse")
     with pytest.raises(InvalidInputError, match="no search space"):
         tune("random", data)
+
+
+def test_every_default_space_names_real_parameters_with_valid_values():
+    import dataclasses
+
+    import numpy as np
+
+    from tastebud.models import create, get_class
+    from tastebud.tuning import DEFAULT_SPACES, _sample
+
+    rng = np.random.default_rng(0)
+    for name, space in DEFAULT_SPACES.items():
+        fields = {f.name for f in dataclasses.fields(get_class(name))}
+        assert set(space) <= fields, f"{name}: {set(space) - fields} are not parameters"
+        for _ in range(5):  # sampled values pass the model's own checks
+            create(name, **_sample(space, rng))._validate()

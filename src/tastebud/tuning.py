@@ -74,16 +74,16 @@ DEFAULT_SPACES: dict[str, dict[str, Any]] = {
         "n_epochs": LogRange(10, 60, integer=True),
     },
     "als": {
-        "factors": [32, 64, 128, 256],
-        "regularization": LogRange(0.001, 10.0),
-        "alpha": LogRange(0.5, 50.0),
-        "iterations": LogRange(5, 30, integer=True),
+        "n_factors": [32, 64, 128],
+        "reg": LogRange(1.0, 300.0),
+        "alpha": LogRange(0.5, 20.0),
+        "n_iterations": LogRange(5, 30, integer=True),
     },
     "bpr": {
-        "factors": [32, 64, 128],
-        "learning_rate": LogRange(0.005, 0.1),
-        "regularization": LogRange(0.0001, 0.1),
-        "iterations": LogRange(50, 400, integer=True),
+        "n_factors": [32, 64, 128],
+        "lr": LogRange(0.001, 0.05),
+        "reg": LogRange(0.0001, 0.1),
+        "n_epochs": LogRange(50, 400, integer=True),
     },
 }
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -128,7 +130,7 @@ def test_rating_models_need_ratings():
 # -- ALS -------------------------------------------------------------------------------------
 def test_als_recommends_only_in_block_items_on_acheckerboard():
     data = checkerboard()
-    model = create("als").fit(data)
+    model = create("als", reg=10.0).fit(data)
     scores = model.score(list(range(40)))
     block = _in_block()
     for u in range(40):
@@ -148,7 +150,8 @@ def test_als_recommends_only_in_block_items_on_acheckerboard():
 
 def test_als_fold_in_matches_the_fitted_user_vector():
     data = synthetic(200, 80, 4_000, n_clusters=4, seed=3, ratings=False)
-    model = create("als").fit(data)
+    # enough sweeps for the engine's few CG steps per sweep to reach the fixed point
+    model = create("als", n_iterations=50).fit(data)
     users = np.arange(0, 200, 7)
     vectors, _ = model._fold_in(model.seen_[users].astype(np.float64))
     fitted = model.user_factors_[users].astype(np.float64)
@@ -161,6 +164,38 @@ def test_als_fold_in_matches_the_fitted_user_vector():
     user = data.users.ids[3]
     folded = model.recommend_from_history(data.history(user)["item"], k=10)
     assert folded["item"].tolist() == model.recommend(user, k=10)["item"].tolist()
+
+
+def test_als_auto_reg_finds_the_best_penalty_on_held_out_data():
+    from tastebud.data.sample import load_sample
+    from tastebud.evaluation import evaluate
+    from tastebud.split import random_split
+
+    split = random_split(load_sample(), 0.2, seed=0)
+
+    def ndcg(model):
+        result = evaluate({"m": model}, split, k=10, metrics=["ndcg"], progress=False)
+        return float(result["value"].iloc[0])
+
+    auto = create("als").fit(split.train)
+    search = auto.reg_search_
+    # doubling from 1 until the score collapses, then bisection around the best
+    assert search[0, 0] == 1.0 and len(search) >= 5
+    assert search[:, 1].min() < 0.8 * search[:, 1].max()
+    assert auto.reg_ == search[search[:, 1] >= 0.99 * search[:, 1].max(), 0].min()
+    fixed = {reg: ndcg(create("als", reg=reg)) for reg in (1.0, 10.0, 30.0, 100.0)}
+    # a fixed penalty that suits MovieLens (30) collapses the factors on this small store
+    assert fixed[30.0] < 0.6 * max(fixed.values())
+    assert ndcg(auto) >= 0.95 * max(fixed.values())
+    copy = load(auto.save(Path(tempfile.mkdtemp()) / "als"))
+    assert copy.reg_ == auto.reg_
+    np.testing.assert_array_equal(copy.score([0]), auto.score([0]))
+
+
+def test_als_auto_reg_falls_back_when_nothing_can_be_held_out():
+    one_each = Dataset.from_frame(pd.DataFrame({"user": range(30), "item": np.arange(30) % 7}))
+    model = create("als").fit(one_each)
+    assert model.reg_ == 10.0 and len(model.reg_search_) == 0
 
 
 def test_als_values_and_confidence():

@@ -22,13 +22,11 @@ from pathlib import Path
 from typing import Self
 
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
 
 from tastebud.data.dataset import Dataset
-from tastebud.errors import InvalidInputError, ModelFileError
-from tastebud.metrics.ranking import ndcg_at_k
-from tastebud.models.base import Recommender, mask_rows, top_k
+from tastebud.errors import ModelFileError
+from tastebud.models._holdout import Holdout
+from tastebud.models.base import Recommender, mask_rows
 from tastebud.models.registry import create, register
 
 
@@ -107,24 +105,13 @@ class Blend(Recommender):
         return made
 
     def _fit(self, dataset: Dataset) -> None:
-        from tastebud.split import random_split
-
         models = self._make_members()
-        split = random_split(dataset, self.validation_size, seed=self.random_state)
-        inner, held = split.train, split.test
+        holdout = Holdout.carve(
+            dataset, self.validation_size, self.random_state, self.relevance_threshold, who="Blend"
+        )
+        inner, held, users = holdout.train, holdout.held, holdout.users
         for model in models:
             model.fit(inner)
-        positive = held
-        if self.relevance_threshold is not None and "rating" in held.columns:
-            positive = held[held["rating"].to_numpy() >= self.relevance_threshold]
-        if len(positive) == 0:
-            raise InvalidInputError("Blend: no relevant held-out interactions to learn from")
-        users = inner.users.to_index(positive["user"].drop_duplicates().to_numpy())
-        u_codes = pd.Index(users).get_indexer(inner.users.to_index(positive["user"].to_numpy()))
-        i_codes = inner.items.to_index(positive["item"].to_numpy())
-        relevant = sp.csr_matrix(
-            (np.ones(len(positive)), (u_codes, i_codes)), shape=(len(users), inner.n_items)
-        )
         seen = inner.matrix("binary")
         blocks = []
         for model in models:
@@ -138,8 +125,7 @@ class Blend(Recommender):
             for weight, block in zip(w, blocks, strict=True):
                 if weight > 0:
                     blended += weight * block
-            top, _ = top_k(blended, self.k)
-            score = float(np.nanmean(ndcg_at_k(top, relevant, self.k)))
+            score = holdout.ndcg(blended, self.k, masked=True)
             if score > best + 1e-12:
                 best_w, best = w, score
         self.weights_ = best_w

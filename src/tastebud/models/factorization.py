@@ -51,11 +51,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from tastebud.data.dataset import Dataset
+from tastebud.errors import InvalidInputError
+from tastebud.models._holdout import Holdout
 from tastebud.models.base import Recommender
 from tastebud.models.registry import register
 
 ImplicitValues = Literal["auto", "binary", "weight", "rating"]
 Confidence = Literal["log", "linear"]
+_ALS_FALLBACK_REG = 10.0  # reg="auto" on data too small to hold any out (ALS docstring)
 _BPR_FOLD_POSITIVES = 100  # fold-in sample sizes of the BPR user step (see BPR._fold_in)
 _BPR_FOLD_NEGATIVES = 1_000
 
@@ -591,11 +594,29 @@ class ALS(_ImplicitEngineModel):
     n_factors:
         Length of the user and item vectors.
     reg:
-        L2 penalty λ of the factors.
+        L2 penalty λ of the factors, or ``"auto"`` (the default): ALS is at its best with
+        the strongest penalty that does not yet collapse the factors, and where that edge
+        lies depends on the data (NDCG@10 peaks at λ 10 on the 300-user sample, 30 on
+        ML-100K, 100 on Last.fm 2K, and falls by half one step past it). ``"auto"`` holds
+        out 20% of each user's training interactions, fits λ = 1, 2, 4, ... until NDCG@10
+        on the held-out part falls below 0.8 of the best (at most 1024), bisects around the
+        best at 1/2, 1/4 and 1/8 of an octave, and refits on all the data with the smallest
+        λ tried whose score is within 1% of the best (``reg_``; every λ tried and its score
+        are in ``reg_search_``). It costs about fifteen fits on 80% of the data (ML-100K:
+        3 s instead of 0.2 s). With too little data to hold any out it uses 10.
     alpha:
         Confidence slope α (the weight of an interaction over a missing pair).
     confidence:
         ``"log"`` or ``"linear"`` scaling of the values (above).
+    user_exponent, item_exponent:
+        The α g(x_ui) term is multiplied by n_uᵃ n_iᵇ (n_u: the user's interactions,
+        n_i: the item's, in training; a = ``user_exponent``, b = ``item_exponent``), then
+        divided by the mean of that multiplier over the training interactions, so that α
+        keeps its meaning. Negative exponents spread the weight away from heavy users and
+        blockbuster items; 0 and 0 give plain Hu et al. ALS. With the defaults a = -0.5,
+        b = -0.3 (and α 2.5 instead of 3), NDCG@10 on a random 80/20 split (seed 0) goes
+        from 0.326 to 0.330 on ML-100K positives, 0.368 to 0.372 on all ML-100K ratings and
+        0.224 to 0.242 on Last.fm 2K (``benchmarks/peers.py``).
     n_iterations:
         Alternating sweeps (users then items).
     values:
@@ -608,23 +629,25 @@ class ALS(_ImplicitEngineModel):
     random_state:
         Seed of the initial factors.
 
-    Fold-in: the exact ALS user step with the item factors Y fixed,
+    Fold-in: the exact ALS user step with the item factors Y fixed and λ = ``reg_``,
     x_u = (YᵀY + Yᵀ(C_u - I)Y + λI)⁻¹ YᵀC_u p_u, over the history's items.
     """
 
     n_factors: int = 64
-    reg: float = 30.0
-    alpha: float = 3.0
+    reg: float | Literal["auto"] = "auto"
+    alpha: float = 2.5
     n_iterations: int = 15
     values: ImplicitValues = "auto"
     confidence: Confidence = "log"
+    user_exponent: float = -0.5
+    item_exponent: float = -0.3
     num_threads: int = 0
     random_state: int | None = 0
 
     def _validate(self) -> None:
         super()._validate()
         self._check(_is_int(self.n_factors, 1), "n_factors must be an integer >= 1")
-        self._check(self.reg > 0, "reg must be > 0")
+        self._check(self.reg == "auto" or self.reg > 0, "reg must be > 0 or 'auto'")
         self._check(self.alpha >= 0, "alpha must be >= 0")
         self._check(_is_int(self.n_iterations, 1), "n_iterations must be an integer >= 1")
         self._check(
@@ -632,6 +655,8 @@ class ALS(_ImplicitEngineModel):
             "values must be 'auto', 'binary', 'weight' or 'rating'",
         )
         self._check(self.confidence in ("log", "linear"), "confidence must be 'log' or 'linear'")
+        for name in ("user_exponent", "item_exponent"):
+            self._check(-2 <= getattr(self, name) <= 2, f"{name} must be between -2 and 2")
         self._check(_is_int(self.num_threads, 0), "num_threads must be an integer >= 0")
         self._check(
             self.random_state is None or _is_int(self.random_state, 0),
@@ -654,15 +679,32 @@ class ALS(_ImplicitEngineModel):
         )
         values = dataset.matrix(kind)
         self._check(bool((values.data >= 0).all()), f"values='{kind}' must be >= 0")
+        if self.reg == "auto":
+            self.reg_ = self._search_reg(dataset)
+        else:
+            self.reg_ = float(self.reg)
+            self.reg_search_ = np.empty((0, 2))
+        user_counts = np.diff(values.indptr).astype(np.float64)
+        item_counts = np.bincount(values.indices, minlength=values.shape[1]).astype(np.float64)
+        self.item_scale_ = np.maximum(item_counts, 1.0) ** float(self.item_exponent)
+        rows = np.repeat(np.arange(values.shape[0]), np.diff(values.indptr))
+        multiplier = user_counts[rows] ** float(self.user_exponent)
+        multiplier *= self.item_scale_[values.indices]
+        self.scale_norm_ = float(multiplier.mean()) if len(multiplier) else 1.0
+        multiplier /= self.scale_norm_
         confidence = sp.csr_matrix(
-            (self._confidence(values.data).astype(np.float32), values.indices, values.indptr),
+            (
+                self._confidence(values.data, multiplier).astype(np.float32),
+                values.indices,
+                values.indptr,
+            ),
             shape=values.shape,
         )
 
         def engine() -> Any:
             return AlternatingLeastSquares(
                 factors=int(self.n_factors),
-                regularization=float(self.reg),
+                regularization=self.reg_,
                 alpha=1.0,  # the matrix already holds the confidences 1 + α g(x)
                 iterations=int(self.n_iterations),
                 use_cg=True,
@@ -676,20 +718,59 @@ class ALS(_ImplicitEngineModel):
         self.value_kind_ = kind
         self.item_gram_ = items.T.astype(np.float64) @ items.astype(np.float64)
 
-    def _confidence(self, values: np.ndarray) -> np.ndarray:
-        """c = 1 + α g(x) (class docstring)."""
+    def _search_reg(self, dataset: Dataset) -> float:
+        """The ``reg="auto"`` search (class docstring); returns the chosen λ."""
+        try:
+            holdout = Holdout.carve(dataset, 0.2, self.random_state or 0, who="ALS reg='auto'")
+        except InvalidInputError:
+            self.reg_search_ = np.empty((0, 2))
+            return _ALS_FALLBACK_REG
+        tried: dict[float, float] = {}
+
+        def score(reg: float) -> float:
+            model = dataclasses.replace(self, reg=reg)
+            model.fit(holdout.train)
+            tried[reg] = holdout.ndcg(model._score_block(holdout.users, None), 10)
+            return tried[reg]
+
+        best_reg, best = 1.0, score(1.0)
+        reg = 1.0
+        while reg < 1024:
+            reg *= 2
+            value = score(reg)
+            if value > best:
+                best_reg, best = reg, value
+            elif value < 0.8 * best:
+                break
+        for step in (2**0.5, 2**0.25, 2**0.125):  # bisect around the best, in octaves
+            centre = best_reg
+            for reg in (centre / step, centre * step):
+                if score(float(reg)) > best:
+                    best_reg, best = float(reg), tried[float(reg)]
+        self.reg_search_ = np.array(sorted(tried.items()))
+        # Past the best λ the factors collapse and NDCG drops steeply, so a near tie is
+        # settled toward the smaller λ: the refit on all the data should not cross the edge.
+        best = self.reg_search_[:, 1].max()
+        best_reg = float(self.reg_search_[self.reg_search_[:, 1] >= 0.99 * best, 0].min())
+        return best_reg
+
+    def _confidence(self, values: np.ndarray, multiplier: np.ndarray) -> np.ndarray:
+        """c = 1 + α g(x) m, m the user/item multiplier (class docstring)."""
         x = np.asarray(values, dtype=np.float64)
         g = np.log2(1.0 + x) if self.confidence == "log" else x
-        return 1.0 + float(self.alpha) * g
+        return 1.0 + float(self.alpha) * g * multiplier
 
     def _fold_in(self, histories: sp.csr_matrix) -> tuple[np.ndarray, None]:
         Y = self.item_factors_.astype(np.float64)
         n_factors = Y.shape[1]
-        base = self.item_gram_ + float(self.reg) * np.eye(n_factors)
+        base = self.item_gram_ + self.reg_ * np.eye(n_factors)
         vectors = np.empty((histories.shape[0], n_factors))
         for row, (items, values) in enumerate(_row_slices(histories)):
             x = np.ones(len(items)) if self.value_kind_ == "binary" else np.maximum(values, 0)
-            confidence = self._confidence(x)
+            multiplier = self.item_scale_[items] * (
+                max(len(items), 1) ** float(self.user_exponent) / self.scale_norm_
+            )
+            confidence = self._confidence(x, multiplier)
             Y_i = Y[items]
             gram = base + (Y_i * (confidence - 1.0)[:, None]).T @ Y_i
             vectors[row] = np.linalg.solve(gram, Y_i.T @ confidence)
