@@ -22,7 +22,7 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
 def test_help_lists_every_command():
     res = run("--help")
     assert res.returncode == 0
-    for command in ("demo", "datasets", "evaluate", "fit", "recommend"):
+    for command in ("demo", "datasets", "evaluate", "fit", "recommend", "import", "serve"):
         assert command in res.stdout
     assert run("evaluate", "--help").returncode == 0
 
@@ -157,3 +157,68 @@ def test_output_paths_that_are_files_are_refused(tmp_path):
     blocker.write_text("x")
     res = run("fit", "--dataset", "sample", "--model", "popularity", "--out", str(blocker))
     assert res.returncode == 2 and "is a file" in res.stderr
+
+
+def test_import_loads_the_sample_once_and_refuses_a_bad_database(tmp_path):
+    db = f"sqlite:///{tmp_path / 'shop.db'}"
+    first = run("import", "--db", db, "--dataset", "sample")
+    assert first.returncode == 0, first.stderr
+    assert "300 users" in first.stdout and "60 items" in first.stdout
+    again = run("import", "--db", db, "--dataset", "sample")
+    assert again.returncode == 0 and "0 events" in again.stdout
+    bad = run("import", "--db", "mysql://nowhere/x", "--dataset", "sample")
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: setting db (given as an argument): must be sqlite")
+    assert len(bad.stderr.splitlines()) == 1
+    wrong_type = run("import", "--db", db, "--dataset", "sample", "--event-type", "hug")
+    assert wrong_type.returncode == 2 and "--event-type 'hug'" in wrong_type.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_answers_over_http_and_learns_from_a_like(tmp_path):
+    """The README's walk-through: serve the sample, like something, see the list change."""
+    import time
+
+    import httpx
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [TASTEBUD, "serve", "--sample", "--db", f"sqlite:///{tmp_path / 's.db'}", "--port",
+         str(port)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                ready = httpx.get(f"{base}/health/ready", timeout=2)
+                if ready.status_code == 200 and ready.json()["model_version"] is not None:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None, server.stdout.read() if server.stdout else ""
+            assert time.monotonic() < deadline, "the server did not become ready with a model"
+            time.sleep(0.5)
+        before = httpx.get(f"{base}/users/newcomer/recommendations?k=5").json()
+        assert [r["source"] for r in before["items"]] == ["popular"] * 5
+        liked = httpx.get(f"{base}/items", params={"limit": 1}).json()[0]["id"]
+        posted = httpx.post(
+            f"{base}/events", json={"user_id": "newcomer", "item_id": liked, "type": "like"}
+        )
+        assert posted.status_code == 201
+        after = httpx.get(f"{base}/users/newcomer/recommendations?k=5&explain=true").json()
+        assert after["items"] != before["items"]
+        assert liked not in [r["item"] for r in after["items"]]
+        assert after["items"][0]["source"] == "model"
+        assert after["items"][0]["explanation"].startswith("because you liked ")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -1,4 +1,5 @@
-"""The ``tastebud`` command line (typer): demo, datasets, evaluate, fit, recommend.
+"""The ``tastebud`` command line (typer): demo, datasets, evaluate, tune, fit, recommend,
+import, serve.
 
 Every error a user can cause ends as one line on stderr and exit code 2 -- never a traceback.
 """
@@ -468,6 +469,93 @@ def recommend(
             output.write_text(to_json(recs.to_dict(orient="records")))
         else:
             recs.to_csv(output, index=False)
+
+
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="database URL: sqlite:///file.db (default) or postgresql+psycopg://user@host/db",
+    ),
+]
+
+
+@app.command("import")
+def import_(
+    db: DbOpt = None,
+    dataset: Annotated[str | None, typer.Option(help="named data set")] = None,
+    data: Annotated[Path | None, typer.Option(help="interactions file")] = None,
+    event_type: Annotated[
+        str, typer.Option(help="event type of the imported rows (rating, like, view...)")
+    ] = "rating",
+    config: Annotated[Path | None, typer.Option(help="service config file (TOML/JSON)")] = None,
+    column: ColumnsOpt = None,
+    sep: SepOpt = None,
+    encoding: EncodingOpt = "utf-8",
+    header: HeaderOpt = None,
+    on_bad_rows: BadRowsOpt = "raise",
+) -> None:
+    """Load users, items (with titles) and interactions into the service's database.
+
+    Re-importing the same data adds nothing: every imported row has a stable event id.
+    """
+    from tastebud.service.settings import load_settings
+    from tastebud.service.storage import Storage
+
+    settings = load_settings(config, db=db)
+    reading = _Reading.from_options(column, sep, encoding, header, on_bad_rows)
+    ds = reading.load(dataset, data)
+    if event_type not in settings.event_types:
+        raise InvalidInputError(
+            f"--event-type {event_type!r} is not one of {', '.join(settings.event_types)}"
+        )
+    with Storage(settings.db) as storage:
+        storage.migrate()
+        counts = storage.import_dataset(ds, event_type=event_type)
+        out.print(
+            f"imported {ds.name} into {storage.url}: "
+            + ", ".join(f"{v:,} {k}" for k, v in counts.items()),
+            highlight=False,
+        )
+
+
+@app.command()
+def serve(
+    db: DbOpt = None,
+    config: Annotated[Path | None, typer.Option(help="service config file (TOML/JSON)")] = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    model: Annotated[str | None, typer.Option(help="model retrained from the events")] = None,
+    sample: Annotated[
+        bool, typer.Option("--sample", help="import the built-in music-store sample first")
+    ] = False,
+) -> None:
+    """Run the HTTP service (API docs at /docs, health at /health/ready)."""
+    import uvicorn
+
+    from tastebud.service import logs
+    from tastebud.service.app import create_app
+    from tastebud.service.settings import load_settings
+    from tastebud.service.storage import Storage
+
+    settings = load_settings(config, db=db, model=model)
+    logs.configure(settings.log_level, settings.log_json)
+    storage = Storage(settings.db)
+    storage.migrate()
+    if sample:
+        from tastebud.data.sample import load_sample
+
+        counts = storage.import_dataset(load_sample(), event_type="rating")
+        out.print(f"sample data: {counts}", highlight=False)
+    out.print(
+        f"tastebud serving {storage.url} on http://{host}:{port} "
+        f"(API docs: http://{host}:{port}/docs)",
+        highlight=False,
+    )
+    uvicorn.run(
+        create_app(settings, storage), host=host, port=port, log_config=None, access_log=False
+    )
+    storage.close()
 
 
 def _show_warning(

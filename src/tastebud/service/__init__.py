@@ -1,0 +1,1 @@
+"""The real-time HTTP service: storage of users, items and events, and the app that serves them."""

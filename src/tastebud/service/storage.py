@@ -1,0 +1,1361 @@
+"""Persistent state of the service: users, items, events, model versions and experiment logs.
+
+One :class:`Storage` works over SQLite (a file; the default) and PostgreSQL, through
+SQLAlchemy Core with bound parameters only. Call :meth:`Storage.migrate` at every start: it
+creates the schema, or brings an older one up to date, and does nothing when it is current.
+
+Concurrency and durability
+--------------------------
+One engine (a connection pool) is shared by all threads. SQLite connections run in WAL mode
+with ``synchronous=FULL`` (a write is on disk when the call returns), ``foreign_keys=ON`` and
+a 10 s busy timeout; every write transaction starts with ``BEGIN IMMEDIATE``, so writers queue
+for the lock up front instead of failing half way. PostgreSQL writes run at READ COMMITTED; a
+write that loses a race on a unique key (two requests posting the same ``client_event_id``), a
+deadlock or a serialization failure is rolled back and run again.
+
+Every write method commits before it returns. Timestamps are float unix seconds. Event
+sequence numbers (``seq``) only grow and are never reused after a delete, but may have gaps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from tastebud._io import _plain
+from tastebud.data.dataset import Dataset
+from tastebud.errors import InvalidInputError, TastebudError, UnknownIdError
+
+T = TypeVar("T")
+Backend = Literal["sqlite", "postgresql"]
+
+#: Longest accepted id (user, item, event type, client event id...), in characters.
+MAX_ID_LENGTH = 512
+_CHUNK = 5_000  # ids per IN (...) query
+_BULK_CHUNK = 10_000  # rows per bulk INSERT
+_ROWCOUNT = {"preserve_rowcount": True}  # rowcount of INSERTs, too
+_WRITE_ATTEMPTS = 8  # a write that loses a race is run again up to this many times in all
+_PG_LOCK_KEY = 7_204_113_502  # pg_advisory_xact_lock key serializing migrate() across processes
+
+# -- schema ----------------------------------------------------------------------------------------
+METADATA = sa.MetaData()
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets BIGSERIAL.
+_BIGID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+_TIME: sa.Double[float] = sa.Double()
+_EMPTY_JSON = sa.text("'{}'")
+
+SCHEMA_VERSION_TABLE = sa.Table(
+    "schema_version",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),  # always 1
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("updated_at", _TIME, nullable=False),
+)
+
+USERS = sa.Table(
+    "users",
+    METADATA,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("attributes", sa.JSON, nullable=False, server_default=_EMPTY_JSON),
+    sa.Column("created_at", _TIME, nullable=False),
+)
+
+ITEMS = sa.Table(
+    "items",
+    METADATA,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("title", sa.Text, nullable=True),
+    sa.Column("attributes", sa.JSON, nullable=False, server_default=_EMPTY_JSON),
+    sa.Column("available", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("created_at", _TIME, nullable=False),
+    sa.Index("ix_items_created_at", "created_at"),
+)
+
+EVENTS = sa.Table(
+    "events",
+    METADATA,
+    sa.Column("seq", _BIGID, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.Text, nullable=False),
+    sa.Column("item_id", sa.Text, nullable=False),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("value", _TIME, nullable=True),
+    sa.Column("ts", _TIME, nullable=False),
+    sa.Column("client_event_id", sa.Text, nullable=True, unique=True),
+    sa.Column("received_at", _TIME, nullable=False),
+    # (user_id, ts, seq) serves lookups by user and a user's history in order.
+    sa.Index("ix_events_user_ts", "user_id", "ts", "seq"),
+    sa.Index("ix_events_item", "item_id"),
+    sqlite_autoincrement=True,  # never reuse the seq of a deleted event
+)
+
+MODEL_VERSIONS = sa.Table(
+    "model_versions",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("metrics", sa.JSON, nullable=False),
+    sa.Column("created_at", _TIME, nullable=False),
+    sa.Column("n_events", sa.BigInteger, nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.false()),
+    sqlite_autoincrement=True,
+)
+
+EXPOSURES = sa.Table(
+    "exposures",
+    METADATA,
+    sa.Column("id", _BIGID, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.Text, nullable=False),
+    sa.Column("user_id", sa.Text, nullable=False),
+    sa.Column("item_id", sa.Text, nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("source", sa.Text, nullable=True),
+    sa.Column("model_version", sa.Integer, nullable=True),
+    sa.Column("experiment", sa.Text, nullable=True),
+    sa.Column("variant", sa.Text, nullable=True),
+    sa.Column("ts", _TIME, nullable=False),
+    sa.Index("ix_exposures_experiment_variant", "experiment", "variant"),
+    sa.Index("ix_exposures_user", "user_id"),
+    sa.Index("ix_exposures_request", "request_id"),
+)
+
+FEEDBACK = sa.Table(
+    "feedback",
+    METADATA,
+    sa.Column("id", _BIGID, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.Text, nullable=True),
+    sa.Column("user_id", sa.Text, nullable=False),
+    sa.Column("item_id", sa.Text, nullable=False),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("ts", _TIME, nullable=False),
+    sa.Index("ix_feedback_request", "request_id"),
+    sa.Index("ix_feedback_user", "user_id"),
+)
+
+_DATA_TABLES = (USERS, ITEMS, EVENTS, MODEL_VERSIONS, EXPOSURES, FEEDBACK)
+
+
+# -- migrations ------------------------------------------------------------------------------------
+def _migration_1(conn: Connection) -> None:
+    """Version 1: the six data tables and their indexes."""
+    # The tables above are version 1. When a later migration changes a table, keep a frozen
+    # copy of its version-1 definition for this function and edit the module-level one.
+    METADATA.create_all(conn, tables=list(_DATA_TABLES), checkfirst=True)
+
+
+#: Ordered migrations: ``MIGRATIONS[v]`` turns a version ``v - 1`` database into version ``v``.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _migration_1}
+#: The schema version this code writes and reads.
+SCHEMA_VERSION = max(MIGRATIONS)
+assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1)), "migrations must be 1..N"
+
+
+class MissingIdsError(UnknownIdError):
+    """Events naming users or items that do not exist; nothing of the batch was written.
+
+    ``kind`` is ``"user"`` or ``"item"``; ``missing`` maps each missing id to the positions
+    (0-based) of the events in the batch that name it.
+    """
+
+    def __init__(self, kind: str, missing: dict[str, list[int]]) -> None:
+        self.kind = kind
+        self.missing = missing
+        shown = list(missing.items())[:10]
+        parts = [
+            f"{key!r} (event{'s' if len(pos) > 1 else ''} {_positions(pos)})" for key, pos in shown
+        ]
+        more = f" and {len(missing) - len(shown)} more" if len(missing) > len(shown) else ""
+        hint = (
+            "add the items first or pass create_missing_items=True"
+            if kind == "item"
+            else "add the users first or pass create_missing_users=True"
+        )
+        super().__init__(
+            f"{len(missing)} unknown {kind} id{'s' if len(missing) > 1 else ''}: "
+            f"{', '.join(parts)}{more}; nothing was written ({hint})"
+        )
+
+
+def _positions(positions: list[int]) -> str:
+    shown = ", ".join(str(p) for p in positions[:5])
+    return shown + (", ..." if len(positions) > 5 else "")
+
+
+# -- input checks ----------------------------------------------------------------------------------
+def _check_id(value: Any, what: str) -> str:
+    """An id as stored: a non-empty string (ints are accepted and written as text)."""
+    if isinstance(value, bool) or not isinstance(value, str | int | np.integer):
+        raise InvalidInputError(f"{what} must be a string, got {type(value).__name__}")
+    text = str(value)
+    if not text:
+        raise InvalidInputError(f"{what} must not be empty")
+    if len(text) > MAX_ID_LENGTH:
+        raise InvalidInputError(f"{what} is longer than {MAX_ID_LENGTH} characters")
+    if "\x00" in text:
+        raise InvalidInputError(f"{what} must not contain NUL characters")
+    return text
+
+
+def _check_optional_id(value: Any, what: str) -> str | None:
+    return None if value is None else _check_id(value, what)
+
+
+def _check_text(value: Any, what: str) -> str | None:
+    """Optional free text (a title): a string without NUL characters, or ``None``."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{what} must be a string or null, got {type(value).__name__}")
+    if "\x00" in value:
+        raise InvalidInputError(f"{what} must not contain NUL characters")
+    return value
+
+
+def _check_number(value: Any, what: str) -> float | None:
+    """An optional finite number as a float."""
+    if value is None:
+        return None
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number):
+        raise InvalidInputError(f"{what} must be a number, got {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise InvalidInputError(f"{what} must be finite, got {number}")
+    return number
+
+
+def _check_int(value: Any, what: str, *, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        raise InvalidInputError(f"{what} must be an integer, got {type(value).__name__}")
+    return int(value)
+
+
+def _check_bool(value: Any, what: str) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise InvalidInputError(f"{what} must be true or false, got {type(value).__name__}")
+    return bool(value)
+
+
+def _json_object(value: Any, what: str) -> dict[str, Any]:
+    """A JSON object exactly as it will read back (string keys, no NaN, plain types)."""
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(f"{what} must be a JSON object, got {type(value).__name__}")
+    try:
+        text = json.dumps(dict(value), allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError) as err:
+        raise InvalidInputError(f"{what} must be JSON-serializable: {err}") from None
+    if "\\u0000" in text:
+        raise InvalidInputError(f"{what} must not contain NUL characters")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def _check_limit(limit: int | None, offset: int = 0) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise InvalidInputError(f"limit must be a non-negative integer, got {limit!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise InvalidInputError(f"offset must be a non-negative integer, got {offset!r}")
+
+
+def _like_pattern(text: str) -> str:
+    """``%text%`` with LIKE wildcards in ``text`` escaped by ``!``."""
+    escaped = text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+    return f"%{escaped}%"
+
+
+def _casefold(value: str | None) -> str | None:
+    """SQL function ``tastebud_casefold`` on SQLite (whose lower() only folds ASCII)."""
+    return None if value is None else value.casefold()
+
+
+def _chunks(values: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+_MISSING = object()
+
+
+def _feature_value(value: Any) -> Any:
+    """A feature cell as a JSON value, or ``_MISSING`` for NaN/NA/NaT/None."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return _MISSING
+    if isinstance(value, np.datetime64):
+        return _MISSING if np.isnat(value) else pd.Timestamp(value).isoformat()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else _MISSING
+    if isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, list | tuple | np.ndarray):
+        return [v for v in (_feature_value(x) for x in value) if v is not _MISSING]
+    return str(value)
+
+
+def _feature_records(
+    table: pd.DataFrame | None, n: int, *, take_title: bool
+) -> tuple[list[dict[str, Any]], list[str | None]]:
+    """Attributes (and titles) per row of a feature table aligned with an id map."""
+    if table is None:
+        return [{} for _ in range(n)], [None] * n
+    if len(table) != n:
+        raise InvalidInputError("feature table is not aligned with the dataset's ids")
+    records = table.to_dict("records")
+    attributes: list[dict[str, Any]] = []
+    titles: list[str | None] = []
+    for record in records:
+        attrs: dict[str, Any] = {}
+        title: str | None = None
+        for key, cell in record.items():
+            value = _feature_value(cell)
+            if value is _MISSING:
+                continue
+            if take_title and key == "title":
+                title = value if isinstance(value, str) else str(value)
+            else:
+                attrs[str(key)] = value
+        attributes.append(attrs)
+        titles.append(title)
+    return attributes, titles
+
+
+def _import_event_id(name_json: str, user_json: str, item_json: str) -> str:
+    """Deterministic ``client_event_id`` of an imported interaction (one per user/item pair)."""
+    key = f"import:[{name_json},{user_json},{item_json}]"
+    if len(key) > MAX_ID_LENGTH:
+        key = "import:sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    return key
+
+
+def _is_retryable(err: sa_exc.DBAPIError) -> bool:
+    """A unique-key race, deadlock or serialization failure: rolling back and rerunning works."""
+    orig = err.orig
+    sqlstate = getattr(orig, "sqlstate", None)  # psycopg
+    if sqlstate in ("23505", "40P01", "40001"):
+        return True
+    return getattr(orig, "sqlite_errorname", None) == "SQLITE_CONSTRAINT_UNIQUE"
+
+
+def _rows(result: Iterable[sa.Row[Any]]) -> list[dict[str, Any]]:
+    return [dict(row._mapping) for row in result]
+
+
+# -- storage ---------------------------------------------------------------------------------------
+class Storage:
+    """Users, items, events, model versions and experiment logs in one SQL database.
+
+    Parameters
+    ----------
+    url:
+        ``sqlite:///path/to/file.db`` (the parent folder is created) or
+        ``postgresql+psycopg://user:password@host:5432/dbname`` (``postgresql://`` means the
+        same). In-memory SQLite is refused: each pooled connection would see its own database.
+
+    One instance is meant to be shared by all threads of a process; :meth:`close` it (or use it
+    as a context manager) when done.
+    """
+
+    def __init__(self, url: str) -> None:
+        if not isinstance(url, str) or not url.strip():
+            raise InvalidInputError("the database URL must be a non-empty string")
+        try:
+            parsed = sa.make_url(url.strip())
+        except sa_exc.ArgumentError:
+            raise InvalidInputError(
+                f"cannot parse database URL {url!r}; use sqlite:///path/to/file.db or "
+                "postgresql+psycopg://user@host:5432/dbname"
+            ) from None
+        backend = parsed.get_backend_name()
+        driver = parsed.get_driver_name()
+        if backend == "sqlite" and driver in ("pysqlite", ""):
+            self.backend: Backend = "sqlite"
+            self._engine = self._sqlite_engine(parsed)
+        elif backend in ("postgresql", "postgres") and driver in ("psycopg", ""):
+            self.backend = "postgresql"
+            parsed = parsed.set(drivername="postgresql+psycopg")
+            connect_args: dict[str, Any] = {}
+            if "connect_timeout" not in parsed.query:
+                connect_args["connect_timeout"] = 10
+            self._engine = sa.create_engine(
+                parsed,
+                pool_size=8,
+                max_overflow=32,
+                pool_pre_ping=True,
+                connect_args=connect_args,
+                json_serializer=_json_dumps,
+            )
+        else:
+            raise InvalidInputError(
+                f"unsupported database URL scheme {parsed.drivername!r}; use sqlite:///path.db "
+                "or postgresql+psycopg://user@host:5432/dbname"
+            )
+        self.url = parsed.render_as_string(hide_password=True)
+
+    @staticmethod
+    def _sqlite_engine(url: sa.URL) -> Engine:
+        database = url.database
+        if not database or database == ":memory:" or url.query.get("mode") == "memory":
+            raise InvalidInputError(
+                "in-memory SQLite is not supported; give a file: sqlite:///path/to/file.db"
+            )
+        path = Path(database)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise InvalidInputError(
+                f"cannot create the folder of database {path}: {err.strerror}"
+            ) from None
+        engine = sa.create_engine(url, pool_size=8, max_overflow=32, json_serializer=_json_dumps)
+
+        @sa_event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # Take over transaction control from the sqlite3 module (see the "begin" hook).
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("PRAGMA busy_timeout = 10000")
+                cursor.execute("PRAGMA journal_mode = WAL")
+                cursor.execute("PRAGMA synchronous = FULL")
+                cursor.execute("PRAGMA foreign_keys = ON")
+            finally:
+                cursor.close()
+            dbapi_connection.create_function("tastebud_casefold", 1, _casefold, deterministic=True)
+
+        @sa_event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            immediate = conn.get_execution_options().get("tastebud_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Storage({self.url!r})"
+
+    def close(self) -> None:
+        """Close every pooled connection; the object must not be used afterwards."""
+        self._engine.dispose()
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (for diagnostics; use the methods to read and write)."""
+        return self._engine
+
+    def _read(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in a read transaction (one snapshot on SQLite)."""
+        with self._engine.connect() as conn:
+            return fn(conn)
+
+    def _write(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in one write transaction, committed on return, rerun when it lost a race."""
+        for attempt in range(1, _WRITE_ATTEMPTS + 1):
+            try:
+                with self._engine.connect() as conn:
+                    if self.backend == "sqlite":
+                        conn.execution_options(tastebud_write=True)
+                    with conn.begin():
+                        return fn(conn)
+            except sa_exc.DBAPIError as err:
+                if attempt == _WRITE_ATTEMPTS or not _is_retryable(err):
+                    raise
+                time.sleep(random.uniform(0.001, 0.01 * attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _insert(self, table: sa.Table) -> sqlite.Insert | postgresql.Insert:
+        """An INSERT that supports ``on_conflict_do_*`` on this backend."""
+        return postgresql.insert(table) if self.backend == "postgresql" else sqlite.insert(table)
+
+    def _bulk_insert(
+        self,
+        conn: Connection,
+        table: sa.Table,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        skip_conflicts_on: str | None = None,
+    ) -> int:
+        """Insert rows (all with the same keys) in chunks; returns how many were written.
+
+        With ``skip_conflicts_on`` (a unique column), rows clashing with a stored one are
+        skipped. SQLite gets an executemany; PostgreSQL one ``INSERT ... SELECT unnest(...)``
+        per chunk, with one array parameter per column (much faster than row-wise VALUES).
+        """
+        if not rows:
+            return 0
+        columns = list(rows[0])
+        written = 0
+        if self.backend == "postgresql":
+            arrays = [
+                sa.func.unnest(sa.bindparam(f"array_{c}", type_=postgresql.ARRAY(table.c[c].type)))
+                for c in columns
+            ]
+            pg_stmt = postgresql.insert(table).from_select(columns, sa.select(*arrays))
+            if skip_conflicts_on is not None:
+                pg_stmt = pg_stmt.on_conflict_do_nothing(
+                    index_elements=[table.c[skip_conflicts_on]]
+                )
+            for chunk in _chunks(rows, _BULK_CHUNK):
+                params = {f"array_{c}": [row[c] for row in chunk] for c in columns}
+                written += conn.execute(pg_stmt, params, execution_options=_ROWCOUNT).rowcount
+        else:
+            lite_stmt = sqlite.insert(table)
+            if skip_conflicts_on is not None:
+                lite_stmt = lite_stmt.on_conflict_do_nothing(
+                    index_elements=[table.c[skip_conflicts_on]]
+                )
+            for chunk in _chunks(rows, _BULK_CHUNK):
+                written += conn.execute(
+                    lite_stmt, list(chunk), execution_options=_ROWCOUNT
+                ).rowcount
+        return written
+
+    @staticmethod
+    def _existing(conn: Connection, column: sa.Column[Any], values: Sequence[str]) -> set[str]:
+        """Which of ``values`` appear in ``column`` (queried in chunks)."""
+        found: set[str] = set()
+        for chunk in _chunks(values):
+            found.update(conn.execute(sa.select(column).where(column.in_(chunk))).scalars())
+        return found
+
+    # -- schema ------------------------------------------------------------------------------------
+    def migrate(self) -> int:
+        """Create the schema or apply the missing migrations; returns the schema version.
+
+        Idempotent and safe to call at every start, also from several processes at once.
+        Raises :class:`TastebudError` if the database was written by a newer tastebud.
+        """
+
+        def run(conn: Connection) -> int:
+            if self.backend == "postgresql":
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
+            SCHEMA_VERSION_TABLE.create(conn, checkfirst=True)
+            current = conn.execute(sa.select(SCHEMA_VERSION_TABLE.c.version)).scalar()
+            version = int(current or 0)
+            if version > SCHEMA_VERSION:
+                raise TastebudError(
+                    f"the database {self.url} has schema version {version}, newer than "
+                    f"version {SCHEMA_VERSION} that this tastebud knows; upgrade tastebud"
+                )
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[step](conn)
+            if version < SCHEMA_VERSION:
+                values = {"version": SCHEMA_VERSION, "updated_at": time.time()}
+                if current is None:
+                    conn.execute(sa.insert(SCHEMA_VERSION_TABLE).values(id=1, **values))
+                else:
+                    conn.execute(sa.update(SCHEMA_VERSION_TABLE).values(**values))
+            return SCHEMA_VERSION
+
+        return self._write(run)
+
+    def schema_version(self) -> int:
+        """The database's schema version; 0 when :meth:`migrate` has never run on it."""
+
+        def run(conn: Connection) -> int:
+            if not sa.inspect(conn).has_table(SCHEMA_VERSION_TABLE.name):
+                return 0
+            current = conn.execute(sa.select(SCHEMA_VERSION_TABLE.c.version)).scalar()
+            return int(current or 0)
+
+        return self._read(run)
+
+    def drop_all(self) -> None:
+        """Destructive, for tests: drop every tastebud table with all its data."""
+
+        def run(conn: Connection) -> None:
+            METADATA.drop_all(conn, checkfirst=True)
+
+        self._write(run)
+
+    # -- users -------------------------------------------------------------------------------------
+    def upsert_user(
+        self, user_id: str, attributes: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Create a user or replace its attributes; ``None`` leaves an existing user's as they are.
+
+        Returns the stored user: ``{"id", "attributes", "created_at"}`` (``created_at`` is kept
+        on update).
+        """
+        uid = _check_id(user_id, "user_id")
+        attrs = None if attributes is None else _json_object(attributes, "attributes")
+
+        def run(conn: Connection) -> dict[str, Any]:
+            stmt = self._insert(USERS).values(
+                id=uid, attributes=attrs or {}, created_at=time.time()
+            )
+            if attrs is None:
+                stmt = stmt.on_conflict_do_nothing(index_elements=[USERS.c.id])
+            else:
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[USERS.c.id], set_={"attributes": stmt.excluded.attributes}
+                )
+            conn.execute(stmt)
+            user = self._get_one(conn, USERS, uid)
+            assert user is not None
+            return user
+
+        return self._write(run)
+
+    @staticmethod
+    def _get_one(conn: Connection, table: sa.Table, key: str) -> dict[str, Any] | None:
+        row = conn.execute(sa.select(table).where(table.c.id == key)).first()
+        return None if row is None else dict(row._mapping)
+
+    def get_user(self, user_id: str) -> dict[str, Any] | None:
+        """The user ``{"id", "attributes", "created_at"}``, or ``None``."""
+        uid = _check_id(user_id, "user_id")
+        return self._read(lambda conn: self._get_one(conn, USERS, uid))
+
+    def delete_user(self, user_id: str) -> bool:
+        """Delete a user with all their events, exposures and feedback (one transaction).
+
+        Returns whether the user or any of their events existed.
+        """
+        uid = _check_id(user_id, "user_id")
+
+        def run(conn: Connection) -> bool:
+            events = conn.execute(sa.delete(EVENTS).where(EVENTS.c.user_id == uid)).rowcount
+            conn.execute(sa.delete(EXPOSURES).where(EXPOSURES.c.user_id == uid))
+            conn.execute(sa.delete(FEEDBACK).where(FEEDBACK.c.user_id == uid))
+            user = conn.execute(sa.delete(USERS).where(USERS.c.id == uid)).rowcount
+            return bool(user or events)
+
+        return self._write(run)
+
+    def list_users(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        """Users ordered by id, one page."""
+        _check_limit(limit, offset)
+        stmt = sa.select(USERS).order_by(USERS.c.id).limit(limit).offset(offset)
+        return self._read(lambda conn: _rows(conn.execute(stmt)))
+
+    def count_users(self) -> int:
+        """Number of users."""
+        return self._count(USERS)
+
+    def _count(self, table: sa.Table) -> int:
+        stmt = sa.select(sa.func.count()).select_from(table)
+        return self._read(lambda conn: int(conn.execute(stmt).scalar_one()))
+
+    # -- items -------------------------------------------------------------------------------------
+    def upsert_item(
+        self,
+        item_id: str,
+        title: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        available: bool | None = None,
+    ) -> dict[str, Any]:
+        """Create an item or update the fields given (``None``: keep; on insert the default).
+
+        Defaults of a new item: no title, ``{}`` attributes, available. Use
+        :meth:`update_item` to clear a title. Returns the stored item
+        ``{"id", "title", "attributes", "available", "created_at"}``.
+        """
+        iid = _check_id(item_id, "item_id")
+        fields: dict[str, Any] = {}
+        if title is not None:
+            fields["title"] = _check_text(title, "title")
+        if attributes is not None:
+            fields["attributes"] = _json_object(attributes, "attributes")
+        if available is not None:
+            fields["available"] = _check_bool(available, "available")
+
+        def run(conn: Connection) -> dict[str, Any]:
+            row = {"title": None, "attributes": {}, "available": True, **fields}
+            stmt = self._insert(ITEMS).values(id=iid, created_at=time.time(), **row)
+            if fields:
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[ITEMS.c.id],
+                    set_={name: stmt.excluded[name] for name in fields},
+                )
+            else:
+                stmt = stmt.on_conflict_do_nothing(index_elements=[ITEMS.c.id])
+            conn.execute(stmt)
+            item = self._get_one(conn, ITEMS, iid)
+            assert item is not None
+            return item
+
+        return self._write(run)
+
+    def update_item(self, item_id: str, **fields: Any) -> dict[str, Any]:
+        """Change some of ``title`` (``None`` clears it), ``attributes``, ``available``.
+
+        Raises :class:`UnknownIdError` for an unknown item. Returns the stored item.
+        """
+        iid = _check_id(item_id, "item_id")
+        unknown = sorted(set(fields) - {"title", "attributes", "available"})
+        if unknown:
+            raise InvalidInputError(
+                f"cannot update item field(s) {', '.join(unknown)}; "
+                "updatable: title, attributes, available"
+            )
+        values: dict[str, Any] = {}
+        if "title" in fields:
+            values["title"] = _check_text(fields["title"], "title")
+        if "attributes" in fields:
+            values["attributes"] = _json_object(fields["attributes"], "attributes")
+        if "available" in fields:
+            values["available"] = _check_bool(fields["available"], "available")
+
+        def run(conn: Connection) -> dict[str, Any]:
+            if values:
+                conn.execute(sa.update(ITEMS).where(ITEMS.c.id == iid).values(**values))
+            item = self._get_one(conn, ITEMS, iid)
+            if item is None:
+                raise UnknownIdError(f"unknown item id {iid!r}")
+            return item
+
+        return self._write(run)
+
+    def get_item(self, item_id: str) -> dict[str, Any] | None:
+        """The item ``{"id", "title", "attributes", "available", "created_at"}``, or ``None``."""
+        iid = _check_id(item_id, "item_id")
+        return self._read(lambda conn: self._get_one(conn, ITEMS, iid))
+
+    def get_items(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The stored items among ``ids``, by id (unknown ids are left out)."""
+        keys = sorted({_check_id(i, "item id") for i in ids})
+
+        def run(conn: Connection) -> dict[str, dict[str, Any]]:
+            out: dict[str, dict[str, Any]] = {}
+            for chunk in _chunks(keys, 10 * _CHUNK):
+                for row in conn.execute(sa.select(ITEMS).where(ITEMS.c.id.in_(chunk))):
+                    out[row.id] = dict(row._mapping)
+            return out
+
+        return self._read(run) if keys else {}
+
+    def delete_item(self, item_id: str) -> bool:
+        """Delete an item and its events; returns whether the item or any event existed."""
+        iid = _check_id(item_id, "item_id")
+
+        def run(conn: Connection) -> bool:
+            events = conn.execute(sa.delete(EVENTS).where(EVENTS.c.item_id == iid)).rowcount
+            item = conn.execute(sa.delete(ITEMS).where(ITEMS.c.id == iid)).rowcount
+            return bool(item or events)
+
+        return self._write(run)
+
+    def list_items(
+        self, limit: int = 100, offset: int = 0, query: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Items ordered by id, one page; ``query`` keeps those whose title or id contains it
+        (case-insensitive; ``%`` and ``_`` match themselves)."""
+        _check_limit(limit, offset)
+        stmt = sa.select(ITEMS).order_by(ITEMS.c.id).limit(limit).offset(offset)
+        if query:
+            if not isinstance(query, str):
+                raise InvalidInputError(f"query must be a string, got {type(query).__name__}")
+            stmt = stmt.where(
+                sa.or_(self._contains(ITEMS.c.title, query), self._contains(ITEMS.c.id, query))
+            )
+        return self._read(lambda conn: _rows(conn.execute(stmt)))
+
+    def _contains(self, column: sa.Column[Any], text: str) -> sa.ColumnElement[bool]:
+        """Case-insensitive substring test with a bound pattern."""
+        if self.backend == "postgresql":
+            return column.ilike(_like_pattern(text), escape="!")
+        folded = sa.func.tastebud_casefold(column, type_=sa.Text)
+        return folded.like(_like_pattern(text.casefold()), escape="!")
+
+    def count_items(self) -> int:
+        """Number of items."""
+        return self._count(ITEMS)
+
+    def items_created_since(self, ts: float) -> list[dict[str, Any]]:
+        """Items created at or after ``ts`` (unix seconds), oldest first."""
+        since = _check_number(ts, "ts")
+        stmt = (
+            sa.select(ITEMS)
+            .where(ITEMS.c.created_at >= since)
+            .order_by(ITEMS.c.created_at, ITEMS.c.id)
+        )
+        return self._read(lambda conn: _rows(conn.execute(stmt)))
+
+    def unavailable_items(self) -> set[str]:
+        """Ids of the items marked ``available=False`` (kept out of recommendations)."""
+        stmt = sa.select(ITEMS.c.id).where(ITEMS.c.available.is_(False))
+        return self._read(lambda conn: set(conn.execute(stmt).scalars()))
+
+    # -- events ------------------------------------------------------------------------------------
+    def add_events(
+        self,
+        events: Sequence[Mapping[str, Any]],
+        *,
+        create_missing_users: bool = True,
+        create_missing_items: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Store a batch of events in one transaction; returns ``{"seq", "duplicate"}`` per event.
+
+        Each event has ``user_id``, ``item_id``, ``type`` and optionally ``value``, ``ts``
+        (unix seconds; default now) and ``client_event_id``. An event whose
+        ``client_event_id`` is already stored, or appears earlier in the batch, is not stored
+        again: it is answered ``duplicate=True`` with the stored event's ``seq``. Unknown
+        items (or users, unless ``create_missing_users``) raise :class:`MissingIdsError`
+        and nothing of the batch is written.
+        """
+        if isinstance(events, Mapping | str | bytes):
+            raise InvalidInputError("events must be a list of event objects")
+        now = time.time()
+        rows = [_clean_event(e, pos, now) for pos, e in enumerate(events)]
+        if not rows:
+            return []
+        return self._write(
+            lambda conn: self._add_events(
+                conn, rows, now, create_missing_users, create_missing_items
+            )
+        )
+
+    def _ensure(
+        self,
+        conn: Connection,
+        kind: str,
+        rows: list[dict[str, Any]],
+        key: str,
+        create: bool,
+        now: float,
+    ) -> None:
+        """Check that the users/items the events name exist, creating them if allowed."""
+        table = USERS if kind == "user" else ITEMS
+        wanted = sorted({row[key] for row in rows})  # sorted: one lock order for all writers
+        known = self._existing(conn, table.c.id, wanted)
+        missing = [k for k in wanted if k not in known]
+        if not missing:
+            return
+        if not create:
+            lacking = set(missing)
+            where: dict[str, list[int]] = {}
+            for pos, row in enumerate(rows):
+                if row[key] in lacking:
+                    where.setdefault(row[key], []).append(pos)
+            raise MissingIdsError(kind, where)
+        new = [{"id": k, "attributes": {}, "created_at": now} for k in missing]
+        if kind == "item":
+            new = [{**row, "title": None, "available": True} for row in new]
+        self._bulk_insert(conn, table, new, skip_conflicts_on="id")
+
+    def _add_events(
+        self,
+        conn: Connection,
+        rows: list[dict[str, Any]],
+        now: float,
+        create_missing_users: bool,
+        create_missing_items: bool,
+    ) -> list[dict[str, Any]]:
+        self._ensure(conn, "item", rows, "item_id", create_missing_items, now)
+        self._ensure(conn, "user", rows, "user_id", create_missing_users, now)
+
+        client_ids = [r["client_event_id"] for r in rows if r["client_event_id"] is not None]
+        stored: dict[str, int] = {}
+        for chunk in _chunks(sorted(set(client_ids))):
+            query = sa.select(EVENTS.c.client_event_id, EVENTS.c.seq).where(
+                EVENTS.c.client_event_id.in_(chunk)
+            )
+            stored.update({cid: int(seq) for cid, seq in conn.execute(query)})
+
+        answers: list[dict[str, Any] | None] = [None] * len(rows)
+        first: dict[str, int] = {}  # client_event_id -> batch position that stores it
+        repeats: list[tuple[int, str]] = []
+        to_insert: list[int] = []
+        for pos, row in enumerate(rows):
+            cid = row["client_event_id"]
+            if cid is not None:
+                if cid in stored:
+                    answers[pos] = {"seq": stored[cid], "duplicate": True}
+                    continue
+                if cid in first:
+                    repeats.append((pos, cid))
+                    continue
+                first[cid] = pos
+            to_insert.append(pos)
+
+        # A concurrent writer storing one of these client_event_ids first makes this INSERT
+        # fail on the UNIQUE constraint; _write then reruns the batch, which finds it stored.
+        for pos, seq in zip(to_insert, self._insert_events(conn, rows, to_insert), strict=True):
+            answers[pos] = {"seq": seq, "duplicate": False}
+        for pos, cid in repeats:
+            stored_answer = answers[first[cid]]
+            assert stored_answer is not None
+            answers[pos] = {"seq": stored_answer["seq"], "duplicate": True}
+        out = [a for a in answers if a is not None]
+        assert len(out) == len(rows)
+        return out
+
+    def _insert_events(
+        self, conn: Connection, rows: list[dict[str, Any]], positions: list[int]
+    ) -> list[int]:
+        """Insert ``rows[p]`` for ``p`` in ``positions`` in that order; returns their seqs."""
+        if not positions:
+            return []
+        if self.backend == "postgresql":
+            # Take the seqs from the column's sequence first (increasing, in input order), then
+            # insert them explicitly: no per-row statements and no reliance on RETURNING order.
+            sequence = sa.func.pg_get_serial_sequence(EVENTS.name, EVENTS.c.seq.name)
+            allocate = sa.select(sa.func.nextval(sequence)).select_from(
+                sa.func.generate_series(1, len(positions))
+            )
+            seqs = sorted(int(s) for s in conn.execute(allocate).scalars())
+            batch = [{**rows[p], "seq": s} for p, s in zip(positions, seqs, strict=True)]
+            self._bulk_insert(conn, EVENTS, batch)
+            return seqs
+        # SQLite: this transaction holds the write lock and AUTOINCREMENT hands out increasing
+        # seqs above every stored one, so the new rows are exactly those above the old maximum,
+        # in insertion order.
+        before = conn.execute(sa.select(sa.func.coalesce(sa.func.max(EVENTS.c.seq), 0)))
+        floor = int(before.scalar_one())
+        self._bulk_insert(conn, EVENTS, [rows[p] for p in positions])
+        new = sa.select(EVENTS.c.seq).where(EVENTS.c.seq > floor).order_by(EVENTS.c.seq)
+        seqs = [int(s) for s in conn.execute(new).scalars()]
+        if len(seqs) != len(positions):  # pragma: no cover - would mean a second writer
+            raise TastebudError("events were written concurrently outside the write lock")
+        return seqs
+
+    def user_events(self, user_id: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """A user's events, oldest first (by ``ts``, then ``seq``); ``limit`` keeps the most
+        recent ones. Each is ``{"seq", "user_id", "item_id", "type", "value", "ts",
+        "client_event_id", "received_at"}``."""
+        uid = _check_id(user_id, "user_id")
+        _check_limit(limit)
+        stmt = (
+            sa.select(EVENTS)
+            .where(EVENTS.c.user_id == uid)
+            .order_by(EVENTS.c.ts.desc(), EVENTS.c.seq.desc())
+            .limit(limit)
+        )
+        return self._read(lambda conn: _rows(conn.execute(stmt)))[::-1]
+
+    def events_frame(self, since_seq: int = 0) -> pd.DataFrame:
+        """Events with ``seq > since_seq`` for training, ordered by ``seq``.
+
+        Columns: ``user``, ``item``, ``type`` (str), ``value`` (float, NaN when absent),
+        ``timestamp`` (float unix seconds), ``seq`` (int64).
+        """
+        since = _check_int(since_seq, "since_seq")
+        stmt = (
+            sa.select(
+                EVENTS.c.user_id,
+                EVENTS.c.item_id,
+                EVENTS.c.type,
+                EVENTS.c.value,
+                EVENTS.c.ts,
+                EVENTS.c.seq,
+            )
+            .where(EVENTS.c.seq > since)
+            .order_by(EVENTS.c.seq)
+        )
+        rows = self._read(lambda conn: conn.execute(stmt).all())
+        columns = list(zip(*rows, strict=True)) if rows else [()] * 6
+        return pd.DataFrame(
+            {
+                "user": pd.Series(columns[0], dtype=object),
+                "item": pd.Series(columns[1], dtype=object),
+                "type": pd.Series(columns[2], dtype=object),
+                "value": np.array(columns[3], dtype=np.float64),
+                "timestamp": np.array(columns[4], dtype=np.float64),
+                "seq": np.array(columns[5], dtype=np.int64),
+            }
+        )
+
+    def count_events(self) -> int:
+        """Number of stored events."""
+        return self._count(EVENTS)
+
+    def last_seq(self) -> int:
+        """The largest stored ``seq``, 0 when there are no events."""
+        stmt = sa.select(sa.func.max(EVENTS.c.seq))
+        return self._read(lambda conn: int(conn.execute(stmt).scalar() or 0))
+
+    # -- model versions ----------------------------------------------------------------------------
+    def add_model_version(
+        self,
+        model: str,
+        params: Mapping[str, Any],
+        path: str,
+        metrics: Mapping[str, Any],
+        n_events: int,
+    ) -> dict[str, Any]:
+        """Record a trained model (inactive); numpy values become plain JSON, NaN null.
+
+        Returns ``{"id", "model", "params", "path", "metrics", "created_at", "n_events",
+        "active"}``.
+        """
+        row = {
+            "model": _check_id(model, "model"),
+            "params": _json_object(_plain(_mapping(params, "params")), "params"),
+            "path": _check_text(path, "path"),
+            "metrics": _json_object(_plain(_mapping(metrics, "metrics")), "metrics"),
+            "n_events": _check_int(n_events, "n_events"),
+            "created_at": time.time(),
+            "active": False,
+        }
+        if row["path"] is None:
+            raise InvalidInputError("path must be a string")
+
+        def run(conn: Connection) -> dict[str, Any]:
+            stmt = sa.insert(MODEL_VERSIONS).values(**row).returning(*MODEL_VERSIONS.c)
+            return dict(conn.execute(stmt).one()._mapping)
+
+        return self._write(run)
+
+    def list_model_versions(self) -> list[dict[str, Any]]:
+        """All model versions, oldest first."""
+        stmt = sa.select(MODEL_VERSIONS).order_by(MODEL_VERSIONS.c.id)
+        return self._read(lambda conn: _rows(conn.execute(stmt)))
+
+    def get_model_version(self, version_id: int) -> dict[str, Any] | None:
+        """One model version, or ``None``."""
+        vid = _check_int(version_id, "version id")
+        stmt = sa.select(MODEL_VERSIONS).where(MODEL_VERSIONS.c.id == vid)
+        return self._read(lambda conn: next(iter(_rows(conn.execute(stmt))), None))
+
+    def activate_model_version(self, version_id: int) -> dict[str, Any]:
+        """Make one version the only active one (one transaction); returns it.
+
+        Raises :class:`UnknownIdError` for an unknown id.
+        """
+        vid = _check_int(version_id, "version id")
+        mv = MODEL_VERSIONS
+
+        def run(conn: Connection) -> dict[str, Any]:
+            if conn.execute(sa.select(mv.c.id).where(mv.c.id == vid)).first() is None:
+                raise UnknownIdError(f"unknown model version {vid}")
+            # One statement over every row: a concurrent activation waits on the row locks and
+            # then re-evaluates, so exactly one version is active whoever commits last.
+            conn.execute(sa.update(mv).values(active=sa.case((mv.c.id == vid, True), else_=False)))
+            return dict(conn.execute(sa.select(mv).where(mv.c.id == vid)).one()._mapping)
+
+        return self._write(run)
+
+    def active_model_version(self) -> dict[str, Any] | None:
+        """The active model version, or ``None``."""
+        stmt = (
+            sa.select(MODEL_VERSIONS)
+            .where(MODEL_VERSIONS.c.active.is_(True))
+            .order_by(MODEL_VERSIONS.c.id.desc())
+            .limit(1)
+        )
+        return self._read(lambda conn: next(iter(_rows(conn.execute(stmt))), None))
+
+    # -- experiments -------------------------------------------------------------------------------
+    def log_exposures(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Store the items shown to users (bulk); returns how many rows were written.
+
+        Each row has ``request_id``, ``user_id``, ``item_id``, ``position`` (0-based rank) and
+        optionally ``source``, ``model_version``, ``experiment``, ``variant``, ``ts``.
+        """
+        now = time.time()
+        clean = [_clean_exposure(row, pos, now) for pos, row in enumerate(rows)]
+
+        def run(conn: Connection) -> int:
+            return self._bulk_insert(conn, EXPOSURES, clean)
+
+        return self._write(run) if clean else 0
+
+    def log_feedback(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """Store one outcome (``user_id``, ``item_id``, ``type`` like click or like; optionally
+        ``request_id`` of the exposures it answers, ``ts``); returns the stored row."""
+        if not isinstance(row, Mapping):
+            raise InvalidInputError("feedback must be an object")
+        _no_extra_keys(row, {"request_id", "user_id", "item_id", "type", "ts"}, "feedback")
+        ts = _check_number(row.get("ts"), "feedback ts")
+        values = {
+            "request_id": _check_optional_id(row.get("request_id"), "feedback request_id"),
+            "user_id": _check_id(row.get("user_id"), "feedback user_id"),
+            "item_id": _check_id(row.get("item_id"), "feedback item_id"),
+            "type": _check_id(row.get("type"), "feedback type"),
+            "ts": time.time() if ts is None else ts,
+        }
+
+        def run(conn: Connection) -> dict[str, Any]:
+            stmt = sa.insert(FEEDBACK).values(**values).returning(*FEEDBACK.c)
+            return dict(conn.execute(stmt).one()._mapping)
+
+        return self._write(run)
+
+    def exposure_counts(self, experiment: str) -> pd.DataFrame:
+        """Per-variant exposure and outcome counts of one experiment, one row per variant.
+
+        Columns:
+
+        ``variant``
+            the variant name (``None`` for exposures logged without one);
+        ``users``
+            distinct users exposed;
+        ``requests``
+            distinct request ids;
+        ``exposures``
+            exposure rows (items shown);
+        ``<type>_events``, ``<type>_users``
+            for each feedback type (``click``, ``like``...; sorted): feedback rows whose
+            ``request_id`` is one of the variant's requests, and the distinct users among
+            them. Feedback without a matching request is not counted.
+        """
+        name = _check_id(experiment, "experiment")
+        ex, fb = EXPOSURES, FEEDBACK
+        exposure_stmt = (
+            sa.select(
+                ex.c.variant,
+                sa.func.count(sa.distinct(ex.c.user_id)),
+                sa.func.count(sa.distinct(ex.c.request_id)),
+                sa.func.count(),
+            )
+            .where(ex.c.experiment == name)
+            .group_by(ex.c.variant)
+        )
+        requests = (
+            sa.select(ex.c.request_id, ex.c.variant)
+            .where(ex.c.experiment == name)
+            .distinct()
+            .subquery()
+        )
+        outcome_stmt = (
+            sa.select(
+                requests.c.variant,
+                fb.c.type,
+                sa.func.count(),
+                sa.func.count(sa.distinct(fb.c.user_id)),
+            )
+            .select_from(fb.join(requests, fb.c.request_id == requests.c.request_id))
+            .group_by(requests.c.variant, fb.c.type)
+        )
+
+        def run(conn: Connection) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+            exposed = [tuple(row) for row in conn.execute(exposure_stmt)]
+            return exposed, [tuple(row) for row in conn.execute(outcome_stmt)]
+
+        exposed, outcomes = self._read(run)
+        types = sorted({str(row[1]) for row in outcomes})
+        columns = ["variant", "users", "requests", "exposures"]
+        columns += [f"{t}_{what}" for t in types for what in ("events", "users")]
+        records: dict[str | None, dict[str, Any]] = {}
+        for variant, n_users, n_requests, n_exposures in exposed:
+            record: dict[str, Any] = dict.fromkeys(columns, 0)
+            record.update(
+                variant=variant, users=n_users, requests=n_requests, exposures=n_exposures
+            )
+            records[variant] = record
+        for variant, kind, n_events, n_users in outcomes:
+            records[variant][f"{kind}_events"] = n_events
+            records[variant][f"{kind}_users"] = n_users
+        order = sorted(records, key=lambda v: (v is None, v or ""))
+        frame = pd.DataFrame([records[v] for v in order], columns=columns)
+        return frame.astype(dict.fromkeys(columns[1:], np.int64))
+
+    # -- bulk import -------------------------------------------------------------------------------
+    def import_dataset(
+        self, dataset: Dataset, *, event_type: str = "rating", value: str = "auto"
+    ) -> dict[str, int]:
+        """Load a :class:`Dataset` (users, items with titles/attributes, interactions).
+
+        Ids are stored as ``str(id)``; feature-table rows become attributes (numpy values
+        made plain, missing values left out) and an item ``title`` column becomes the title.
+        Users and items already stored are left as they are. Each interaction becomes an
+        event of ``event_type`` whose value is the rating (``value="rating"``), the weight
+        (``"weight"``), none (``"none"``) or, for ``"auto"``, the rating, else the weight,
+        else none; its ``ts`` is the timestamp, else now. Its ``client_event_id`` is
+        ``import:["<dataset name>","<user>","<item>"]`` (a dataset holds one interaction per
+        pair), so importing the same data again adds nothing.
+
+        Everything is written in one transaction. Returns counts of rows written: ``users``,
+        ``items``, ``events``, and ``duplicates`` (events already stored, skipped).
+        """
+        if not isinstance(dataset, Dataset):
+            raise InvalidInputError(f"import_dataset needs a Dataset, got {type(dataset).__name__}")
+        kind = _check_id(event_type, "event_type")
+        values = _dataset_values(dataset, value)
+        now = time.time()
+
+        user_ids = [str(u) for u in dataset.users.ids.tolist()]
+        item_ids = [str(i) for i in dataset.items.ids.tolist()]
+        for what, ids in (("user", user_ids), ("item", item_ids)):
+            for key in ids:
+                _check_id(key, f"{what} id")
+        user_attrs, _ = _feature_records(dataset.user_features, len(user_ids), take_title=False)
+        item_attrs, titles = _feature_records(dataset.item_features, len(item_ids), take_title=True)
+        user_rows = [
+            {"id": uid, "attributes": attrs, "created_at": now}
+            for uid, attrs in zip(user_ids, user_attrs, strict=True)
+        ]
+        item_rows = [
+            {"id": iid, "title": title, "attributes": attrs, "available": True, "created_at": now}
+            for iid, title, attrs in zip(item_ids, titles, item_attrs, strict=True)
+        ]
+
+        def encode(text: str) -> str:
+            return json.dumps(text, ensure_ascii=False)
+
+        name_json = encode(dataset.name)
+        user_json = np.array([encode(u) for u in user_ids], dtype=object)
+        item_json = np.array([encode(i) for i in item_ids], dtype=object)
+        user_text = np.array(user_ids, dtype=object)
+        item_text = np.array(item_ids, dtype=object)
+        n = dataset.n_interactions
+        timestamps = dataset.timestamp
+
+        def event_rows(start: int, stop: int) -> list[dict[str, Any]]:
+            ui = dataset.user_index[start:stop]
+            ii = dataset.item_index[start:stop]
+            ts = (
+                [now] * (stop - start)
+                if timestamps is None
+                else timestamps[start:stop].astype(np.float64).tolist()
+            )
+            vals = [None] * (stop - start) if values is None else values[start:stop].tolist()
+            return [
+                {
+                    "user_id": u,
+                    "item_id": i,
+                    "type": kind,
+                    "value": v,
+                    "ts": t,
+                    "client_event_id": _import_event_id(name_json, uj, ij),
+                    "received_at": now,
+                }
+                for u, i, uj, ij, v, t in zip(
+                    user_text[ui].tolist(),
+                    item_text[ii].tolist(),
+                    user_json[ui].tolist(),
+                    item_json[ii].tolist(),
+                    vals,
+                    ts,
+                    strict=True,
+                )
+            ]
+
+        def run(conn: Connection) -> dict[str, int]:
+            counts = {"users": 0, "items": 0, "events": 0}
+            tables: list[tuple[str, sa.Table, list[dict[str, Any]]]] = [
+                ("users", USERS, user_rows),
+                ("items", ITEMS, item_rows),
+            ]
+            for key, table, rows in tables:
+                counts[key] = self._bulk_insert(conn, table, rows, skip_conflicts_on="id")
+            for start in range(0, n, _BULK_CHUNK):
+                counts["events"] += self._bulk_insert(
+                    conn,
+                    EVENTS,
+                    event_rows(start, min(start + _BULK_CHUNK, n)),
+                    skip_conflicts_on="client_event_id",
+                )
+            counts["duplicates"] = n - counts["events"]
+            return counts
+
+        return self._write(run)
+
+
+# -- row checks ------------------------------------------------------------------------------------
+def _json_dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+
+
+def _mapping(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(f"{what} must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _no_extra_keys(row: Mapping[str, Any], allowed: set[str], what: str) -> None:
+    extra = sorted(str(k) for k in row if k not in allowed)
+    if extra:
+        raise InvalidInputError(
+            f"{what}: unknown field(s) {', '.join(extra)}; allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+_EVENT_FIELDS = {"user_id", "item_id", "type", "value", "ts", "client_event_id"}
+
+
+def _clean_event(event: Any, pos: int, now: float) -> dict[str, Any]:
+    """One event as an ``events`` row, or an :class:`InvalidInputError` naming its position."""
+    where = f"event {pos}"
+    if not isinstance(event, Mapping):
+        raise InvalidInputError(f"{where}: expected an object, got {type(event).__name__}")
+    _no_extra_keys(event, _EVENT_FIELDS, where)
+    ts = _check_number(event.get("ts"), f"{where}: ts")
+    return {
+        "user_id": _check_id(event.get("user_id"), f"{where}: user_id"),
+        "item_id": _check_id(event.get("item_id"), f"{where}: item_id"),
+        "type": _check_id(event.get("type"), f"{where}: type"),
+        "value": _check_number(event.get("value"), f"{where}: value"),
+        "ts": now if ts is None else ts,
+        "client_event_id": _check_optional_id(
+            event.get("client_event_id"), f"{where}: client_event_id"
+        ),
+        "received_at": now,
+    }
+
+
+_EXPOSURE_FIELDS = {
+    "request_id", "user_id", "item_id", "position", "source", "model_version", "experiment",
+    "variant", "ts",
+}  # fmt: skip
+
+
+def _clean_exposure(row: Any, pos: int, now: float) -> dict[str, Any]:
+    where = f"exposure {pos}"
+    if not isinstance(row, Mapping):
+        raise InvalidInputError(f"{where}: expected an object, got {type(row).__name__}")
+    _no_extra_keys(row, _EXPOSURE_FIELDS, where)
+    position = _check_int(row.get("position"), f"{where}: position")
+    if position is None or position < 0:
+        raise InvalidInputError(f"{where}: position must be >= 0")
+    ts = _check_number(row.get("ts"), f"{where}: ts")
+    return {
+        "request_id": _check_id(row.get("request_id"), f"{where}: request_id"),
+        "user_id": _check_id(row.get("user_id"), f"{where}: user_id"),
+        "item_id": _check_id(row.get("item_id"), f"{where}: item_id"),
+        "position": position,
+        "source": _check_optional_id(row.get("source"), f"{where}: source"),
+        "model_version": _check_int(
+            row.get("model_version"), f"{where}: model_version", optional=True
+        ),
+        "experiment": _check_optional_id(row.get("experiment"), f"{where}: experiment"),
+        "variant": _check_optional_id(row.get("variant"), f"{where}: variant"),
+        "ts": now if ts is None else ts,
+    }
+
+
+def _dataset_values(dataset: Dataset, value: str) -> np.ndarray | None:
+    """Event values of an import as float64 (shortest decimal of the float32), or None."""
+    if value not in ("auto", "rating", "weight", "none"):
+        raise InvalidInputError(
+            f"value must be 'auto', 'rating', 'weight' or 'none', got {value!r}"
+        )
+    if value == "rating" and dataset.rating is None:
+        raise InvalidInputError(f"{dataset.name} has no ratings")
+    if value == "weight" and dataset.weight is None:
+        raise InvalidInputError(f"{dataset.name} has no weights")
+    chosen: np.ndarray | None = None
+    if value in ("auto", "rating"):
+        chosen = dataset.rating
+    if chosen is None and value in ("auto", "weight"):
+        chosen = dataset.weight
+    if chosen is None:
+        return None
+    # float32 -> its shortest decimal text -> float64, so 0.1 is stored as 0.1.
+    return np.asarray(chosen, dtype=np.float32).astype(str).astype(np.float64)
