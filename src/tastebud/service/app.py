@@ -23,20 +23,28 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
-import pandas as pd
 from fastapi import Body, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import exc as sa_exc
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tastebud.errors import InvalidInputError, TastebudError, UnknownIdError
-from tastebud.service.engine import Engine, Snapshot, knows_items
+from tastebud.service.engine import Engine, Snapshot, UserState, knows_items
+from tastebud.service.experiments import (
+    EXPLORATION_SOURCE,
+    ExperimentIn,
+    Explorer,
+    ExposureLog,
+    assign,
+    report,
+)
+from tastebud.service.pipeline import GENERATORS, Candidate, Filters, PipelineSettings
 from tastebud.service.settings import Settings
 from tastebud.service.storage import MissingIdsError, Storage
 
@@ -81,16 +89,216 @@ class EventIn(_Body):
     client_event_id: str | None = Field(
         None, min_length=1, max_length=256, description="idempotency key"
     )
+    request_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="The recommendation list the item was picked from (logs feedback too)",
+    )
 
 
 class EventBatch(_Body):
     events: list[EventIn]
 
 
-class SessionIn(_Body):
-    items: list[Id] = Field(default_factory=list, description="Recent items, oldest first")
+class _Stages(_Body):
+    """Per-request pipeline settings (unset: the service's)."""
+
+    include_categories: list[Annotated[str, Field(max_length=200)]] = Field(
+        default_factory=list, max_length=100
+    )
+    exclude_categories: list[Annotated[str, Field(max_length=200)]] = Field(
+        default_factory=list, max_length=100
+    )
+    filters: list[Annotated[str, Field(max_length=500)]] = Field(
+        default_factory=list, max_length=50, description="Attribute predicates: year>=1990"
+    )
+    diversity: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
+    freshness: float | None = Field(None, ge=0, le=1000, allow_inf_nan=False)
+    max_per_category: int | None = Field(None, ge=1)
+    generators: list[str] | None = Field(None, max_length=10)
+
+
+class SessionIn(_Stages):
+    items: list[Id] = Field(
+        default_factory=list, max_length=1000, description="Recent items, oldest first"
+    )
     k: int | None = Field(None, ge=1)
     explain: bool = False
+
+
+class OnboardingIn(_Stages):
+    liked_items: list[Id] = Field(default_factory=list, max_length=100)
+    attributes: dict[str, Any] | None = Field(None, description="Replaces the stored ones")
+    k: int | None = Field(None, ge=1)
+    explain: bool = True
+
+
+class FeedbackIn(_Body):
+    request_id: Id
+    user_id: Id
+    item_id: Id
+    type: str = Field(min_length=1, max_length=64, description="click, like, skip...")
+    ts: float | None = Field(None, ge=0, allow_inf_nan=False)
+
+
+# -- answers ---------------------------------------------------------------------------------
+class UserOut(BaseModel):
+    id: str
+    attributes: dict[str, Any]
+    created_at: float
+
+
+class ItemOut(BaseModel):
+    id: str
+    title: str | None
+    attributes: dict[str, Any]
+    available: bool
+    created_at: float
+
+
+class EventOut(BaseModel):
+    seq: int
+    user_id: str
+    item_id: str
+    type: str
+    value: float | None
+    ts: float
+    client_event_id: str | None
+    received_at: float
+
+
+class Stored(BaseModel):
+    seq: int
+    duplicate: bool
+
+
+class BatchOut(BaseModel):
+    stored: int
+    duplicates: int
+    results: list[Stored]
+
+
+class Deleted(BaseModel):
+    deleted: str
+    events: int | None = None
+
+
+class Recommendation(BaseModel):
+    item: str
+    title: str | None
+    score: float
+    rank: int
+    source: str = Field(description="The generator that proposed it (or exploration)")
+    sources: list[str] = Field(description="Every generator that proposed it")
+    exploration: bool = False
+    explanation: str | None = None
+    because: list[str] | None = None
+
+
+class RecommendationList(BaseModel):
+    user: str | None
+    request_id: str = Field(description="Send it back with feedback on these items")
+    model_version: int | None
+    experiment: str | None = None
+    variant: str | None = None
+    items: list[Recommendation]
+
+
+class Similar(BaseModel):
+    item: str
+    title: str | None
+    score: float
+    rank: int
+    source: str
+
+
+class SimilarList(BaseModel):
+    item: str
+    items: list[Similar]
+
+
+class FeedbackOut(BaseModel):
+    id: int
+    request_id: str | None
+    user_id: str
+    item_id: str
+    type: str
+    ts: float
+
+
+class ModelVersionOut(BaseModel):
+    id: int
+    model: str
+    params: dict[str, Any]
+    path: str
+    metrics: dict[str, Any]
+    created_at: float
+    n_events: int
+    active: bool
+
+
+class RetrainOut(BaseModel):
+    status: str
+    version: ModelVersionOut | None = None
+
+
+class StatsOut(BaseModel):
+    users: int
+    items: int
+    events: int
+    model_version: int | None
+    training: bool
+    experiment: str | None
+    exploration: str
+
+
+class ExperimentOut(BaseModel):
+    name: str
+    variants: list[dict[str, Any]]
+    status: str
+    created_at: float
+    stopped_at: float | None
+
+
+class VariantReport(BaseModel):
+    variant: str
+    share: float
+    model_version: int | None
+    users: int
+    requests: int
+    exposures: int
+    outcome_users: int
+    outcome_events: int
+    rate: float | None = Field(description="Share of exposed users with the outcome")
+    per_exposure: float | None = Field(description="Outcomes per item shown")
+    lift: float | None = Field(description="rate / control's rate - 1")
+    outcomes: dict[str, int] = Field(description="Users with each outcome type")
+
+
+class TestOut(BaseModel):
+    method: str
+    alpha: float
+    statistic: float | None
+    p_value: float | None
+    significant: bool
+
+
+class ReportOut(BaseModel):
+    experiment: str
+    status: str
+    outcome: str
+    control: str
+    variants: list[VariantReport]
+    test: TestOut
+
+
+class ExplorationOut(BaseModel):
+    method: str
+    items: int = Field(description="Items explored so far")
+    exposures: int
+    answered: int
+    rate: float | None
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -264,6 +472,8 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
     migrated at start-up either way."""
     store = storage if storage is not None else Storage(settings.db)
     engine = Engine(settings, store)
+    explorer = Explorer(settings.exploration, store)
+    exposures = ExposureLog(store)
     metrics = _Metrics()
     ready = threading.Event()
 
@@ -273,6 +483,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
         await run_in_threadpool(engine.start)
         if engine.snapshot.model is None:  # a first model from what is already stored
             _retrain_in_background()
+        exposures.start()
         ready.set()
         task = None
         if settings.retrain_every_s > 0:
@@ -285,6 +496,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await run_in_threadpool(exposures.close)
             if storage is None:
                 store.close()
 
@@ -320,6 +532,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.storage = store
     app.state.engine = engine
+    app.state.exposures = exposures
     _install_error_handlers(app)
     app.add_middleware(_Guard, max_body_bytes=settings.max_body_bytes, metrics=metrics)
 
@@ -380,26 +593,28 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # -- users -----------------------------------------------------------------------------
-    @app.put("/users/{user_id}", tags=["users"], dependencies=[write_key])
+    @app.put("/users/{user_id}", tags=["users"], dependencies=[write_key], response_model=UserOut)
     def put_user(user_id: Id, body: Annotated[UserIn | None, Body()] = None) -> dict[str, Any]:
         """Create a user (attributes optional) or replace their attributes."""
         return store.upsert_user(user_id, None if body is None else body.attributes)
 
-    @app.get("/users/{user_id}", tags=["users"], dependencies=[read_key])
+    @app.get("/users/{user_id}", tags=["users"], dependencies=[read_key], response_model=UserOut)
     def get_user(user_id: Id) -> dict[str, Any]:
         user = store.get_user(user_id)
         if user is None:
             raise UnknownIdError(f"unknown user {user_id!r}")
         return user
 
-    @app.get("/users", tags=["users"], dependencies=[read_key])
+    @app.get("/users", tags=["users"], dependencies=[read_key], response_model=list[UserOut])
     def list_users(
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> list[dict[str, Any]]:
         return store.list_users(limit=limit, offset=offset)
 
-    @app.delete("/users/{user_id}", tags=["users"], dependencies=[write_key])
+    @app.delete(
+        "/users/{user_id}", tags=["users"], dependencies=[write_key], response_model=Deleted
+    )
     def delete_user(user_id: Id) -> dict[str, Any]:
         """Delete a user with all their events (and experiment logs)."""
         events = store.user_events(user_id)
@@ -408,7 +623,12 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
         engine.forget_events(events)
         return {"deleted": user_id, "events": len(events)}
 
-    @app.get("/users/{user_id}/events", tags=["users"], dependencies=[read_key])
+    @app.get(
+        "/users/{user_id}/events",
+        tags=["users"],
+        dependencies=[read_key],
+        response_model=list[EventOut],
+    )
     def user_events(
         user_id: Id, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
     ) -> list[dict[str, Any]]:
@@ -416,7 +636,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
         return store.user_events(user_id, limit=limit)
 
     # -- items -----------------------------------------------------------------------------
-    @app.put("/items/{item_id}", tags=["items"], dependencies=[write_key])
+    @app.put("/items/{item_id}", tags=["items"], dependencies=[write_key], response_model=ItemOut)
     def put_item(item_id: Id, body: Annotated[ItemIn | None, Body()] = None) -> dict[str, Any]:
         """Create an item (available unless told otherwise) or update the fields given."""
         fields = {} if body is None else body.model_dump(exclude_unset=True)
@@ -426,20 +646,20 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
             item = store.update_item(item_id, title=None)
         return item
 
-    @app.patch("/items/{item_id}", tags=["items"], dependencies=[write_key])
+    @app.patch("/items/{item_id}", tags=["items"], dependencies=[write_key], response_model=ItemOut)
     def patch_item(item_id: Id, body: ItemPatch) -> dict[str, Any]:
         """Change some fields of an item; ``available: false`` takes it out of every list
         at once (it keeps its events)."""
         return store.update_item(item_id, **body.model_dump(exclude_unset=True))
 
-    @app.get("/items/{item_id}", tags=["items"], dependencies=[read_key])
+    @app.get("/items/{item_id}", tags=["items"], dependencies=[read_key], response_model=ItemOut)
     def get_item(item_id: Id) -> dict[str, Any]:
         item = store.get_item(item_id)
         if item is None:
             raise UnknownIdError(f"unknown item {item_id!r}")
         return item
 
-    @app.get("/items", tags=["items"], dependencies=[read_key])
+    @app.get("/items", tags=["items"], dependencies=[read_key], response_model=list[ItemOut])
     def list_items(
         q: Annotated[str | None, Query(max_length=200, description="title/id contains")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -447,7 +667,9 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
     ) -> list[dict[str, Any]]:
         return store.list_items(limit=limit, offset=offset, query=q)
 
-    @app.delete("/items/{item_id}", tags=["items"], dependencies=[write_key])
+    @app.delete(
+        "/items/{item_id}", tags=["items"], dependencies=[write_key], response_model=Deleted
+    )
     def delete_item(item_id: Id) -> dict[str, Any]:
         """Delete an item and its events."""
         if not store.delete_item(item_id):
@@ -472,19 +694,33 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
                 raise InvalidInputError(f"{where(n)}value: a rating needs a value")
             rows.append(event.model_dump())
         results = store.add_events(rows, create_missing_items=settings.create_missing_items)
+        engine.events_stored()
         fresh = [row for row, res in zip(rows, results, strict=True) if not res["duplicate"]]
         for row in fresh:
             metrics.events.labels(row["type"]).inc()
         metrics.duplicates.inc(len(rows) - len(fresh))
         return results
 
-    @app.post("/events", tags=["events"], status_code=201, dependencies=[write_key])
+    @app.post(
+        "/events",
+        tags=["events"],
+        status_code=201,
+        dependencies=[write_key],
+        response_model=Stored,
+    )
     def post_event(body: EventIn) -> dict[str, Any]:
         """Store one event; the user's next list reflects it. A repeated ``client_event_id``
-        is answered ``duplicate: true`` with the stored event's ``seq``."""
+        is answered ``duplicate: true`` with the stored event's ``seq``. With ``request_id``
+        (the list the item came from) it also counts as that list's feedback."""
         return _store_events([body], lambda _: "")[0]
 
-    @app.post("/events/batch", tags=["events"], status_code=201, dependencies=[write_key])
+    @app.post(
+        "/events/batch",
+        tags=["events"],
+        status_code=201,
+        dependencies=[write_key],
+        response_model=BatchOut,
+    )
     def post_events(body: EventBatch) -> dict[str, Any]:
         """Store many events in one transaction (all or nothing)."""
         results = _store_events(body.events, lambda n: f"events[{n}].")
@@ -501,106 +737,259 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
             raise InvalidInputError(f"k={k} is above the limit max_k={settings.max_k}")
         return k
 
-    def _answer(
-        user_id: str | None, history: pd.DataFrame, disliked: set[str], k: int, explain: bool
-    ) -> dict[str, Any]:
-        exclude = disliked | store.unavailable_items()
-        recs: list[tuple[str, float, str]] = []
-        snapshot: Snapshot = engine.snapshot
-        items: dict[str, dict[str, Any]] = {}
-        for _attempt in range(3):
-            # The model still knows items deleted since it was trained: leave them out and
-            # ask again for the places they took.
-            recs, snapshot = engine.recommend(history, k, exclude=exclude)
-            items = store.get_items([item for item, _, _ in recs])
-            gone = {item for item, _, _ in recs if item not in items}
-            if not gone:
-                break
-            exclude = exclude | gone
-        recs = [rec for rec in recs if rec[0] in items]
-        because: dict[str, str] = {}
-        titles: dict[str, dict[str, Any]] = {}
-        if explain:
-            because = engine.explain(snapshot, history, [i for i, _, s in recs if s == "model"])
-            titles = store.get_items(set(because.values())) if because else {}
-        out = []
-        for rank, (item, score, source) in enumerate(recs, start=1):
-            row: dict[str, Any] = {
-                "item": item,
-                "score": score,
-                "rank": rank,
-                "source": source,
-                "title": items[item].get("title"),
+    def _options(base: PipelineSettings, stages: _Stages | None) -> PipelineSettings:
+        if stages is None:
+            return base
+        overrides: dict[str, Any] = {
+            "diversity": stages.diversity,
+            "freshness": stages.freshness,
+            "max_per_category": stages.max_per_category,
+        }
+        if stages.generators is not None:
+            names = [n.strip() for g in stages.generators for n in g.split(",") if n.strip()]
+            unknown = sorted(set(names) - set(GENERATORS))
+            if unknown:
+                raise InvalidInputError(
+                    f"generators: unknown {', '.join(unknown)}; known: {', '.join(GENERATORS)}"
+                )
+            default = PipelineSettings().generators
+            overrides["generators"] = {
+                n: base.generators.get(n) or default[n] for n in dict.fromkeys(names)
             }
-            if explain:
-                if item in because:
-                    liked = because[item]
-                    name = (titles.get(liked) or {}).get("title") or liked
-                    row["explanation"] = f"because you liked {name}"
-                    row["because"] = [liked]
-                elif source == "popular":
-                    row["explanation"] = "popular with everyone right now"
-                else:
-                    row["explanation"] = "matches your history"
-            out.append(row)
-        metrics.recommendations.labels(recs[0][2] if recs else "empty").inc()
-        version = snapshot.version
+        return _merged(base, overrides, "")
+
+    def _filters(stages: _Stages | None) -> Filters:
+        if stages is None:
+            return Filters()
+        return Filters.build(stages.include_categories, stages.exclude_categories, stages.filters)
+
+    def _serve(
+        user_id: str | None,
+        state: UserState,
+        k: int,
+        explain: bool,
+        stages: _Stages | None,
+    ) -> dict[str, Any]:
+        """Run the pipeline (in the user's experiment variant, with exploration) and log
+        what is shown."""
+        experiment = engine.running_experiment() if user_id is not None else None
+        variant: dict[str, Any] | None = None
+        snapshot = engine.snapshot
+        base = settings.pipeline
+        if experiment is not None and user_id is not None:
+            variant = assign(experiment, user_id)
+            try:
+                snapshot = engine.snapshot_for(variant.get("model_version"))
+            except TastebudError as err:  # its files are gone: serve the active version
+                log.error("experiment %s: %s", experiment["name"], err)
+            if variant.get("pipeline"):
+                base = _merged(base, variant["pipeline"], "experiment pipeline.")
+        options = _options(base, stages)
+
+        def attributes() -> dict[str, Any] | None:
+            user = store.get_user(user_id) if user_id is not None else None
+            return None if user is None else user["attributes"]
+
+        result = engine.recommend(
+            state,
+            k,
+            snapshot=snapshot,
+            options=options,
+            filters=_filters(stages),
+            attributes=attributes,
+        )
+        chosen = list(result.chosen)
+        if user_id is not None and explorer.on:
+            picked = explorer.pick([c.item for c in result.rest])
+            if picked is not None:
+                cand = next(c for c in result.rest if c.item == picked)
+                cand.exploration = True
+                chosen.insert(min(settings.exploration.position, len(chosen) + 1) - 1, cand)
+                chosen = chosen[:k]
+        request_id = uuid.uuid4().hex
+        version = result.snapshot.version
+        version_id = None if version is None else int(version["id"])
+        out = _rows(chosen, result.rows, state, result.snapshot, explain)
+        if user_id is not None and chosen:
+            exposures.add(
+                {
+                    "request_id": request_id,
+                    "user_id": user_id,
+                    "item_id": cand.item,
+                    "position": pos,
+                    "source": cand.source,
+                    "model_version": version_id,
+                    "experiment": None if experiment is None else experiment["name"],
+                    "variant": None if variant is None else variant["name"],
+                }
+                for pos, cand in enumerate(chosen)
+            )
+        metrics.recommendations.labels(chosen[0].source if chosen else "empty").inc()
         return {
             "user": user_id,
-            "request_id": uuid.uuid4().hex,
-            "model_version": None if version is None else version["id"],
+            "request_id": request_id,
+            "model_version": version_id,
+            "experiment": None if experiment is None else experiment["name"],
+            "variant": None if variant is None else variant["name"],
             "items": out,
         }
 
-    @app.get("/users/{user_id}/recommendations", tags=["recommendations"], dependencies=[read_key])
+    def _rows(
+        chosen: list[Candidate],
+        rows: dict[str, dict[str, Any]],
+        state: UserState,
+        snapshot: Snapshot,
+        explain: bool,
+    ) -> list[dict[str, Any]]:
+        because: dict[str, str] = {}
+        if explain:
+            because = {c.item: c.because for c in chosen if c.because is not None}
+            rest = [c.item for c in chosen if c.because is None and "model" in c.scores]
+            because.update(engine.explain(snapshot, state.history, rest))
+        titles = store.get_items(set(because.values())) if because else {}
+        out = []
+        for rank, cand in enumerate(chosen, start=1):
+            row: dict[str, Any] = {
+                "item": cand.item,
+                "score": cand.score,
+                "rank": rank,
+                "source": cand.source,
+                "sources": cand.sources,
+                "exploration": cand.exploration,
+                "title": rows[cand.item].get("title"),
+            }
+            if explain:
+                liked = because.get(cand.item)
+                if cand.exploration:
+                    row["explanation"] = "something different, to learn more about your taste"
+                elif liked is not None:
+                    name = (titles.get(liked) or {}).get("title") or liked
+                    row["explanation"] = f"because you liked {name}"
+                    row["because"] = [liked]
+                else:
+                    row["explanation"] = _REASONS.get(cand.source, "matches your history")
+            out.append(row)
+        return out
+
+    @app.get(
+        "/users/{user_id}/recommendations",
+        tags=["recommendations"],
+        dependencies=[read_key],
+        response_model=RecommendationList,
+    )
     def recommend_user(
         user_id: Id,
         k: Annotated[int | None, Query(ge=1)] = None,
         explain: bool = False,
+        include_categories: Annotated[
+            list[str] | None, Query(max_length=200, description="Only these (comma list)")
+        ] = None,
+        exclude_categories: Annotated[
+            list[str] | None, Query(max_length=200, description="Never these (comma list)")
+        ] = None,
+        filter: Annotated[
+            list[str] | None, Query(max_length=500, description="Predicate: year>=1990")
+        ] = None,
+        diversity: Annotated[float | None, Query(ge=0, le=1)] = None,
+        freshness: Annotated[float | None, Query(ge=0, le=1000)] = None,
+        max_per_category: Annotated[int | None, Query(ge=1)] = None,
+        generators: Annotated[
+            str | None, Query(max_length=200, description=f"Comma list of {GENERATORS}")
+        ] = None,
     ) -> dict[str, Any]:
-        """Top-k for a user from their events up to now (popular items for a user with
-        none); never items they interacted with, disliked, or unavailable ones."""
-        k = _k(k)
-        history, disliked = engine.user_history(user_id)
-        return _answer(user_id, history, disliked, k, explain)
+        """Top-k for a user from their events up to now: candidates from every generator,
+        ranked by the model, filtered and re-ranked (see the pipeline settings); never items
+        they interacted with, disliked, or unavailable ones. A user with no events gets what
+        users with the same attributes liked, popular and new items."""
+        stages = _Stages(
+            include_categories=include_categories or [],
+            exclude_categories=exclude_categories or [],
+            filters=filter or [],
+            diversity=diversity,
+            freshness=freshness,
+            max_per_category=max_per_category,
+            generators=None if generators is None else [generators],
+        )
+        return _serve(user_id, engine.user_state(user_id), _k(k), explain, stages)
 
-    @app.post("/recommendations", tags=["recommendations"], dependencies=[read_key])
+    @app.post(
+        "/recommendations",
+        tags=["recommendations"],
+        dependencies=[read_key],
+        response_model=RecommendationList,
+    )
     def recommend_session(body: SessionIn) -> dict[str, Any]:
         """Top-k for an anonymous session given by its items (stores nothing)."""
-        k = _k(body.k)
-        history = pd.DataFrame(
-            {"item": pd.Series(body.items, dtype=object), "value": [1.0] * len(body.items)}
-        )
-        history = history.groupby("item", sort=False)["value"].sum().reset_index()
-        return _answer(None, history, set(), k, body.explain)
+        return _serve(None, engine.session_state(body.items), _k(body.k), body.explain, body)
 
-    @app.get("/items/{item_id}/similar", tags=["recommendations"], dependencies=[read_key])
+    @app.post(
+        "/users/{user_id}/onboarding",
+        tags=["recommendations"],
+        dependencies=[write_key],
+        response_model=RecommendationList,
+    )
+    def onboarding(user_id: Id, body: OnboardingIn) -> dict[str, Any]:
+        """A new user's first list from a few liked items and/or attributes (age, city...):
+        the attributes are stored, the likes stored as ``like`` events (idempotent: sending
+        the same onboarding twice stores them once)."""
+        k = _k(body.k)
+        if body.attributes is not None or store.get_user(user_id) is None:
+            store.upsert_user(user_id, body.attributes)
+        if body.liked_items:
+            _store_events(
+                [
+                    EventIn(
+                        user_id=user_id,
+                        item_id=item,
+                        type="like",
+                        client_event_id=f"onboarding\x00{user_id}\x00{item}",
+                    )
+                    for item in dict.fromkeys(body.liked_items)
+                ],
+                lambda n: f"liked_items[{n}]: ",
+            )
+        return _serve(user_id, engine.user_state(user_id), k, body.explain, body)
+
+    @app.post(
+        "/feedback",
+        tags=["recommendations"],
+        status_code=201,
+        dependencies=[write_key],
+        response_model=FeedbackOut,
+    )
+    def feedback(body: FeedbackIn) -> dict[str, Any]:
+        """An outcome of a list (``request_id``) that is not an event (``skip``,
+        ``dismiss``...): counted in experiment and exploration reports, not trained on."""
+        return store.log_feedback(body.model_dump())
+
+    @app.get(
+        "/items/{item_id}/similar",
+        tags=["recommendations"],
+        dependencies=[read_key],
+        response_model=SimilarList,
+    )
     def similar(item_id: Id, k: Annotated[int | None, Query(ge=1)] = None) -> dict[str, Any]:
         """Items most similar to one (popular items when the model cannot tell)."""
         k = _k(k)
         if store.get_item(item_id) is None:
             raise UnknownIdError(f"unknown item {item_id!r}")
-        exclude = store.unavailable_items() | {item_id}
         model = engine.snapshot.model
-        pairs: list[tuple[str, float]] = []
         source = "popular"
         if (
             model is not None
             and model.supports_similar_items
             and knows_items(model, [item_id]).all()
         ):
-            want = min(k + len(exclude) + 16, len(model.items_))
-            table = model.similar_items([item_id], k=want)
+            want = min(3 * k + 16, len(model.items_) - 1)
+            table = model.similar_items([item_id], k=max(want, 1))
             pairs = [
-                (str(i), float(s))
-                for i, s in zip(table["similar"], table["score"], strict=True)
-                if str(i) not in exclude
+                (str(i), float(s)) for i, s in zip(table["similar"], table["score"], strict=True)
             ]
             source = "model"
         else:
-            pairs = [(i, s) for i, s in engine.popular(k + len(exclude)) if i not in exclude]
-        items = store.get_items([i for i, _ in pairs[: 2 * k + 16]])
-        pairs = [(i, s) for i, s in pairs if i in items][:k]
+            pairs = [(i, s) for i, s in engine.popular(3 * k + 16) if i != item_id]
+        items = store.get_items([i for i, _ in pairs])
+        pairs = [(i, s) for i, s in pairs if i in items and items[i]["available"]][:k]
         return {
             "item": item_id,
             "items": [
@@ -616,7 +1005,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
         }
 
     # -- admin -----------------------------------------------------------------------------
-    @app.post("/admin/retrain", tags=["admin"], dependencies=[admin_key])
+    @app.post("/admin/retrain", tags=["admin"], dependencies=[admin_key], response_model=RetrainOut)
     async def retrain(wait: bool = False) -> JSONResponse:
         """Train a new version from all events and swap it in. ``wait=true`` answers with
         the version when done (409 with too few events); otherwise 202 at once."""
@@ -629,25 +1018,135 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
         _retrain_in_background()
         return JSONResponse({"status": "started"}, 202)
 
-    @app.get("/admin/models", tags=["admin"], dependencies=[admin_key])
+    @app.get(
+        "/admin/models",
+        tags=["admin"],
+        dependencies=[admin_key],
+        response_model=list[ModelVersionOut],
+    )
     def models() -> list[dict[str, Any]]:
-        """Every trained version, oldest first."""
+        """Every trained version, oldest first, with its offline metrics."""
         return store.list_model_versions()
 
-    @app.post("/admin/models/{version_id}/activate", tags=["admin"], dependencies=[admin_key])
+    @app.post(
+        "/admin/models/{version_id}/activate",
+        tags=["admin"],
+        dependencies=[admin_key],
+        response_model=ModelVersionOut,
+    )
     def activate(version_id: int) -> dict[str, Any]:
         """Serve an earlier version again (a rollback)."""
         return engine.activate(version_id)
 
-    @app.get("/admin/stats", tags=["admin"], dependencies=[admin_key])
+    @app.get("/admin/stats", tags=["admin"], dependencies=[admin_key], response_model=StatsOut)
     def stats() -> dict[str, Any]:
         version = engine.snapshot.version
+        experiment = engine.running_experiment()
         return {
             "users": store.count_users(),
             "items": store.count_items(),
             "events": store.count_events(),
             "model_version": None if version is None else version["id"],
             "training": engine.training,
+            "experiment": None if experiment is None else experiment["name"],
+            "exploration": settings.exploration.method,
+        }
+
+    @app.post(
+        "/admin/experiments",
+        tags=["experiments"],
+        status_code=201,
+        dependencies=[admin_key],
+        response_model=ExperimentOut,
+    )
+    def start_experiment(body: ExperimentIn) -> dict[str, Any]:
+        """Start an A/B test (stops the running one): users are split between the variants
+        by a stable hash of their id; each variant serves a model version (or the active
+        one) and may override pipeline settings."""
+        for variant in body.variants:
+            if variant.model_version is not None:
+                engine.snapshot_for(variant.model_version)  # 404 unknown, 409 unservable
+            if variant.pipeline:
+                _merged(settings.pipeline, variant.pipeline, f"variant {variant.name}: pipeline.")
+        row = store.create_experiment(body.name, [v.model_dump() for v in body.variants])
+        engine.forget_experiment_cache()
+        return row
+
+    @app.get(
+        "/admin/experiments",
+        tags=["experiments"],
+        dependencies=[admin_key],
+        response_model=list[ExperimentOut],
+    )
+    def experiments() -> list[dict[str, Any]]:
+        return store.list_experiments()
+
+    @app.post(
+        "/admin/experiments/{name}/stop",
+        tags=["experiments"],
+        dependencies=[admin_key],
+        response_model=ExperimentOut,
+    )
+    def stop_experiment(name: Id) -> dict[str, Any]:
+        row = store.stop_experiment(name)
+        engine.forget_experiment_cache()
+        return row
+
+    @app.get(
+        "/admin/experiments/{name}/report",
+        tags=["experiments"],
+        dependencies=[admin_key],
+        response_model=ReportOut,
+    )
+    def experiment_report(
+        name: Id,
+        outcome: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+        alpha: Annotated[float, Query(gt=0, lt=1)] = 0.05,
+    ) -> dict[str, Any]:
+        """Per-variant exposures and the share of exposed users with an ``outcome``
+        (feedback type, default click), with a significance test between variants."""
+        exposures.flush()
+        return report(store, name, outcome, alpha)
+
+    @app.get(
+        "/admin/exploration",
+        tags=["experiments"],
+        dependencies=[admin_key],
+        response_model=ExplorationOut,
+    )
+    def exploration() -> dict[str, Any]:
+        """How the exploration slot's items were answered."""
+        exposures.flush()
+        per_item = store.exploration_stats(
+            EXPLORATION_SOURCE, settings.exploration.positive_feedback
+        )
+        shown = sum(n for n, _ in per_item.values())
+        answered = sum(a for _, a in per_item.values())
+        return {
+            "method": settings.exploration.method,
+            "items": len(per_item),
+            "exposures": shown,
+            "answered": answered,
+            "rate": answered / shown if shown else None,
         }
 
     return app
+
+
+def _merged(base: PipelineSettings, overrides: dict[str, Any], where: str) -> PipelineSettings:
+    """``base.merged(overrides)``, an invalid value answered 422 naming it."""
+    try:
+        return base.merged(overrides)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise InvalidInputError(f"{where}{loc}: {first['msg']}") from None
+
+
+_REASONS = {
+    "popular": "popular with everyone right now",
+    "demographic": "liked by people like you",
+    "new": "new arrival",
+    "item_to_item": "similar to what you liked",
+    "model": "matches your history",
+}

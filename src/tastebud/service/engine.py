@@ -17,11 +17,12 @@ out of ``seq`` order on PostgreSQL, a deletion made by another process).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,18 @@ import pandas as pd
 from tastebud.data.dataset import Dataset
 from tastebud.errors import ModelFileError, TastebudError, UnknownIdError
 from tastebud.models import Recommender, create, load
+from tastebud.models.base import top_k
+from tastebud.service.pipeline import (
+    SECONDS_PER_DAY,
+    Candidate,
+    Filters,
+    PipelineSettings,
+    Pool,
+    boost_fresh,
+    categories,
+    rank,
+    select,
+)
 from tastebud.service.settings import Settings
 from tastebud.service.storage import Storage
 
@@ -57,6 +70,13 @@ class Engine:
         self._counts_lock = threading.Lock()
         self._positive_counts: Counter[str] = Counter()
         self._counted_seq = 0  # events with seq <= this are in _positive_counts
+        self._synced_at = -float("inf")  # monotonic time of the last _sync_counts read
+        self._ranked: list[tuple[str, float]] | None = None  # popularity order, None: stale
+        self.demographics = Demographics.empty()
+        self._experiment_cache: tuple[float, dict[str, Any] | None] = (-float("inf"), None)
+        self._versions: dict[int, Snapshot] = {}  # earlier versions served by experiments
+        self._versions_lock = threading.Lock()
+        self._new_cache: dict[tuple[int, float], tuple[float, list[tuple[str, float]]]] = {}
 
     @property
     def training(self) -> bool:
@@ -65,8 +85,11 @@ class Engine:
 
     # -- start-up --------------------------------------------------------------------------
     def start(self) -> None:
-        """Load the active model version (if any) and count the popularity."""
-        self._recount(self.storage.events_frame())
+        """Load the active model version (if any), count the popularity, learn who likes
+        what by user attributes."""
+        frame = self.storage.events_frame()
+        self._recount(frame)
+        self._learn_demographics(frame)
         active = self.storage.active_model_version()
         if active is not None:
             try:
@@ -114,9 +137,15 @@ class Engine:
         with self._counts_lock:
             self._positive_counts = counts
             self._counted_seq = last
+            self._ranked = None
 
     def _sync_counts(self) -> None:
-        """Count the events stored since the last call (by any process)."""
+        """Count the events stored since the last read (by any process); reads at most
+        every 0.2 s."""
+        now = time.monotonic()
+        if now - self._synced_at < 0.2:
+            return
+        self._synced_at = now
         frame = self.storage.events_frame(since_seq=self._counted_seq)  # outside the lock
         if not len(frame):
             return
@@ -125,6 +154,7 @@ class Engine:
             if len(fresh):
                 self._positive_counts.update(self._positive_items(fresh))
                 self._counted_seq = int(fresh["seq"].max())
+                self._ranked = None
 
     def forget_events(self, events: Iterable[Mapping[str, Any]]) -> None:
         """Take deleted events (rows of ``storage.user_events``) out of the popularity."""
@@ -146,17 +176,31 @@ class Engine:
             counted = frame[frame["seq"] <= self._counted_seq]
             self._positive_counts.subtract(self._positive_items(counted))
             self._positive_counts = +self._positive_counts  # drop zero counts
+            self._ranked = None
+
+    def events_stored(self) -> None:
+        """This process stored events: the next popularity read fetches them at once."""
+        self._synced_at = -float("inf")
 
     def forget_item(self, item_id: str) -> None:
         with self._counts_lock:
             self._positive_counts.pop(item_id, None)
+            self._ranked = None
 
     def popular(self, n: int) -> list[tuple[str, float]]:
         """The ``n`` items with the most positive events (ties: lower id first)."""
         self._sync_counts()
         with self._counts_lock:
-            ranked = sorted(self._positive_counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        return [(item, float(count)) for item, count in ranked[:n]]
+            if self._ranked is None:
+                ranked = sorted(self._positive_counts.items(), key=lambda kv: (-kv[1], kv[0]))
+                self._ranked = [(item, float(count)) for item, count in ranked]
+            return self._ranked[:n]
+
+    def _learn_demographics(self, frame: pd.DataFrame) -> None:
+        users = self._all_rows(self.storage.list_users)
+        attributes = {str(u["id"]): u["attributes"] or {} for u in users}
+        positive = frame.loc[self.event_values(frame) > 0] if len(frame) else frame
+        self.demographics = Demographics.learn(positive, attributes)
 
     # -- training --------------------------------------------------------------------------
     def training_data(self) -> tuple[Dataset | None, pd.DataFrame]:
@@ -181,11 +225,15 @@ class Engine:
         return dataset, frame
 
     def _all_items(self) -> list[dict[str, Any]]:
+        return self._all_rows(self.storage.list_items)
+
+    @staticmethod
+    def _all_rows(page: Callable[..., list[dict[str, Any]]]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         while True:
-            page = self.storage.list_items(limit=10_000, offset=len(out))
-            out += page
-            if len(page) < 10_000:
+            rows = page(limit=10_000, offset=len(out))
+            out += rows
+            if len(rows) < 10_000:
                 return out
 
     def has_new_events(self) -> bool:
@@ -217,6 +265,8 @@ class Engine:
                     f"too few positive events to train ({len(frame)} events stored; "
                     f"min_events_to_train={self.settings.min_events_to_train})"
                 )
+            offline = self.offline_metrics(dataset) if self.settings.evaluate_on_retrain else {}
+            fit_start = time.perf_counter()
             model = create(self.settings.model, **self.settings.model_params).fit(dataset)
             seconds = time.perf_counter() - start
             path = self._new_model_path()
@@ -226,7 +276,8 @@ class Engine:
                 params=model.get_params(),
                 path=str(path),
                 metrics={
-                    "fit_seconds": round(seconds, 3),
+                    **offline,
+                    "fit_seconds": round(time.perf_counter() - fit_start, 3),
                     "users": dataset.n_users,
                     "items": dataset.n_items,
                     "interactions": len(dataset),
@@ -237,10 +288,50 @@ class Engine:
             version = self.storage.activate_model_version(version["id"])
             self.snapshot = Snapshot(model, version)
             self._recount(frame)
+            self._learn_demographics(frame)
             log.info("model version %s active (%.2fs)", version["id"], seconds)
             return version
         finally:
             self._train_lock.release()
+
+    def offline_metrics(self, dataset: Dataset, k: int = 10) -> dict[str, Any]:
+        """The configured model's NDCG, precision and recall @k and catalogue coverage on a
+        random 20% of each user's events held out (fit on the rest), beside popularity's
+        NDCG for scale; empty when the data are too few to hold anything out."""
+        from tastebud.evaluation import evaluate
+        from tastebud.split import random_split
+
+        try:
+            split = random_split(dataset, 0.2, seed=0)
+            if len(split.test) == 0:
+                return {}
+            table = evaluate(
+                {
+                    "model": create(self.settings.model, **self.settings.model_params),
+                    "popularity": create("popularity"),
+                },
+                split,
+                metrics=("ndcg", "precision", "recall"),
+                k=k,
+                progress=False,
+            )
+        except TastebudError as err:
+            log.info("no offline metrics for this version: %s", err)
+            return {}
+        values = {
+            (str(m), str(name)): float(v)
+            for m, name, v in zip(table["model"], table["metric"], table["value"], strict=True)
+        }
+        out: dict[str, Any] = {"holdout": "random 20% of each user's events, seed 0"}
+        for metric in ("ndcg", "precision", "recall", "coverage"):
+            label = f"{metric}@{k}"
+            if ("model", label) in values:
+                out[label] = round(values[("model", label)], 4)
+            elif ("model", metric) in values:
+                out[label] = round(values[("model", metric)], 4)
+        if ("popularity", f"ndcg@{k}") in values:
+            out[f"popularity_ndcg@{k}"] = round(values[("popularity", f"ndcg@{k}")], 4)
+        return out
 
     def _new_model_path(self) -> Path:
         folder = Path(self.settings.model_dir).resolve()
@@ -262,13 +353,50 @@ class Engine:
         self.snapshot = Snapshot(model, row)
         return row
 
-    # -- recommending ----------------------------------------------------------------------
-    def user_history(self, user_id: str) -> tuple[pd.DataFrame, set[str]]:
-        """The user's positive history (item, value; summed per item) and the items whose
-        latest event is a dislike (left out of the history and of their lists)."""
+    # -- experiments -----------------------------------------------------------------------
+    def running_experiment(self) -> dict[str, Any] | None:
+        """The running experiment, re-read from the database at most every 2 s (so every
+        process serving the database follows a start or a stop within that)."""
+        now = time.monotonic()
+        cached_at, experiment = self._experiment_cache
+        if now - cached_at >= 2.0:
+            experiment = self.storage.running_experiment()
+            self._experiment_cache = (now, experiment)
+        return experiment
+
+    def forget_experiment_cache(self) -> None:
+        self._experiment_cache = (-float("inf"), None)
+
+    def snapshot_for(self, version_id: int | None) -> Snapshot:
+        """The active snapshot, or the one of an earlier version (loaded once, kept while
+        experiments use it)."""
+        active = self.snapshot
+        if version_id is None or (
+            active.version is not None and active.version["id"] == version_id
+        ):
+            return active
+        with self._versions_lock:
+            cached = self._versions.get(version_id)
+        if cached is not None:
+            return cached
+        row = self.storage.get_model_version(version_id)
+        if row is None:
+            raise UnknownIdError(f"unknown model version {version_id}")
+        snapshot = Snapshot(self._load(row), row)
+        with self._versions_lock:
+            self._versions[version_id] = snapshot
+            while len(self._versions) > 4:  # least recently loaded first
+                self._versions.pop(next(iter(self._versions)))
+        return snapshot
+
+    # -- generators' inputs ----------------------------------------------------------------
+    def user_state(self, user_id: str) -> UserState:
+        """The user's positive history (item, value; summed per item), their recent positive
+        items (newest first) and the items whose latest event is a dislike (left out of the
+        history and of their lists)."""
         events = self.storage.user_events(user_id, limit=self.settings.history_limit)
         if not events:
-            return _empty_history(), set()
+            return UserState(_empty_history(), set(), [])
         frame = pd.DataFrame(
             {
                 "item": [str(e["item_id"]) for e in events],
@@ -284,49 +412,157 @@ class Engine:
         # dislike brings it back into the history
         last_type = frame.groupby("item", sort=False)["type"].last()
         disliked = set(last_type.index[last_type == "dislike"])
-        positive = frame.assign(value=values)[(values > 0) & ~frame["item"].isin(disliked)]
+        keep = (values > 0) & ~frame["item"].isin(disliked).to_numpy()
+        positive = frame.assign(value=values)[keep]
         history = positive.groupby("item", sort=False)["value"].sum().reset_index()
-        return history, disliked
+        recent = list(dict.fromkeys(positive["item"].iloc[::-1]))
+        return UserState(history, disliked, recent)
 
+    @staticmethod
+    def session_state(items: Iterable[str]) -> UserState:
+        """The state of an anonymous session given its items (oldest first)."""
+        ids = [str(i) for i in items]
+        history = pd.DataFrame({"item": pd.Series(ids, dtype=object), "value": [1.0] * len(ids)})
+        history = history.groupby("item", sort=False)["value"].sum().reset_index()
+        return UserState(history, set(), list(dict.fromkeys(reversed(ids))))
+
+    def new_items(self, n: int, days: float) -> list[tuple[str, float]]:
+        """The ``n`` newest available items of the last ``days`` (id, created_at), re-read
+        from the database at most every second."""
+        now = time.monotonic()
+        key = (n, days)
+        cached = self._new_cache.get(key)
+        if cached is None or now - cached[0] >= 1.0:
+            rows = self.storage.newest_items(n, since=time.time() - days * SECONDS_PER_DAY)
+            cached = (now, [(str(r["id"]), float(r["created_at"])) for r in rows])
+            self._new_cache = {key: cached}
+        return cached[1]
+
+    # -- the pipeline ----------------------------------------------------------------------
     def recommend(
         self,
-        history: pd.DataFrame,
+        state: UserState,
         k: int,
         *,
-        exclude: set[str],
-    ) -> tuple[list[tuple[str, float, str]], Snapshot]:
-        """Top-``k`` (item, score, source) for a history; ``exclude`` never appears, nor
-        do the history's items.
-
-        With no model, or no history item the model knows, the list is live popularity
-        (source ``"popular"``); otherwise the model's fold-in (source ``"model"``), topped up
-        with popular items when the model knows too few.
-        """
-        snapshot = self.snapshot
+        snapshot: Snapshot | None = None,
+        options: PipelineSettings | None = None,
+        filters: Filters | None = None,
+        exclude: Iterable[str] = (),
+        attributes: Callable[[], Mapping[str, Any] | None] | None = None,
+    ) -> Recommendations:
+        """The top ``k`` of the pipeline (module :mod:`tastebud.service.pipeline`) for a
+        state; never its history's items, its dislikes, ``exclude``, unavailable or deleted
+        items. ``attributes`` (called only when needed) gives a cold user's attributes."""
+        snapshot = self.snapshot if snapshot is None else snapshot
+        options = self.settings.pipeline if options is None else options
+        filters = Filters() if filters is None else filters
         model = snapshot.model
-        seen = set(history["item"].astype(str)) | exclude
-        out: list[tuple[str, float, str]] = []
+        gens = options.generators
+        history = state.history
+        blocked = set(history["item"].astype(str)) | state.disliked | set(exclude)
+        pool = Pool()
+
+        row: np.ndarray | None = None  # the model's scores of every item for this history
         if model is not None and len(history):
             known = knows_items(model, history["item"])
             if known.any():
-                want = min(k + len(exclude) + 16, len(model.items_))
-                recs = model.recommend_from_history(
+                matrix = model.history_matrix(
                     history["item"][known].tolist(),
-                    k=want,
-                    values=history["value"][known].to_numpy(dtype=np.float64),
+                    history["value"][known].to_numpy(dtype=np.float64),
                 )
-                for item, score in zip(recs["item"].astype(str), recs["score"], strict=True):
-                    if item not in seen and np.isfinite(score):
-                        out.append((item, float(score), "model"))
-                        if len(out) == k:
-                            return out, snapshot
-        taken = {item for item, _, _ in out}
-        for item, count in self.popular(k + len(seen) + len(taken)):
-            if item not in seen and item not in taken:
-                out.append((item, count, "popular"))
-                if len(out) == k:
-                    break
-        return out, snapshot
+                row = np.array(model._score_histories(matrix), dtype=np.float64)[0]
+                row[matrix.indices] = -np.inf  # the history itself
+        sizes = {name: n for name, n in gens.items() if n > 0}
+        for attempt in range(3):  # widen when filters leave fewer than k
+            grow = 4**attempt
+            if row is not None and "model" in sizes:
+                pool.add("model", _top(model, row, sizes["model"] * grow + k))
+            if attempt == 0 and model is not None and row is not None:
+                self._item_to_item(pool, model, state.recent, options, sizes.get("item_to_item", 0))
+            if "popular" in sizes:
+                pool.add("popular", self.popular(sizes["popular"] * grow + len(blocked) + k))
+            if attempt == 0 and "new" in sizes:
+                pool.add("new", self._new_to(model, sizes["new"], options.new_item_days))
+            if attempt == 0 and "demographic" in sizes and row is None and attributes is not None:
+                attrs = attributes()
+                if attrs:
+                    pool.add("demographic", self.demographics.top(attrs, sizes["demographic"]))
+            survivors, rows = self._filter(pool, blocked, filters, options)
+            if len(survivors) >= k or (row is None and attempt == 0):
+                break
+        cats = {c.item: categories(options, rows[c.item]["attributes"] or {}) for c in survivors}
+        scores: dict[str, float] = {}
+        if row is not None and model is not None:
+            ids = [c.item for c in survivors]
+            idx = model.items_.to_index(ids, on_unknown="ignore")
+            scores = {
+                item: float(row[i])
+                for item, i in zip(ids, idx, strict=True)
+                if i >= 0 and np.isfinite(row[i])
+            }
+        rank(survivors, scores)
+        created = {c.item: float(rows[c.item]["created_at"]) for c in survivors}
+        boost_fresh(survivors, created, options, time.time())
+        similarity = None
+        if model is not None and model.supports_similar_items and options.diversity > 0:
+            similarity = functools.partial(_pairwise, model)
+        chosen = select(survivors, k, options, cats, similarity)
+        taken = {c.item for c in chosen}
+        rest = sorted((c for c in survivors if c.item not in taken), key=lambda c: -c.score)
+        return Recommendations(chosen, rest, rows, snapshot)
+
+    def _new_to(self, model: Recommender | None, n: int, days: float) -> list[tuple[str, float]]:
+        """The newest items of the last ``days`` that ``model`` has not learned (all of them
+        without a model): the items only this generator can bring in."""
+        newest = self.new_items(n if model is None else 4 * n, days)
+        if model is None or not newest:
+            return newest[:n]
+        known = knows_items(model, [item for item, _ in newest])
+        return [pair for pair, seen in zip(newest, known, strict=True) if not seen][:n]
+
+    def _item_to_item(
+        self,
+        pool: Pool,
+        model: Recommender,
+        recent: list[str],
+        options: PipelineSettings,
+        n: int,
+    ) -> None:
+        if n <= 0 or not model.supports_similar_items or not recent:
+            return
+        seeds = [i for i in recent if knows_items(model, [i]).all()][: options.recent_items]
+        if not seeds:
+            return
+        idx = model.items_.to_index(seeds)
+        sims = np.array(model._similar(idx), dtype=np.float64)
+        sims[np.arange(len(idx)), idx] = -np.inf
+        per_seed = max(1, -(-n // len(seeds)))
+        top, val = top_k(sims, min(per_seed, sims.shape[1]))
+        for seed, items, values in zip(seeds, top, val, strict=True):
+            ok = (items >= 0) & np.isfinite(values)
+            pool.add(
+                "item_to_item",
+                zip(model.items_.to_ids(items[ok]), values[ok].tolist(), strict=True),
+                because=seed,
+            )
+
+    def _filter(
+        self, pool: Pool, blocked: set[str], filters: Filters, options: PipelineSettings
+    ) -> tuple[list[Candidate], dict[str, dict[str, Any]]]:
+        """The candidates that may be shown, and their item rows (one query)."""
+        ids = [c.item for c in pool if c.item not in blocked]
+        rows = self.storage.get_items(ids)
+        out = []
+        for cand in pool:
+            item = rows.get(cand.item)
+            if item is None or not item["available"] or cand.item in blocked:
+                continue
+            if filters:
+                attrs = item["attributes"] or {}
+                if not filters.keep(categories(options, attrs), attrs):
+                    continue
+            out.append(cand)
+        return out, rows
 
     def explain(
         self, snapshot: Snapshot, history: pd.DataFrame, items: list[str]
@@ -352,6 +588,103 @@ class Engine:
             for row, (item, b) in enumerate(zip(known, best, strict=True))
             if sims[row, b] > 0
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class UserState:
+    """What a list is built from: the positive history (``item``, ``value``), the disliked
+    items, and the recent positive items, newest first."""
+
+    history: pd.DataFrame
+    disliked: set[str]
+    recent: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Recommendations:
+    """A pipeline's answer: the chosen candidates, the rest that passed the filters (best
+    first; the exploration slot draws from them), the item rows, the snapshot used."""
+
+    chosen: list[Candidate]
+    rest: list[Candidate]
+    rows: dict[str, dict[str, Any]]
+    snapshot: Snapshot
+
+
+def _top(model: Recommender | None, row: np.ndarray, n: int) -> list[tuple[str, float]]:
+    """The ``n`` best-scored items of a score row (finite scores only)."""
+    assert model is not None
+    idx, val = top_k(row[None, :], min(n, len(row)))
+    ok = (idx[0] >= 0) & np.isfinite(val[0])
+    return list(zip(model.items_.to_ids(idx[0][ok]), val[0][ok].tolist(), strict=True))
+
+
+def _pairwise(model: Recommender, items: Sequence[str]) -> np.ndarray:
+    """The model's item-to-item similarities among ``items`` (0 for items it does not know)."""
+    idx = model.items_.to_index(list(items), on_unknown="ignore")
+    out = np.zeros((len(items), len(items)))
+    known = np.flatnonzero(idx >= 0)
+    if len(known):
+        sims = np.asarray(model._similar(idx[known]), dtype=np.float64)[:, idx[known]]
+        out[np.ix_(known, known)] = sims
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Demographics:
+    """What users sharing an attribute value liked: for each (attribute, value) -- text
+    values as they are, numbers by decade (age 34 → "30s") -- the share of those users with
+    a positive event on each item. A cold user's score of an item is the sum of those shares
+    over their attributes."""
+
+    shares: dict[tuple[str, str], dict[str, float]]
+
+    @classmethod
+    def empty(cls) -> Demographics:
+        return cls({})
+
+    @staticmethod
+    def keys(attributes: Mapping[str, Any]) -> list[tuple[str, str]]:
+        out = []
+        for name, value in attributes.items():
+            if isinstance(value, bool) or value is None:
+                continue
+            if isinstance(value, int | float):
+                if np.isfinite(value):
+                    out.append((name, f"{int(value // 10 * 10)}s"))
+            elif isinstance(value, str) and value.strip():
+                out.append((name, value.strip().casefold()))
+        return out
+
+    @classmethod
+    def learn(
+        cls, positive: pd.DataFrame, attributes: Mapping[str, Mapping[str, Any]]
+    ) -> Demographics:
+        """From positive events (``user``, ``item``) and users' attributes."""
+        if not len(positive) or not attributes:
+            return cls.empty()
+        pairs = positive[["user", "item"]].astype(str).drop_duplicates()
+        liked = pairs.groupby("user")["item"].agg(list).to_dict()
+        groups: dict[tuple[str, str], list[str]] = {}
+        for user, attrs in attributes.items():
+            for key in cls.keys(attrs):
+                groups.setdefault(key, []).append(user)
+        shares: dict[tuple[str, str], dict[str, float]] = {}
+        for key, users in groups.items():
+            counts = Counter(item for u in users for item in liked.get(u, ()))
+            if counts:
+                n = len(users)
+                shares[key] = {item: c / n for item, c in counts.most_common(500)}
+        return cls(shares)
+
+    def top(self, attributes: Mapping[str, Any], n: int) -> list[tuple[str, float]]:
+        """The ``n`` items liked most by users like these attributes."""
+        total: dict[str, float] = {}
+        for key in self.keys(attributes):
+            for item, share in self.shares.get(key, {}).items():
+                total[item] = total.get(item, 0.0) + share
+        ranked = sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))
+        return [(item, float(score)) for item, score in ranked[:n]]
 
 
 def knows_items(model: Recommender, items: Iterable[str]) -> np.ndarray:

@@ -20,6 +20,8 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 
 from tastebud.errors import InvalidInputError
 from tastebud.models.base import Recommender
+from tastebud.service.experiments import ExplorationSettings
+from tastebud.service.pipeline import PipelineSettings
 
 #: How much each event type says "the user wants this", as the value x_ui the models learn
 #: from; "dislike" is never a positive (it removes the item from the user's lists).
@@ -69,6 +71,15 @@ class Settings(BaseSettings):
     api_key: str | None = Field(None, description="Required by write and admin endpoints")
     admin_key: str | None = Field(None, description="Required by admin endpoints (else api_key)")
     read_key: str | None = Field(None, description="If set, required by read endpoints too")
+    pipeline: PipelineSettings = Field(
+        default_factory=PipelineSettings, description="Candidate generators and re-rankers"
+    )
+    exploration: ExplorationSettings = Field(
+        default_factory=ExplorationSettings, description="The exploration slot"
+    )
+    evaluate_on_retrain: bool = Field(
+        True, description="Score each new version on a holdout first (offline metrics)"
+    )
     log_level: str = Field("info")
     log_json: bool = Field(True, description="One JSON object per log line")
 

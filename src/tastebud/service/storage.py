@@ -149,6 +149,17 @@ FEEDBACK = sa.Table(
     sa.Index("ix_feedback_user", "user_id"),
 )
 
+EXPERIMENTS = sa.Table(
+    "experiments",
+    METADATA,
+    sa.Column("name", sa.Text, primary_key=True),
+    # [{"name", "share", "model_version", "pipeline"}]; shares sum to 1
+    sa.Column("variants", sa.JSON, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),  # "running" or "stopped"
+    sa.Column("created_at", _TIME, nullable=False),
+    sa.Column("stopped_at", _TIME, nullable=True),
+)
+
 _DATA_TABLES = (USERS, ITEMS, EVENTS, MODEL_VERSIONS, EXPOSURES, FEEDBACK)
 
 
@@ -160,8 +171,34 @@ def _migration_1(conn: Connection) -> None:
     METADATA.create_all(conn, tables=list(_DATA_TABLES), checkfirst=True)
 
 
+#: One outcome of a type per shown item and list: feedback is idempotent (a retried event
+#: with its request_id logs it once). Feedback without a request_id is not constrained.
+_FEEDBACK_UNIQUE = sa.Index(
+    "ux_feedback_outcome",
+    FEEDBACK.c.request_id,
+    FEEDBACK.c.user_id,
+    FEEDBACK.c.item_id,
+    FEEDBACK.c.type,
+    unique=True,
+)
+
+
+def _migration_2(conn: Connection) -> None:
+    """Version 2: the experiments table (A/B tests between model versions) and idempotent
+    feedback (duplicates of earlier versions are removed first)."""
+    EXPERIMENTS.create(conn, checkfirst=True)
+    fb = FEEDBACK
+    keep = (
+        sa.select(sa.func.min(fb.c.id))
+        .group_by(fb.c.request_id, fb.c.user_id, fb.c.item_id, fb.c.type)
+        .scalar_subquery()
+    )
+    conn.execute(sa.delete(fb).where(fb.c.request_id.is_not(None), fb.c.id.not_in(keep)))
+    _FEEDBACK_UNIQUE.create(conn, checkfirst=True)
+
+
 #: Ordered migrations: ``MIGRATIONS[v]`` turns a version ``v - 1`` database into version ``v``.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _migration_1}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _migration_1, 2: _migration_2}
 #: The schema version this code writes and reads.
 SCHEMA_VERSION = max(MIGRATIONS)
 assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1)), "migrations must be 1..N"
@@ -797,6 +834,18 @@ class Storage:
         )
         return self._read(lambda conn: _rows(conn.execute(stmt)))
 
+    def newest_items(self, limit: int, since: float = 0.0) -> list[dict[str, Any]]:
+        """Up to ``limit`` available items created at or after ``since``, newest first."""
+        _check_limit(limit)
+        after = _check_number(since, "since")
+        stmt = (
+            sa.select(ITEMS)
+            .where(ITEMS.c.created_at >= after, ITEMS.c.available.is_(True))
+            .order_by(ITEMS.c.created_at.desc(), ITEMS.c.id)
+            .limit(limit)
+        )
+        return self._read(lambda conn: _rows(conn.execute(stmt)))
+
     def unavailable_items(self) -> set[str]:
         """Ids of the items marked ``available=False`` (kept out of recommendations)."""
         stmt = sa.select(ITEMS.c.id).where(ITEMS.c.available.is_(False))
@@ -813,7 +862,9 @@ class Storage:
         """Store a batch of events in one transaction; returns ``{"seq", "duplicate"}`` per event.
 
         Each event has ``user_id``, ``item_id``, ``type`` and optionally ``value``, ``ts``
-        (unix seconds; default now) and ``client_event_id``. An event whose
+        (unix seconds; default now), ``client_event_id`` and ``request_id`` (the
+        recommendation list it answers: logged as feedback of the event's type in the same
+        transaction, once, duplicates included). An event whose
         ``client_event_id`` is already stored, or appears earlier in the batch, is not stored
         again: it is answered ``duplicate=True`` with the stored event's ``seq``. Unknown
         items (or users, unless ``create_missing_users``) raise :class:`MissingIdsError`
@@ -869,6 +920,20 @@ class Storage:
     ) -> list[dict[str, Any]]:
         self._ensure(conn, "item", rows, "item_id", create_missing_items, now)
         self._ensure(conn, "user", rows, "user_id", create_missing_users, now)
+        feedback = [
+            {
+                "request_id": row["request_id"],
+                "user_id": row["user_id"],
+                "item_id": row["item_id"],
+                "type": row["type"],
+                "ts": row["ts"],
+            }
+            for row in rows
+            if row["request_id"] is not None
+        ]
+        rows = [{k: v for k, v in row.items() if k != "request_id"} for row in rows]
+        if feedback:  # with the events, also for duplicates: a retry completes what failed
+            self._insert_feedback(conn, feedback)
 
         client_ids = [r["client_event_id"] for r in rows if r["client_event_id"] is not None]
         stored: dict[str, int] = {}
@@ -1078,7 +1143,8 @@ class Storage:
 
     def log_feedback(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """Store one outcome (``user_id``, ``item_id``, ``type`` like click or like; optionally
-        ``request_id`` of the exposures it answers, ``ts``); returns the stored row."""
+        ``request_id`` of the exposures it answers, ``ts``); returns the stored row. The same
+        outcome of a list (request, user, item, type) is stored once: a repeat returns it."""
         if not isinstance(row, Mapping):
             raise InvalidInputError("feedback must be an object")
         _no_extra_keys(row, {"request_id", "user_id", "item_id", "type", "ts"}, "feedback")
@@ -1090,12 +1156,31 @@ class Storage:
             "type": _check_id(row.get("type"), "feedback type"),
             "ts": time.time() if ts is None else ts,
         }
+        fb = FEEDBACK
 
         def run(conn: Connection) -> dict[str, Any]:
-            stmt = sa.insert(FEEDBACK).values(**values).returning(*FEEDBACK.c)
-            return dict(conn.execute(stmt).one()._mapping)
+            if values["request_id"] is None:
+                stmt = sa.insert(fb).values(**values).returning(*fb.c)
+                return dict(conn.execute(stmt).one()._mapping)
+            self._insert_feedback(conn, [values])
+            same = sa.and_(
+                *(fb.c[k] == values[k] for k in ("request_id", "user_id", "item_id", "type"))
+            )
+            return dict(conn.execute(sa.select(fb).where(same)).one()._mapping)
 
         return self._write(run)
+
+    def _insert_feedback(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Insert feedback rows with a request_id, skipping outcomes already stored."""
+        stmt = self._insert(FEEDBACK).on_conflict_do_nothing(
+            index_elements=[
+                FEEDBACK.c.request_id,
+                FEEDBACK.c.user_id,
+                FEEDBACK.c.item_id,
+                FEEDBACK.c.type,
+            ]
+        )
+        conn.execute(stmt, rows)
 
     def exposure_counts(self, experiment: str) -> pd.DataFrame:
         """Per-variant exposure and outcome counts of one experiment, one row per variant.
@@ -1165,6 +1250,94 @@ class Storage:
         order = sorted(records, key=lambda v: (v is None, v or ""))
         frame = pd.DataFrame([records[v] for v in order], columns=columns)
         return frame.astype(dict.fromkeys(columns[1:], np.int64))
+
+    def create_experiment(self, name: str, variants: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Start an experiment (``variants`` already validated by the caller); any other
+        running experiment is stopped in the same transaction, so at most one runs.
+
+        Raises :class:`TastebudError` when an experiment of that name exists.
+        """
+        key = _check_id(name, "experiment name")
+        rows = [_json_object(_plain(dict(v)), "variant") for v in variants]
+        now = time.time()
+        ex = EXPERIMENTS
+
+        def run(conn: Connection) -> dict[str, Any]:
+            if conn.execute(sa.select(ex.c.name).where(ex.c.name == key)).first() is not None:
+                raise TastebudError(f"an experiment named {key!r} exists; pick another name")
+            conn.execute(
+                sa.update(ex)
+                .where(ex.c.status == "running")
+                .values(status="stopped", stopped_at=now)
+            )
+            stmt = (
+                sa.insert(ex)
+                .values(name=key, variants=rows, status="running", created_at=now)
+                .returning(*ex.c)
+            )
+            return dict(conn.execute(stmt).one()._mapping)
+
+        return self._write(run)
+
+    def list_experiments(self) -> list[dict[str, Any]]:
+        """Every experiment, oldest first."""
+        stmt = sa.select(EXPERIMENTS).order_by(EXPERIMENTS.c.created_at, EXPERIMENTS.c.name)
+        return self._read(lambda conn: _rows(conn.execute(stmt)))
+
+    def get_experiment(self, name: str) -> dict[str, Any] | None:
+        """One experiment, or ``None``."""
+        key = _check_id(name, "experiment name")
+        stmt = sa.select(EXPERIMENTS).where(EXPERIMENTS.c.name == key)
+        return self._read(lambda conn: next(iter(_rows(conn.execute(stmt))), None))
+
+    def running_experiment(self) -> dict[str, Any] | None:
+        """The running experiment, or ``None``."""
+        stmt = sa.select(EXPERIMENTS).where(EXPERIMENTS.c.status == "running").limit(1)
+        return self._read(lambda conn: next(iter(_rows(conn.execute(stmt))), None))
+
+    def stop_experiment(self, name: str) -> dict[str, Any]:
+        """Stop an experiment (its logs stay for the report); returns it."""
+        key = _check_id(name, "experiment name")
+        ex = EXPERIMENTS
+
+        def run(conn: Connection) -> dict[str, Any]:
+            conn.execute(
+                sa.update(ex)
+                .where(ex.c.name == key, ex.c.status == "running")
+                .values(status="stopped", stopped_at=time.time())
+            )
+            row = conn.execute(sa.select(ex).where(ex.c.name == key)).first()
+            if row is None:
+                raise UnknownIdError(f"unknown experiment {key!r}")
+            return dict(row._mapping)
+
+        return self._write(run)
+
+    def exploration_stats(
+        self, source: str, positive_types: Sequence[str]
+    ) -> dict[str, tuple[int, int]]:
+        """Per item, (exposures logged with ``source``, those answered by feedback of one of
+        ``positive_types`` on the same request)."""
+        src = _check_id(source, "source")
+        types = [_check_id(t, "feedback type") for t in positive_types]
+        ex, fb = EXPOSURES, FEEDBACK
+        answered = (
+            sa.select(sa.literal(1))
+            .where(
+                fb.c.request_id == ex.c.request_id,
+                fb.c.item_id == ex.c.item_id,
+                fb.c.type.in_(types),
+            )
+            .exists()
+        )
+        stmt = (
+            sa.select(ex.c.item_id, sa.func.count(), sa.func.sum(sa.case((answered, 1), else_=0)))
+            .where(ex.c.source == src)
+            .group_by(ex.c.item_id)
+        )
+        return self._read(
+            lambda conn: {row[0]: (int(row[1]), int(row[2] or 0)) for row in conn.execute(stmt)}
+        )
 
     # -- bulk import -------------------------------------------------------------------------------
     def import_dataset(
@@ -1287,7 +1460,7 @@ def _no_extra_keys(row: Mapping[str, Any], allowed: set[str], what: str) -> None
         )
 
 
-_EVENT_FIELDS = {"user_id", "item_id", "type", "value", "ts", "client_event_id"}
+_EVENT_FIELDS = {"user_id", "item_id", "type", "value", "ts", "client_event_id", "request_id"}
 
 
 def _clean_event(event: Any, pos: int, now: float) -> dict[str, Any]:
@@ -1307,6 +1480,7 @@ def _clean_event(event: Any, pos: int, now: float) -> dict[str, Any]:
             event.get("client_event_id"), f"{where}: client_event_id"
         ),
         "received_at": now,
+        "request_id": _check_optional_id(event.get("request_id"), f"{where}: request_id"),
     }
 
 

@@ -1,0 +1,294 @@
+"""A/B tests, exploration and the exposure log.
+
+**A/B tests.** An experiment splits users between variants by a stable hash of
+``experiment name + user id`` (SHA-256, so the split is the same in every process and after
+every restart, and independent between experiments). A variant serves a model version (or
+the active one) and may override pipeline settings. Every list shown is logged as exposures
+with its experiment and variant; outcomes are the feedback that names the list's
+``request_id`` (``POST /feedback``, or an event posted with ``request_id``). The report
+compares, per variant, the share of exposed users with at least one outcome of a type (the
+unit of randomisation is the user, so that is the unit of the test): a two-sided
+two-proportion z-test for two variants, a chi-square test of independence for more.
+
+**Exploration.** One slot of a list may show an item the ranking would not have: with
+``epsilon-greedy``, a list gets an explored item with probability ``epsilon``, drawn
+uniformly from the candidates that missed the list; with ``thompson``, every list gets one,
+the candidate with the highest draw from Beta(1 + answered, 1 + unanswered exposures) of the
+earlier explored exposures. Explored items are logged with source ``exploration``, so their
+outcomes are counted apart from the ranked ones.
+
+**The exposure log** writes exposures from a background thread in batches (every
+``flush_every_s`` seconds): logging never slows a request down. Exposures are telemetry, not
+acknowledged data: a crash loses at most the last batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from scipy import stats
+
+from tastebud.errors import InvalidInputError
+from tastebud.service.storage import Storage
+
+log = logging.getLogger("tastebud.service")
+
+EXPLORATION_SOURCE = "exploration"
+
+
+# -- A/B assignment --------------------------------------------------------------------------
+class Variant(BaseModel):
+    """One arm of an experiment."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(min_length=1, max_length=64)
+    share: float = Field(gt=0, le=1, allow_inf_nan=False, description="Share of users")
+    model_version: int | None = Field(None, description="Version served (None: the active one)")
+    pipeline: dict[str, Any] | None = Field(None, description="Pipeline settings overridden")
+
+
+class ExperimentIn(BaseModel):
+    """A new experiment: shares must add up to 1."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.\-]+$")
+    variants: list[Variant] = Field(min_length=2, max_length=20)
+
+    @field_validator("variants")
+    @classmethod
+    def _shares(cls, variants: list[Variant]) -> list[Variant]:
+        names = [v.name for v in variants]
+        if len(set(names)) != len(names):
+            raise ValueError("variant names must be different")
+        total = sum(v.share for v in variants)
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"the variants' shares add up to {total:g}, not 1")
+        return variants
+
+
+def bucket(experiment: str, user_id: str) -> float:
+    """A user's stable position in [0, 1) for an experiment."""
+    digest = hashlib.sha256(f"{experiment}\x00{user_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def assign(experiment: Mapping[str, Any], user_id: str) -> dict[str, Any]:
+    """The variant (a row of ``experiment["variants"]``) a user is in."""
+    position = bucket(str(experiment["name"]), user_id)
+    variants = list(experiment["variants"])
+    upper = 0.0
+    for variant in variants:
+        upper += float(variant["share"])
+        if position < upper:
+            return dict(variant)
+    return dict(variants[-1])  # shares summing to 1 - 1e-9
+
+
+# -- the report ------------------------------------------------------------------------------
+def report(
+    storage: Storage, name: str, outcome: str | None = None, alpha: float = 0.05
+) -> dict[str, Any]:
+    """Per-variant exposures and outcome rates of an experiment, with a significance test on
+    the share of users with an ``outcome`` (default: ``click`` if logged, else the first
+    outcome type logged)."""
+    experiment = storage.get_experiment(name)
+    if experiment is None:
+        from tastebud.errors import UnknownIdError
+
+        raise UnknownIdError(f"unknown experiment {name!r}")
+    if not 0 < alpha < 1:
+        raise InvalidInputError(f"alpha must be between 0 and 1, got {alpha}")
+    counts = storage.exposure_counts(name)
+    types = sorted(c[: -len("_users")] for c in counts.columns if c.endswith("_users"))
+    types = [t for t in types if t != ""]
+    if outcome is None:
+        outcome = "click" if "click" in types or not types else types[0]
+    by_variant = {row["variant"]: row for row in counts.to_dict("records")}
+    control = str(experiment["variants"][0]["name"])
+    rows: list[dict[str, Any]] = []
+    for variant in experiment["variants"]:
+        row = by_variant.get(variant["name"], {})
+        users = int(row.get("users", 0))
+        exposures = int(row.get("exposures", 0))
+        outcome_users = int(row.get(f"{outcome}_users", 0))
+        outcome_events = int(row.get(f"{outcome}_events", 0))
+        rows.append(
+            {
+                "variant": variant["name"],
+                "share": variant["share"],
+                "model_version": variant.get("model_version"),
+                "users": users,
+                "requests": int(row.get("requests", 0)),
+                "exposures": exposures,
+                "outcome_users": outcome_users,
+                "outcome_events": outcome_events,
+                "rate": outcome_users / users if users else None,
+                "per_exposure": outcome_events / exposures if exposures else None,
+                "outcomes": {t: int(row.get(f"{t}_users", 0)) for t in types},
+            }
+        )
+    base = rows[0]["rate"]
+    for out in rows:
+        rate = out["rate"]
+        out["lift"] = (rate / base - 1.0) if rate is not None and base else None
+    return {
+        "experiment": name,
+        "status": experiment["status"],
+        "outcome": outcome,
+        "control": control,
+        "variants": rows,
+        "test": significance([(r["outcome_users"], r["users"]) for r in rows], alpha),
+    }
+
+
+def significance(groups: Sequence[tuple[int, int]], alpha: float = 0.05) -> dict[str, Any]:
+    """Test that the groups' rates (successes, trials) differ: a two-sided two-proportion
+    z-test for two groups, a chi-square test of independence for more. ``p_value`` is
+    ``None`` when a group has no trials or nobody (or everybody) succeeded anywhere."""
+    method = "two-proportion z-test" if len(groups) == 2 else "chi-square test"
+    out: dict[str, Any] = {
+        "method": method,
+        "alpha": alpha,
+        "statistic": None,
+        "p_value": None,
+        "significant": False,
+    }
+    successes = np.array([s for s, _ in groups], dtype=np.float64)
+    trials = np.array([n for _, n in groups], dtype=np.float64)
+    pooled_total = successes.sum()
+    if (trials <= 0).any() or pooled_total == 0 or pooled_total == trials.sum():
+        return out
+    if len(groups) == 2:
+        p1, p2 = successes / trials
+        pooled = pooled_total / trials.sum()
+        se = math.sqrt(pooled * (1 - pooled) * (1 / trials[0] + 1 / trials[1]))
+        z = (p2 - p1) / se
+        p_value = float(2 * stats.norm.sf(abs(z)))
+        statistic = float(z)
+    else:
+        table = np.stack([successes, trials - successes], axis=1)
+        chi2, p_value, _, _ = stats.chi2_contingency(table, correction=False)
+        statistic, p_value = float(chi2), float(p_value)
+    out.update(statistic=statistic, p_value=p_value, significant=p_value < alpha)
+    return out
+
+
+# -- exploration -----------------------------------------------------------------------------
+class ExplorationSettings(BaseModel):
+    """The exploration slot (the ``exploration`` table of the settings)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["off", "epsilon", "thompson"] = Field(
+        "off", description="off, epsilon (epsilon-greedy) or thompson (Thompson sampling)"
+    )
+    epsilon: float = Field(0.1, ge=0, le=1, description="epsilon: chance a list explores")
+    position: int = Field(3, ge=1, description="1-based slot of the explored item")
+    positive_feedback: list[str] = Field(
+        default_factory=lambda: ["click", "like", "purchase"],
+        description="Feedback types that count as a success (thompson)",
+    )
+    refresh_s: float = Field(10.0, gt=0, description="thompson: how often stats are re-read")
+
+
+class Explorer:
+    """Picks the explored item of a list."""
+
+    def __init__(self, settings: ExplorationSettings, storage: Storage, seed: int | None = None):
+        self.settings = settings
+        self.storage = storage
+        self._rng = np.random.default_rng(seed)
+        self._lock = threading.Lock()
+        self._stats: dict[str, tuple[int, int]] = {}
+        self._read_at = -math.inf
+
+    @property
+    def on(self) -> bool:
+        return self.settings.method != "off"
+
+    def _current_stats(self) -> dict[str, tuple[int, int]]:
+        now = time.monotonic()
+        if now - self._read_at >= self.settings.refresh_s:
+            self._read_at = now  # one reader; the others use the old stats meanwhile
+            stats_ = self.storage.exploration_stats(
+                EXPLORATION_SOURCE, self.settings.positive_feedback
+            )
+            self._stats = stats_
+        return self._stats
+
+    def pick(self, pool: Sequence[str]) -> str | None:
+        """The item to explore among ``pool`` (items that missed the list), or ``None``."""
+        if not self.on or not pool:
+            return None
+        if self.settings.method == "epsilon":
+            with self._lock:
+                if self._rng.random() >= self.settings.epsilon:
+                    return None
+                return pool[int(self._rng.integers(len(pool)))]
+        known = self._current_stats()
+        shown = np.array([known.get(item, (0, 0))[0] for item in pool], dtype=np.float64)
+        answered = np.array([known.get(item, (0, 0))[1] for item in pool], dtype=np.float64)
+        with self._lock:
+            draws = self._rng.beta(1.0 + answered, 1.0 + np.maximum(shown - answered, 0.0))
+        return pool[int(np.argmax(draws))]
+
+
+# -- the exposure log ------------------------------------------------------------------------
+class ExposureLog:
+    """Buffers exposure rows and writes them in batches from a background thread."""
+
+    def __init__(self, storage: Storage, flush_every_s: float = 0.5) -> None:
+        self.storage = storage
+        self.flush_every_s = flush_every_s
+        self._rows: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._run, name="tastebud-exposures", daemon=True
+            )
+            self._thread.start()
+
+    def add(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        with self._lock:
+            self._rows.extend(dict(r) for r in rows)
+
+    def flush(self) -> int:
+        """Write what is buffered now; returns how many rows were written."""
+        with self._lock:
+            rows, self._rows = self._rows, []
+        if not rows:
+            return 0
+        try:
+            return self.storage.log_exposures(rows)
+        except Exception:  # the database went away: keep them for the next try
+            log.exception("could not write %d exposures; retrying later", len(rows))
+            with self._lock:
+                self._rows[:0] = rows
+            return 0
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_every_s):
+            self.flush()
+
+    def close(self) -> None:
+        """Stop the thread and write what is left."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        self.flush()

@@ -1,0 +1,405 @@
+"""The multi-stage recommendation pipeline: candidate generators → ranker → re-rankers.
+
+Stages, in order (each configurable in the settings' ``pipeline`` table and per request):
+
+1. **Candidate generators** propose items, each with its own score:
+
+   ``model``
+       the active model's top items for the user's live history (fold-in);
+   ``item_to_item``
+       the items most similar to each of the user's most recent positive items;
+   ``popular``
+       live popularity (positive events counted as they arrive);
+   ``new``
+       the newest items the model has not learned yet (created after its training);
+   ``demographic``
+       what users sharing the user's attributes liked (cold start from attributes).
+
+   Candidates are merged by item; each remembers every generator that proposed it.
+
+2. **Ranker**: the relevance of each candidate is the active model's score for the user (the
+   same fold-in, so every generator's candidates are judged on one scale), min-max scaled to
+   [0, 1] over the candidates. Items the model cannot score -- new since the last training, or
+   every item when the user has no usable history -- rank by their generator scores instead,
+   each scaled to [0, 1] and weighted below the model's (see :data:`FALLBACK_WEIGHT`): a
+   new item the model does not know yet enters a warm user's list through the freshness
+   boost or the exploration slot, and a cold user's list mixes what people like them liked,
+   what is popular and, lower, what is new.
+
+3. **Re-rankers**: exclude seen, disliked and unavailable items; business filters (categories
+   to include or exclude, attribute predicates such as ``year>=1990``); a freshness boost
+   ``freshness * 0.5 ** (age_days / half_life_days)``; MMR diversity (each pick maximises
+   ``(1 - diversity) * score - diversity * max similarity to the items already picked``);
+   and a cap on items per category.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tastebud.errors import InvalidInputError
+
+#: Every candidate generator, in the order their names are reported.
+GENERATORS = ("model", "item_to_item", "popular", "new", "demographic")
+
+#: Weight of a generator's own score (scaled to [0, 1]) as the relevance of a candidate the
+#: model cannot score; model-scored candidates span [0, 1].
+FALLBACK_WEIGHT = {
+    "item_to_item": 0.6,
+    "demographic": 0.5,
+    "popular": 0.4,
+    "new": 0.1,
+    "model": 1.0,
+}
+
+#: Attribute names looked for, in order, when ``category_field`` is not set.
+CATEGORY_FIELDS = ("category", "categories", "genre", "genres", "style", "tags")
+
+SECONDS_PER_DAY = 86_400.0
+
+
+class PipelineSettings(BaseModel):
+    """How the pipeline runs (the ``pipeline`` table of the settings; a request may override
+    any of these)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    generators: dict[str, int] = Field(
+        default_factory=lambda: {
+            "model": 100,
+            "item_to_item": 50,
+            "popular": 50,
+            "new": 20,
+            "demographic": 50,
+        },
+        description="Candidate generators and how many candidates each proposes (0: off)",
+    )
+    recent_items: int = Field(5, ge=1, le=100, description="History items seeding item_to_item")
+    new_item_days: float = Field(
+        30.0, gt=0, description="The 'new' generator proposes items created this recently"
+    )
+    diversity: float = Field(0.0, ge=0, le=1, description="MMR trade-off (0: pure relevance)")
+    freshness: float = Field(0.0, ge=0, description="Boost of a brand-new item (0: none)")
+    freshness_half_life_days: float = Field(7.0, gt=0, description="Age that halves the boost")
+    category_field: str | None = Field(
+        None, description=f"Item attribute holding categories (default: first of {CATEGORY_FIELDS})"
+    )
+    max_per_category: int | None = Field(None, ge=1, description="Cap per category in a list")
+
+    @field_validator("generators")
+    @classmethod
+    def _known_generators(cls, generators: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(generators) - set(GENERATORS))
+        if unknown:
+            raise ValueError(
+                f"unknown generator(s) {', '.join(unknown)}; known: {', '.join(GENERATORS)}"
+            )
+        for name, n in generators.items():
+            if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= 10_000:
+                raise ValueError(f"generator {name!r}: the number of candidates must be 0..10000")
+        return generators
+
+    def merged(self, overrides: Mapping[str, Any]) -> PipelineSettings:
+        """These settings with ``overrides`` (``None`` values ignored), validated."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if not given:
+            return self
+        return PipelineSettings.model_validate({**self.model_dump(), **given})
+
+
+# -- business filters ------------------------------------------------------------------------
+_PREDICATE = re.compile(r"^\s*([^=!<>\s][^=!<>]*?)\s*(!=|>=|<=|=|>|<)\s*(.*?)\s*$")
+
+
+@dataclass(frozen=True)
+class Predicate:
+    """``field op value`` on an item attribute. ``=`` and ``!=`` compare text
+    (case-insensitively; on a list attribute, "contains"); ``<``, ``<=``, ``>``, ``>=``
+    compare numbers. An item without the attribute fails every predicate but ``!=``."""
+
+    field: str
+    op: str
+    value: str
+
+    @classmethod
+    def parse(cls, text: str) -> Predicate:
+        match = _PREDICATE.match(text)
+        if match is None:
+            raise InvalidInputError(
+                f"filter {text!r}: expected field=value, field!=value or a comparison such "
+                "as year>=1990"
+            )
+        field_name, op, value = match.groups()
+        if op in ("<", "<=", ">", ">=") and _number(value) is None:
+            raise InvalidInputError(f"filter {text!r}: {op} needs a number, got {value!r}")
+        return cls(field_name, op, value)
+
+    def __call__(self, attributes: Mapping[str, Any]) -> bool:
+        if self.field not in attributes or attributes[self.field] is None:
+            return self.op == "!="
+        raw = attributes[self.field]
+        if self.op in ("=", "!="):
+            values = raw if isinstance(raw, list) else [raw]
+            hit = any(_text(v) == self.value.casefold() for v in values)
+            return hit if self.op == "=" else not hit
+        number, bound = _number(raw), _number(self.value)
+        if number is None or bound is None:
+            return False
+        return {
+            "<": number < bound,
+            "<=": number <= bound,
+            ">": number > bound,
+            ">=": number >= bound,
+        }[self.op]
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).casefold()
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
+    return None
+
+
+def category_field(settings: PipelineSettings, attributes: Mapping[str, Any]) -> str | None:
+    """The attribute holding an item's categories."""
+    if settings.category_field is not None:
+        return settings.category_field
+    return next((name for name in CATEGORY_FIELDS if name in attributes), None)
+
+
+def categories(settings: PipelineSettings, attributes: Mapping[str, Any]) -> frozenset[str]:
+    """An item's categories, case-folded (a text attribute or a list of them; a text with
+    ``|`` or ``,`` separators is split)."""
+    name = category_field(settings, attributes)
+    raw = attributes.get(name) if name is not None else None
+    if raw is None:
+        return frozenset()
+    values = raw if isinstance(raw, list) else re.split(r"[|,]", str(raw))
+    return frozenset(_text(v).strip() for v in values if str(v).strip())
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The business filters of one request."""
+
+    include_categories: frozenset[str] = frozenset()
+    exclude_categories: frozenset[str] = frozenset()
+    predicates: tuple[Predicate, ...] = ()
+
+    @classmethod
+    def build(
+        cls,
+        include: Iterable[str] = (),
+        exclude: Iterable[str] = (),
+        predicates: Iterable[str] = (),
+    ) -> Filters:
+        return cls(
+            frozenset(_split_list(include)),
+            frozenset(_split_list(exclude)),
+            tuple(Predicate.parse(p) for p in predicates),
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.include_categories or self.exclude_categories or self.predicates)
+
+    def keep(self, cats: frozenset[str], attributes: Mapping[str, Any]) -> bool:
+        if self.include_categories and not cats & self.include_categories:
+            return False
+        if cats & self.exclude_categories:
+            return False
+        return all(p(attributes) for p in self.predicates)
+
+
+def _split_list(values: Iterable[str]) -> list[str]:
+    """Category names given repeated and/or comma-separated, case-folded."""
+    return [part.strip().casefold() for v in values for part in v.split(",") if part.strip()]
+
+
+# -- candidates ------------------------------------------------------------------------------
+@dataclass
+class Candidate:
+    """One proposed item on its way through the stages."""
+
+    item: str
+    scores: dict[str, float] = field(default_factory=dict)  # generator -> its raw score
+    because: str | None = None  # the history item an item_to_item candidate came from
+    relevance: float = 0.0
+    score: float = 0.0
+    exploration: bool = False
+
+    @property
+    def sources(self) -> list[str]:
+        names = [g for g in GENERATORS if g in self.scores]
+        return [*names, "exploration"] if self.exploration else names
+
+    @property
+    def source(self) -> str:
+        if self.exploration:
+            return "exploration"
+        return self.sources[0]
+
+
+class Pool:
+    """Candidates merged by item."""
+
+    def __init__(self) -> None:
+        self.by_item: dict[str, Candidate] = {}
+
+    def add(
+        self, generator: str, proposals: Iterable[tuple[str, float]], because: str | None = None
+    ) -> None:
+        for raw, score in proposals:
+            item = str(raw)  # a model holds "7" as 7 when every id spells an integer
+            cand = self.by_item.get(item)
+            if cand is None:
+                cand = self.by_item[item] = Candidate(item)
+            if score > cand.scores.get(generator, -math.inf):
+                cand.scores[generator] = float(score)
+                if generator == "item_to_item":
+                    cand.because = because
+
+    def __len__(self) -> int:
+        return len(self.by_item)
+
+    def __iter__(self) -> Any:
+        return iter(self.by_item.values())
+
+
+def rank(cands: Sequence[Candidate], model_scores: Mapping[str, float]) -> None:
+    """Set each candidate's ``relevance`` in [0, 1] (see the module docstring)."""
+    scored = [c for c in cands if c.item in model_scores]
+    if scored:
+        values = np.array([model_scores[c.item] for c in scored], dtype=np.float64)
+        for cand, value in zip(scored, _scale(values), strict=True):
+            cand.relevance = float(value)
+    rest = [c for c in cands if c.item not in model_scores]
+    for generator in GENERATORS:
+        mine = [c for c in rest if generator in c.scores]
+        if not mine:
+            continue
+        values = np.array([c.scores[generator] for c in mine], dtype=np.float64)
+        weight = FALLBACK_WEIGHT[generator]
+        for cand, value in zip(mine, _scale(values), strict=True):
+            cand.relevance = max(cand.relevance, weight * float(value))
+
+
+def _scale(values: np.ndarray) -> np.ndarray:
+    """Min-max to [0, 1]; all equal (or one value) → 1."""
+    low, high = float(values.min()), float(values.max())
+    if not math.isfinite(low) or not math.isfinite(high) or high - low <= 1e-12:
+        return np.ones_like(values)
+    return (values - low) / (high - low)
+
+
+def boost_fresh(
+    cands: Sequence[Candidate],
+    created_at: Mapping[str, float],
+    settings: PipelineSettings,
+    now: float,
+) -> None:
+    """``score = relevance + freshness * 0.5 ** (age_days / half_life_days)``."""
+    for cand in cands:
+        cand.score = cand.relevance
+        if settings.freshness > 0 and cand.item in created_at:
+            age_days = max(0.0, now - created_at[cand.item]) / SECONDS_PER_DAY
+            cand.score += settings.freshness * 0.5 ** (age_days / settings.freshness_half_life_days)
+
+
+def select(
+    cands: Sequence[Candidate],
+    k: int,
+    settings: PipelineSettings,
+    cats: Mapping[str, frozenset[str]],
+    similarity: Callable[[Sequence[str]], np.ndarray] | None,
+) -> list[Candidate]:
+    """The final ``k``: by score, or greedily by MMR when ``diversity > 0``; at most
+    ``max_per_category`` items of any one category. Ties go to the lower item id."""
+    ordered = sorted(cands, key=lambda c: (-c.score, c.item))
+    cap = settings.max_per_category
+    counts: dict[str, int] = {}
+
+    def fits(cand: Candidate) -> bool:
+        return cap is None or all(counts.get(c, 0) < cap for c in cats.get(cand.item, ()))
+
+    def take(cand: Candidate) -> None:
+        for c in cats.get(cand.item, ()):
+            counts[c] = counts.get(c, 0) + 1
+
+    chosen: list[Candidate] = []
+    if settings.diversity <= 0 or len(ordered) <= 1:
+        for cand in ordered:
+            if fits(cand):
+                chosen.append(cand)
+                take(cand)
+                if len(chosen) == k:
+                    break
+        return chosen
+
+    # MMR over the best few times k (beyond that nothing can climb into the list)
+    pool = ordered[: max(4 * k, 50)]
+    sims = _similarities(pool, cats, similarity)
+    score = np.array([c.score for c in pool])
+    lam = settings.diversity
+    max_sim = np.zeros(len(pool))
+    open_ = np.ones(len(pool), dtype=bool)
+    while len(chosen) < k and open_.any():
+        value = np.where(open_, (1 - lam) * score - lam * max_sim, -np.inf)
+        best = int(np.argmax(value))
+        open_[best] = False
+        if not fits(pool[best]):
+            continue
+        chosen.append(pool[best])
+        take(pool[best])
+        max_sim = np.maximum(max_sim, sims[best])
+    return chosen
+
+
+def _similarities(
+    pool: Sequence[Candidate],
+    cats: Mapping[str, frozenset[str]],
+    similarity: Callable[[Sequence[str]], np.ndarray] | None,
+) -> np.ndarray:
+    """Pairwise similarity in [0, 1]: the model's item similarity (scaled so the largest is
+    1, negatives 0) or, where higher, the Jaccard overlap of the categories."""
+    items = [c.item for c in pool]
+    n = len(items)
+    sims = np.zeros((n, n))
+    if similarity is not None:
+        model_sims = np.nan_to_num(np.asarray(similarity(items), dtype=np.float64))
+        np.fill_diagonal(model_sims, 0.0)
+        top = model_sims.max() if model_sims.size else 0.0
+        if top > 0:
+            sims = np.clip(model_sims / top, 0.0, 1.0)
+    sets = [cats.get(item, frozenset()) for item in items]
+    if any(sets):
+        for a in range(n):
+            if not sets[a]:
+                continue
+            for b in range(a + 1, n):
+                if sets[b]:
+                    jac = len(sets[a] & sets[b]) / len(sets[a] | sets[b])
+                    if jac > sims[a, b]:
+                        sims[a, b] = sims[b, a] = jac
+    return sims
