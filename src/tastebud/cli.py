@@ -6,6 +6,7 @@ Every error a user can cause ends as one line on stderr and exit code 2 -- never
 
 from __future__ import annotations
 
+import json
 import sys
 import warnings
 from dataclasses import dataclass
@@ -556,6 +557,149 @@ def serve(
         create_app(settings, storage), host=host, port=port, log_config=None, access_log=False
     )
     storage.close()
+
+
+experiments_app = typer.Typer(
+    help="A/B tests of the service: list, start, stop, report.", no_args_is_help=True
+)
+app.add_typer(experiments_app, name="experiments")
+
+
+def _storage(db: str | None, config: Path | None) -> Any:
+    from tastebud.service.settings import load_settings
+    from tastebud.service.storage import Storage
+
+    storage = Storage(load_settings(config, db=db).db)
+    storage.migrate()
+    return storage
+
+
+ConfigOpt = Annotated[Path | None, typer.Option(help="service config file (TOML/JSON)")]
+
+
+@experiments_app.command("list")
+def experiments_list(db: DbOpt = None, config: ConfigOpt = None) -> None:
+    """Every experiment with its variants."""
+    with _storage(db, config) as storage:
+        rows = storage.list_experiments()
+    if not rows:
+        out.print("no experiments")
+    for row in rows:
+        variants = ", ".join(
+            f"{v['name']} {v['share']:.0%}"
+            + (f" (version {v['model_version']})" if v.get("model_version") else "")
+            for v in row["variants"]
+        )
+        out.print(f"{row['name']}  {row['status']}  {variants}", highlight=False)
+
+
+@experiments_app.command("start")
+def experiments_start(
+    name: Annotated[str, typer.Argument(help="experiment name")],
+    variant: Annotated[
+        list[str],
+        typer.Option(
+            help="NAME=SHARE or NAME=SHARE@VERSION (model version; default the active one); "
+            "repeat for each variant, the first is the control"
+        ),
+    ],
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Start an A/B test (stops the running one; a serving process follows within 2 s)."""
+    from pydantic import ValidationError
+
+    from tastebud.service.experiments import ExperimentIn
+
+    variants = []
+    for text in variant:
+        vname, _, rest = text.partition("=")
+        share, _, version = rest.partition("@")
+        try:
+            variants.append(
+                {
+                    "name": vname.strip(),
+                    "share": float(share),
+                    "model_version": int(version) if version else None,
+                }
+            )
+        except ValueError:
+            raise InvalidInputError(
+                f"--variant {text!r}: expected NAME=SHARE or NAME=SHARE@VERSION"
+            ) from None
+    try:
+        spec = ExperimentIn.model_validate({"name": name, "variants": variants}, strict=False)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise InvalidInputError(f"{where}: {message}") from None
+    with _storage(db, config) as storage:
+        for v in spec.variants:
+            if v.model_version is not None and storage.get_model_version(v.model_version) is None:
+                raise InvalidInputError(
+                    f"variant {v.name}: unknown model version {v.model_version}"
+                )
+        storage.create_experiment(spec.name, [v.model_dump() for v in spec.variants])
+    out.print(f"experiment {spec.name} running", highlight=False)
+
+
+@experiments_app.command("stop")
+def experiments_stop(
+    name: Annotated[str, typer.Argument(help="experiment name")],
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Stop an experiment (its logs stay for the report)."""
+    with _storage(db, config) as storage:
+        storage.stop_experiment(name)
+    out.print(f"experiment {name} stopped", highlight=False)
+
+
+@experiments_app.command("report")
+def experiments_report(
+    name: Annotated[str, typer.Argument(help="experiment name")],
+    outcome: Annotated[
+        str | None, typer.Option(help="feedback type that counts (default click)")
+    ] = None,
+    alpha: Annotated[float, typer.Option(help="significance level")] = 0.05,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Per-variant exposures and outcome rate (users with the outcome / users exposed), with
+    a significance test between the variants."""
+    from tastebud.service.experiments import report
+
+    with _storage(db, config) as storage:
+        result = report(storage, name, outcome, alpha)
+    if json_out:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for column in ("variant", "users", "exposures", f"{result['outcome']} users", "rate", "lift"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for row in result["variants"]:
+        table.add_row(
+            row["variant"],
+            f"{row['users']:,}",
+            f"{row['exposures']:,}",
+            f"{row['outcome_users']:,}",
+            "-" if row["rate"] is None else f"{row['rate']:.2%}",
+            "-" if row["lift"] is None else f"{row['lift']:+.1%}",
+        )
+    out.print(f"experiment {name} ({result['status']}), outcome: {result['outcome']}")
+    out.print(table)
+    test = result["test"]
+    if test["p_value"] is None:
+        out.print(f"{test['method']}: not enough data yet")
+    else:
+        verdict = "significant" if test["significant"] else "not significant"
+        out.print(
+            f"{test['method']}: statistic {test['statistic']:.3f}, p = {test['p_value']:.4f} "
+            f"-> {verdict} at alpha {test['alpha']}",
+            highlight=False,
+        )
 
 
 def _show_warning(

@@ -331,7 +331,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         problems = [
             {
                 "where": ".".join(str(p) for p in e.get("loc", ())),
-                "problem": e.get("msg", "invalid"),
+                "problem": str(e.get("msg", "invalid")).removeprefix("Value error, "),
             }
             for e in err.errors()
         ]
@@ -942,7 +942,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
                         user_id=user_id,
                         item_id=item,
                         type="like",
-                        client_event_id=f"onboarding\x00{user_id}\x00{item}",
+                        client_event_id=f"onboarding:{len(user_id)}:{user_id}:{item}",
                     )
                     for item in dict.fromkeys(body.liked_items)
                 ],
@@ -1140,7 +1140,8 @@ def _merged(base: PipelineSettings, overrides: dict[str, Any], where: str) -> Pi
     except ValidationError as err:
         first = err.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
-        raise InvalidInputError(f"{where}{loc}: {first['msg']}") from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise InvalidInputError(f"{where}{loc}: {message}") from None
 
 
 _REASONS = {

@@ -319,16 +319,13 @@ class Engine:
             log.info("no offline metrics for this version: %s", err)
             return {}
         values = {
-            (str(m), str(name)): float(v)
+            (str(m), str(name).lower()): float(v)
             for m, name, v in zip(table["model"], table["metric"], table["value"], strict=True)
         }
         out: dict[str, Any] = {"holdout": "random 20% of each user's events, seed 0"}
-        for metric in ("ndcg", "precision", "recall", "coverage"):
-            label = f"{metric}@{k}"
-            if ("model", label) in values:
-                out[label] = round(values[("model", label)], 4)
-            elif ("model", metric) in values:
-                out[label] = round(values[("model", metric)], 4)
+        for metric in (f"ndcg@{k}", f"precision@{k}", f"recall@{k}", "coverage"):
+            if ("model", metric) in values:
+                out[metric] = round(values[("model", metric)], 4)
         if ("popularity", f"ndcg@{k}") in values:
             out[f"popularity_ndcg@{k}"] = round(values[("popularity", f"ndcg@{k}")], 4)
         return out
@@ -515,10 +512,15 @@ class Engine:
         """The newest items of the last ``days`` that ``model`` has not learned (all of them
         without a model): the items only this generator can bring in."""
         newest = self.new_items(n if model is None else 4 * n, days)
-        if model is None or not newest:
-            return newest[:n]
-        known = knows_items(model, [item for item, _ in newest])
-        return [pair for pair, seen in zip(newest, known, strict=True) if not seen][:n]
+        if model is not None and newest:
+            known = knows_items(model, [item for item, _ in newest])
+            newest = [pair for pair, seen in zip(newest, known, strict=True) if not seen]
+        # the score: how new, from 1 (created now) down to 0 at the end of the window
+        now, window = time.time(), days * SECONDS_PER_DAY
+        return [
+            (item, max(1e-3, 1.0 - max(0.0, now - created) / window))
+            for item, created in newest[:n]
+        ]
 
     def _item_to_item(
         self,

@@ -251,7 +251,8 @@ class ExposureLog:
         self.storage = storage
         self.flush_every_s = flush_every_s
         self._rows: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _rows
+        self._flushing = threading.Lock()  # one write at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -268,18 +269,21 @@ class ExposureLog:
             self._rows.extend(dict(r) for r in rows)
 
     def flush(self) -> int:
-        """Write what is buffered now; returns how many rows were written."""
-        with self._lock:
-            rows, self._rows = self._rows, []
-        if not rows:
-            return 0
-        try:
-            return self.storage.log_exposures(rows)
-        except Exception:  # the database went away: keep them for the next try
-            log.exception("could not write %d exposures; retrying later", len(rows))
+        """Write what is buffered now; returns how many rows were written. When it returns,
+        every row added before the call is in the database (a write in flight in the
+        background thread is waited for)."""
+        with self._flushing:
             with self._lock:
-                self._rows[:0] = rows
-            return 0
+                rows, self._rows = self._rows, []
+            if not rows:
+                return 0
+            try:
+                return self.storage.log_exposures(rows)
+            except Exception:  # the database went away: keep them for the next try
+                log.exception("could not write %d exposures; retrying later", len(rows))
+                with self._lock:
+                    self._rows[:0] = rows
+                return 0
 
     def _run(self) -> None:
         while not self._stop.wait(self.flush_every_s):

@@ -20,8 +20,9 @@ Stages, in order (each configurable in the settings' ``pipeline`` table and per 
 2. **Ranker**: the relevance of each candidate is the active model's score for the user (the
    same fold-in, so every generator's candidates are judged on one scale), min-max scaled to
    [0, 1] over the candidates. Items the model cannot score -- new since the last training, or
-   every item when the user has no usable history -- rank by their generator scores instead,
-   each scaled to [0, 1] and weighted below the model's (see :data:`FALLBACK_WEIGHT`): a
+   every item when the user has no usable history -- rank by their generators' scores
+   instead: each as a share of that generator's best, weighted (:data:`FALLBACK_WEIGHT`) and
+   summed, so what several generators agree on comes first. A
    new item the model does not know yet enters a warm user's list through the freshness
    boost or the exploration slot, and a cold user's list mixes what people like them liked,
    what is popular and, lower, what is new.
@@ -47,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tastebud.errors import InvalidInputError
 
 #: Every candidate generator, in the order their names are reported.
-GENERATORS = ("model", "item_to_item", "popular", "new", "demographic")
+GENERATORS = ("model", "item_to_item", "demographic", "popular", "new")
 
 #: Weight of a generator's own score (scaled to [0, 1]) as the relevance of a candidate the
 #: model cannot score; model-scored candidates span [0, 1].
@@ -248,6 +249,7 @@ class Candidate:
     relevance: float = 0.0
     score: float = 0.0
     exploration: bool = False
+    lead: str | None = None  # the generator that gave most of the relevance
 
     @property
     def sources(self) -> list[str]:
@@ -258,7 +260,7 @@ class Candidate:
     def source(self) -> str:
         if self.exploration:
             return "exploration"
-        return self.sources[0]
+        return self.lead or self.sources[0]
 
 
 class Pool:
@@ -295,6 +297,7 @@ def rank(cands: Sequence[Candidate], model_scores: Mapping[str, float]) -> None:
         for cand, value in zip(scored, _scale(values), strict=True):
             cand.relevance = float(value)
     rest = [c for c in cands if c.item not in model_scores]
+    best_part: dict[str, float] = {}
     for generator in GENERATORS:
         mine = [c for c in rest if generator in c.scores]
         if not mine:
@@ -302,12 +305,19 @@ def rank(cands: Sequence[Candidate], model_scores: Mapping[str, float]) -> None:
         values = np.array([c.scores[generator] for c in mine], dtype=np.float64)
         weight = FALLBACK_WEIGHT[generator]
         for cand, value in zip(mine, _scale(values), strict=True):
-            cand.relevance = max(cand.relevance, weight * float(value))
+            part = weight * float(value)
+            if part > best_part.get(cand.item, -1.0):
+                best_part[cand.item] = part
+                cand.lead = generator
+            cand.relevance += part
 
 
 def _scale(values: np.ndarray) -> np.ndarray:
-    """Min-max to [0, 1]; all equal (or one value) → 1."""
+    """Non-negative scores (counts, shares) as a share of the largest; others min-max to
+    [0, 1]; all equal (or one value) → 1."""
     low, high = float(values.min()), float(values.max())
+    if low >= 0 and high > 0 and math.isfinite(high):
+        return values / high
     if not math.isfinite(low) or not math.isfinite(high) or high - low <= 1e-12:
         return np.ones_like(values)
     return (values - low) / (high - low)
@@ -355,7 +365,7 @@ def select(
                 take(cand)
                 if len(chosen) == k:
                     break
-        return chosen
+        return _fill(chosen, ordered, k)
 
     # MMR over the best few times k (beyond that nothing can climb into the list)
     pool = ordered[: max(4 * k, 50)]
@@ -373,7 +383,17 @@ def select(
         chosen.append(pool[best])
         take(pool[best])
         max_sim = np.maximum(max_sim, sims[best])
-    return chosen
+    return _fill(chosen, ordered, k)
+
+
+def _fill(chosen: list[Candidate], ordered: Sequence[Candidate], k: int) -> list[Candidate]:
+    """A cap that leaves fewer than ``k`` is relaxed for the places left: they go to the
+    best candidates it held back, in score order."""
+    if len(chosen) >= k:
+        return chosen
+    taken = {c.item for c in chosen}
+    extra = [c for c in ordered if c.item not in taken][: k - len(chosen)]
+    return chosen + extra
 
 
 def _similarities(
