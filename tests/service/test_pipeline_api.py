@@ -189,6 +189,7 @@ def test_ab_test_between_two_versions_with_report(client: ApiClient, tmp_path: P
     second = ok(client.post("/admin/retrain", params={"wait": "true"}))["version"]
     assert first["metrics"]["ndcg@10"] > 0  # offline metrics on a holdout
     assert "precision@10" in first["metrics"] and "recall@10" in first["metrics"]
+    assert 0 < first["metrics"]["coverage@10"] <= 1
     spec = {
         "name": "als-v1-vs-v2",
         "variants": [

@@ -47,6 +47,7 @@ from tastebud.service.experiments import (
 from tastebud.service.pipeline import GENERATORS, Candidate, Filters, PipelineSettings
 from tastebud.service.settings import Settings
 from tastebud.service.storage import MissingIdsError, Storage
+from tastebud.service.ui import mount_ui
 
 log = logging.getLogger("tastebud.service")
 
@@ -534,6 +535,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.exposures = exposures
     _install_error_handlers(app)
+    mount_ui(app)  # the web UI: /ui/ for users, /ui/admin
     app.add_middleware(_Guard, max_body_bytes=settings.max_body_bytes, metrics=metrics)
 
     # -- keys ------------------------------------------------------------------------------

@@ -323,7 +323,7 @@ class Engine:
             for m, name, v in zip(table["model"], table["metric"], table["value"], strict=True)
         }
         out: dict[str, Any] = {"holdout": "random 20% of each user's events, seed 0"}
-        for metric in (f"ndcg@{k}", f"precision@{k}", f"recall@{k}", "coverage"):
+        for metric in (f"ndcg@{k}", f"precision@{k}", f"recall@{k}", f"coverage@{k}"):
             if ("model", metric) in values:
                 out[metric] = round(values[("model", metric)], 4)
         if ("popularity", f"ndcg@{k}") in values:

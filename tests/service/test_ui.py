@@ -1,0 +1,439 @@
+"""The web UI: its routes (in process), then ``tastebud serve --sample`` driven by headless
+Chromium end to end.
+
+The browser tests need Debian's ``chromium`` and ``chromium-driver`` (``apt-get install -y chromium
+chromium-driver``) and the ``selenium`` package (in the ``dev`` extra). Selenium is given the
+driver's path, so Selenium Manager never runs and nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+TASTEBUD = str(Path(sys.executable).with_name("tastebud"))
+INSTALL = "install with: apt-get install -y chromium chromium-driver"
+
+
+def test_the_pages_and_assets_are_served(tmp_path: Path) -> None:
+    import warnings
+
+    from tastebud.service.app import create_app
+    from tastebud.service.settings import Settings
+    from tastebud.service.ui import UI_DIR, mount_ui
+
+    with warnings.catch_warnings():  # starlette prefers httpx2 where it is installed
+        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+        from fastapi.testclient import TestClient
+
+    app = create_app(Settings(db=f"sqlite:///{tmp_path / 'ui.db'}", model_dir=tmp_path / "m"))
+    mount_ui(app)  # a no-op where create_app did it already
+    mount_ui(app)
+    assert sum(getattr(r, "path", None) == "/ui/" for r in app.routes) == 1
+    client = TestClient(app)  # no lifespan: the pages need no database
+
+    root = client.get("/", follow_redirects=False)
+    assert root.status_code in (302, 307)
+    assert client.get("/").url.path == "/ui/"
+    assert client.get("/ui").url.path == "/ui/"
+    for path, marker in (("/ui/", "static/user.js"), ("/ui/admin", "static/admin.js")):
+        page = client.get(path)
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert marker in page.text
+        # offline: nothing is loaded from another host
+        assert "http://" not in page.text and "https://" not in page.text
+    for asset in sorted((UI_DIR / "static").iterdir()):
+        answer = client.get(f"/ui/static/{asset.name}")
+        assert answer.status_code == 200, asset.name
+        assert answer.content == asset.read_bytes()
+        text = answer.text.replace('xmlns="http://www.w3.org/2000/svg"', "")
+        assert "http://" not in text and "https://" not in text, asset.name
+    assert "javascript" in client.get("/ui/static/user.js").headers["content-type"]
+    missing = client.get("/ui/static/nothing.js")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["type"] == "not_found"
+    paths = client.get("/openapi.json").json()["paths"]
+    assert not [p for p in paths if p == "/" or p.startswith("/ui")], "the UI is not API"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _serve(tmp_path: Path, *, with_model: bool = True, **env_extra: str) -> Iterator[str]:
+    """``tastebud serve --sample`` on a free port, once it is ready (and serves a trained
+    model, unless ``with_model`` is false)."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "TASTEBUD_MODEL_DIR": str(tmp_path / "models"),
+        "TASTEBUD_LOG_LEVEL": "warning",
+        # a fixed regularisation: reg="auto" tunes it with extra fits (seconds each on a
+        # small machine), which this test of the pages does not need
+        "TASTEBUD_MODEL_PARAMS": '{"reg": 0.1}',
+    }
+    for name in ("TASTEBUD_API_KEY", "TASTEBUD_ADMIN_KEY", "TASTEBUD_READ_KEY", "TASTEBUD_DB"):
+        env.pop(name, None)
+    env.update(env_extra)
+    proc = subprocess.Popen(
+        [TASTEBUD, "serve", "--sample", "--db", f"sqlite:///{tmp_path / 'ui.db'}", "--port",
+         str(port)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                ready = httpx.get(f"{base}/health/ready", timeout=2)
+                if ready.status_code == 200 and (
+                    ready.json()["model_version"] is not None or not with_model
+                ):
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "the server did not become ready with a model"
+            time.sleep(0.25)
+        page = httpx.get(f"{base}/ui/")
+        assert page.status_code == 200, "the app does not serve the UI (mount_ui not called?)"
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    with _serve(tmp_path) as base:
+        yield base
+
+
+@pytest.fixture
+def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Headless Chromium under Debian's chromedriver, keeping the console log."""
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    if missing:
+        pytest.fail(f"the browser test needs {' and '.join(missing)}; {INSTALL}")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.fail("the browser test needs selenium: pip install -e '.[dev]'")
+    monkeypatch.setenv("SE_OFFLINE", "true")  # belt and braces: Selenium Manager never fetches
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1000",
+    ):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(20)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _wait(driver: Any, what: str, check: Callable[[], Any], timeout: float = 15) -> Any:
+    """Poll ``check`` until it returns something truthy; fail saying ``what`` did not happen."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+        except StaleElementReferenceException:  # the list was redrawn under us: look again
+            pass
+        if time.monotonic() > deadline:
+            error = driver.find_element("css selector", "[data-testid=error]")
+            shown = error.text if error.is_displayed() else "(no error shown)"
+            raise AssertionError(f"timed out waiting for: {what}; page error: {shown}")
+        time.sleep(0.1)
+
+
+def _by(driver: Any, testid: str, within: Any = None) -> list[Any]:
+    return (within or driver).find_elements("css selector", f"[data-testid={testid!r}]")
+
+
+def _recs(driver: Any) -> list[str]:
+    return [li.get_attribute("data-item") for li in _by(driver, "rec")]
+
+
+def _settled(driver: Any) -> bool:
+    """No request of the page's is in flight."""
+    return driver.find_element("tag name", "html").get_attribute("data-pending") == "0"
+
+
+def _severe(driver: Any) -> list[dict[str, Any]]:
+    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_user_and_admin_pages_end_to_end(browser: Any, server: str) -> None:
+    driver = browser
+    driver.get(f"{server}/")
+    assert driver.current_url == f"{server}/ui/", "GET / redirects to the user page"
+    _wait(
+        driver,
+        "the sample's users in the picker",
+        lambda: len(_by(driver, "user-select")[0].find_elements("tag name", "option")) > 100,
+    )
+
+    # create a user: a newcomer gets popular items and the onboarding box
+    _by(driver, "new-user-id")[0].send_keys("ui-tester")
+    _by(driver, "create-user")[0].click()
+    _wait(
+        driver,
+        "the new user to be current",
+        lambda: _by(driver, "current-user")[0].text == "ui-tester",
+    )
+    _wait(driver, "ten popular recommendations", lambda: len(_recs(driver)) == 10)
+    assert {s.text for s in _by(driver, "rec-source")} == {"popular"}
+    assert _by(driver, "onboarding")[0].is_displayed()
+    assert _by(driver, "user-select")[0].get_attribute("value") == "ui-tester"
+
+    # search an item and like it from the results
+    _by(driver, "search-input")[0].send_keys("Kind of Blue")
+    _by(driver, "search-submit")[0].click()
+    hit = _wait(
+        driver,
+        "Kind of Blue in the search results",
+        lambda: [
+            r
+            for r in _by(driver, "search-result")
+            if _by(driver, "search-result-title", r)[0].text == "Kind of Blue"
+        ],
+    )[0]
+    liked = hit.get_attribute("data-item")
+    _by(driver, "search-result-like", hit)[0].click()
+
+    # the list now comes from the model, with titles and "because you liked" explanations
+    def explained() -> bool:
+        texts = [e.text for e in _by(driver, "rec-explanation")]
+        return len(texts) == 10 and any(
+            t.startswith("because you liked Kind of Blue") for t in texts
+        )
+
+    _wait(driver, "recommendations explained by the like", explained)
+    ids = _recs(driver)
+    assert liked not in ids
+    titles = [t.text for t in _by(driver, "rec-title")]
+    stored = [httpx.get(f"{server}/items/{quote(i, safe='')}").json()["title"] for i in ids]
+    assert titles == [t or i for t, i in zip(stored, ids, strict=True)], "titles (else ids)"
+    assert not _by(driver, "onboarding")[0].is_displayed(), "onboarding is for newcomers only"
+    _wait(
+        driver,
+        "the like in the events table",
+        lambda: [r.get_attribute("data-type") for r in _by(driver, "event")] == ["like"],
+    )
+
+    # like the first recommendation: it leaves the list and another one comes in
+    before = _recs(driver)
+    first = _by(driver, "rec")[0]
+    _by(driver, "rec-like", first)[0].click()
+    _wait(
+        driver,
+        "the liked item to leave the list",
+        lambda: (now := _recs(driver)) and before[0] not in now and now != before,
+    )
+    after = _recs(driver)
+    assert len(after) == 10, "the list is refilled"
+    assert set(after) - set(before), "new items came in"
+    assert _by(driver, "rec-new"), "newcomers to the list are marked"
+
+    # dislike one: it leaves the list too
+    target = after[1]
+    row = next(li for li in _by(driver, "rec") if li.get_attribute("data-item") == target)
+    _by(driver, "rec-dislike", row)[0].click()
+    _wait(
+        driver,
+        "the disliked item to leave the list",
+        lambda: (now := _recs(driver)) and target not in now,
+    )
+    _wait(
+        driver,
+        "three events, newest first",
+        lambda: (
+            [r.get_attribute("data-type") for r in _by(driver, "event")]
+            == ["dislike", "like", "like"]
+        ),
+    )
+    assert not _by(driver, "error")[0].is_displayed()
+
+    # text from the API is shown as text, never as markup
+    hostile = "<img src=x onerror=alert(1)>"
+    _by(driver, "new-user-id")[0].send_keys(hostile)
+    _by(driver, "create-user")[0].click()
+    current = _wait(
+        driver,
+        "the oddly named user to be current",
+        lambda: [c for c in _by(driver, "current-user") if c.text == hostile],
+    )[0]
+    assert current.find_elements("tag name", "img") == []
+    _wait(driver, "its recommendations", lambda: len(_recs(driver)) == 10)
+
+    # onboarding: a newcomer picks two items found by search and gets a list from them
+    _by(driver, "new-user-id")[0].send_keys("ui-newcomer")
+    _by(driver, "create-user")[0].click()
+    _wait(
+        driver,
+        "the newcomer to be current",
+        lambda: _by(driver, "current-user")[0].text == "ui-newcomer",
+    )
+    _wait(driver, "the onboarding box", lambda: _by(driver, "onboarding")[0].is_displayed())
+    search = _by(driver, "search-input")[0]
+    search.clear()
+    search.send_keys("Blue")
+    _by(driver, "search-submit")[0].click()
+    _wait(
+        driver,
+        "two results for Blue",
+        lambda: (
+            len(_by(driver, "search-result")) >= 2
+            and all("Blue" in r.text for r in _by(driver, "search-result"))
+        ),
+    )
+    picked = []
+    for result in _by(driver, "search-result")[:2]:
+        picked.append(result.get_attribute("data-item"))
+        _by(driver, "search-result-pick", result)[0].click()
+    assert [p.get_attribute("data-item") for p in _by(driver, "onboarding-pick")] == picked
+    _by(driver, "onboarding-submit")[0].click()
+    _wait(
+        driver,
+        "the onboarding likes in the events table",
+        lambda: (
+            sorted(
+                r.get_attribute("data-item")
+                for r in _by(driver, "event")
+                if r.get_attribute("data-type") == "like"
+            )
+            == sorted(picked)
+        ),
+    )
+    _wait(
+        driver,
+        "a list explained by the picks",
+        lambda: any(
+            e.text.startswith("because you liked ") for e in _by(driver, "rec-explanation")
+        ),
+    )
+    assert not set(picked) & set(_recs(driver))
+    assert not _by(driver, "onboarding")[0].is_displayed()
+    problems = _severe(driver)
+    assert problems == [], f"the user page logged errors: {problems}"
+
+    # the admin page: stats and the model versions with an active one
+    driver.get(f"{server}/ui/admin")
+    rows = _wait(driver, "a model version row", lambda: _by(driver, "model-row"))
+    assert len(rows) >= 1
+    assert len(_by(driver, "model-active")) == 1, "exactly one version is active"
+    headers = [th.text for th in driver.find_elements("css selector", "#models-head th")]
+    assert headers[:2] == ["Version", "Model"], headers
+    ndcg = rows[0].find_element("css selector", "td[data-metric='ndcg@10']").text
+    assert 0 < float(ndcg) <= 1, "the offline NDCG@10 of the version is shown"
+    users = _wait(driver, "the stats", lambda: _by(driver, "stat-users"))[0]
+    assert users.find_element("tag name", "dd").text.replace(",", "").isdigit()
+
+    # an A/B experiment started from the page shows its report, and can be stopped
+    _wait(driver, "no experiments yet", lambda: _by(driver, "experiments-empty")[0].is_displayed())
+    _by(driver, "experiment-name")[0].send_keys("ui-ab")
+    _by(driver, "create-experiment")[0].click()
+    exp = _wait(driver, "the new experiment", lambda: _by(driver, "experiment"))[0]
+    assert exp.get_attribute("data-name") == "ui-ab"
+    assert _by(driver, "experiment-status", exp)[0].text == "running"
+    assert len(_by(driver, "experiment-variant", exp)) == 2
+    _wait(driver, "its report", lambda: len(_by(driver, "report-row")) == 2)
+    verdict = _by(driver, "report-significant")[0]
+    assert verdict.text in {"significant", "not significant"}
+    assert _by(driver, "report-p-value")[0].text.startswith("p = ")
+    _by(driver, "experiment-stop", exp)[0].click()
+    _wait(
+        driver,
+        "the experiment to stop",
+        lambda: [s.text for s in _by(driver, "experiment-status")] == ["stopped"],
+    )
+    _wait(driver, "every request to finish", lambda: _settled(driver))
+    assert not _by(driver, "error")[0].is_displayed(), _by(driver, "error")[0].text
+    problems = _severe(driver)
+    assert problems == [], f"the admin page logged errors: {problems}"
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_api_key_typed_in_the_page_is_sent(tmp_path: Path, browser: Any) -> None:
+    driver = browser
+    # no model trained (fast start): the admin page's reads need the key all the same
+    with _serve(
+        tmp_path,
+        with_model=False,
+        TASTEBUD_API_KEY="s3cret",
+        TASTEBUD_MIN_EVENTS_TO_TRAIN="1000000",
+    ) as base:
+        driver.get(f"{base}/ui/")
+        _wait(
+            driver,
+            "the users (reads need no key)",
+            lambda: len(_by(driver, "user-select")[0].find_elements("tag name", "option")) > 100,
+        )
+        _by(driver, "new-user-id")[0].send_keys("keyed")
+        _by(driver, "create-user")[0].click()
+        error = _by(driver, "error")[0]
+        _wait(driver, "the refusal to be shown", lambda: error.is_displayed())
+        assert error.text == "create user: this endpoint needs an X-API-Key header"
+        assert _by(driver, "current-user")[0].text == "none"
+
+        _by(driver, "api-key")[0].send_keys("s3cret")
+        _by(driver, "save-key")[0].click()
+        new_user = _by(driver, "new-user-id")[0]
+        new_user.clear()
+        new_user.send_keys("keyed")
+        _by(driver, "create-user")[0].click()
+        _wait(
+            driver,
+            "the user to be created with the key",
+            lambda: _by(driver, "current-user")[0].text == "keyed",
+        )
+        assert not _by(driver, "error")[0].is_displayed()
+        assert httpx.get(f"{base}/users/keyed").status_code == 200
+
+        # the key is kept in the browser: the admin page (which needs it) works at once
+        driver.get(f"{base}/ui/admin")
+        users = _wait(driver, "the stats", lambda: _by(driver, "stat-users"))[0]
+        assert users.find_element("tag name", "dd").text.replace(",", "").isdigit()
+        _wait(driver, "no versions", lambda: _by(driver, "models-empty")[0].is_displayed())
+        _wait(driver, "every request to finish", lambda: _settled(driver))
+        assert not _by(driver, "error")[0].is_displayed(), _by(driver, "error")[0].text
+        refused = [e for e in _severe(driver) if "401" not in e["message"]]
+        assert refused == [], f"errors besides the expected 401: {refused}"
