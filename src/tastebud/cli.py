@@ -7,6 +7,7 @@ Every error a user can cause ends as one line on stderr and exit code 2 -- never
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -530,8 +531,16 @@ def serve(
     sample: Annotated[
         bool, typer.Option("--sample", help="import the built-in music-store sample first")
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="processes serving requests (one per core; one of them trains at a time)",
+        ),
+    ] = 1,
 ) -> None:
-    """Run the HTTP service (API docs at /docs, health at /health/ready)."""
+    """Run the HTTP service (API docs at /docs, the web UI at /ui/, health at
+    /health/ready)."""
     import uvicorn
 
     from tastebud.service import logs
@@ -553,10 +562,29 @@ def serve(
         f"(API docs: http://{host}:{port}/docs)",
         highlight=False,
     )
-    uvicorn.run(
-        create_app(settings, storage), host=host, port=port, log_config=None, access_log=False
-    )
+    # Serving threads share one core (the GIL), and BLAS threads only spin against them.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
+    if workers == 1:
+        uvicorn.run(
+            create_app(settings, storage), host=host, port=port, log_config=None, access_log=False
+        )
+        storage.close()
+        return
     storage.close()
+    from tastebud.service.app import WORKER_SETTINGS_ENV
+
+    os.environ[WORKER_SETTINGS_ENV] = settings.model_dump_json()
+    uvicorn.run(
+        "tastebud.service.app:worker_app",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+    )
 
 
 experiments_app = typer.Typer(

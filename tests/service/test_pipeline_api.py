@@ -140,6 +140,7 @@ def test_a_new_item_is_recommended_before_the_next_retrain(client: ApiClient) ->
     store = client.app.state.storage  # type: ignore[attr-defined]
     with store.engine.begin() as conn:
         conn.execute(sa.text("UPDATE items SET created_at = created_at - 60 * 86400"))
+    client.app.state.engine.catalog.reload()  # type: ignore[attr-defined]
     ok(client.put("/items/fresh", json={"title": "Just out", "attributes": {"genre": "jazz"}}))
     plain = recs(client, "u0", k=5)
     assert "fresh" not in ids(plain)  # the model does not know it; no boost asked

@@ -166,13 +166,23 @@ def test_items_round_trip_and_partial_update(storage: Storage) -> None:
         "attributes": ATTRS,
         "available": True,
         "created_at": item["created_at"],
+        "updated_at": item["created_at"],
     }
     assert storage.get_item("homogenic") == item
 
     again = storage.upsert_item("homogenic", available=False)  # other fields kept
-    assert again == {**item, "available": False}
+    assert again == {**item, "available": False, "updated_at": again["updated_at"]}
+    assert again["updated_at"] >= item["updated_at"]  # every write stamps it
     changed = storage.update_item("homogenic", title=None, attributes={"year": 1997})
-    assert changed == {**item, "title": None, "attributes": {"year": 1997}, "available": False}
+    assert changed == {
+        **item,
+        "title": None,
+        "attributes": {"year": 1997},
+        "available": False,
+        "updated_at": changed["updated_at"],
+    }
+    assert changed["updated_at"] >= again["updated_at"]
+    assert storage.items_changed_since(changed["updated_at"]) == [changed]
     assert storage.unavailable_items() == {"homogenic"}
     assert storage.update_item("homogenic", available=True)["available"] is True
     assert storage.unavailable_items() == set()

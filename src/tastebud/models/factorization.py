@@ -232,15 +232,24 @@ class _FactorModel(Recommender):
             scores[cold] = self._fallback_scores(int(cold.sum()), items)
         return scores
 
+    def _unit_items(self) -> np.ndarray:
+        """The item factors scaled to unit length, computed once per set of factors (the
+        service asks for similarities on every request)."""
+        cached = self.__dict__.get("_unit_cache")
+        if cached is None or cached[0] is not self.item_factors_:
+            cached = (self.item_factors_, _unit_rows(self.item_factors_))
+            self.__dict__["_unit_cache"] = cached
+        return cached[1]
+
     def _similar(self, items: np.ndarray) -> np.ndarray:
-        unit = _unit_rows(self.item_factors_)
+        unit = self._unit_items()
         return unit[items] @ unit.T
 
     def _explain(self, user: int, items: np.ndarray) -> list[str]:
         history = self.seen_[user].indices if user >= 0 else np.zeros(0, dtype=np.int64)
         if len(history) == 0:
             return ["popular with everyone (nothing known about you yet)"] * len(items)
-        unit = _unit_rows(self.item_factors_)
+        unit = self._unit_items()
         sims = unit[items] @ unit[history].T
         sims[items[:, None] == history[None, :]] = -np.inf  # not "similar to itself"
         best = history[np.argmax(sims, axis=1)]

@@ -467,6 +467,24 @@ class _Guard:
 
 
 # -- the app ---------------------------------------------------------------------------------
+#: How ``tastebud serve --workers N`` hands its settings to the worker processes.
+WORKER_SETTINGS_ENV = "_TASTEBUD_WORKER_SETTINGS"
+
+
+def worker_app() -> FastAPI:
+    """The app of one ``tastebud serve --workers N`` process (a uvicorn factory)."""
+    import os
+
+    from threadpoolctl import threadpool_limits
+
+    from tastebud.service import logs
+
+    settings = Settings.model_validate_json(os.environ[WORKER_SETTINGS_ENV])
+    logs.configure(settings.log_level, settings.log_json)
+    threadpool_limits(1, user_api="blas")
+    return create_app(settings)
+
+
 def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
     """A new app over ``settings``. ``storage`` is used as given (and left open) when passed;
     otherwise the app opens ``settings.db`` and closes it at shutdown. The schema is
@@ -485,6 +503,10 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
         if engine.snapshot.model is None:  # a first model from what is already stored
             _retrain_in_background()
         exposures.start()
+        stop_following = threading.Event()
+        threading.Thread(
+            target=engine.follow, args=(stop_following,), name="tastebud-follow", daemon=True
+        ).start()
         ready.set()
         task = None
         if settings.retrain_every_s > 0:
@@ -497,6 +519,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            stop_following.set()
             await run_in_threadpool(exposures.close)
             if storage is None:
                 store.close()
@@ -646,13 +669,16 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
         item = store.upsert_item(item_id, **{k: v for k, v in fields.items() if v is not None})
         if clear_title:
             item = store.update_item(item_id, title=None)
+        engine.catalog.put(item)
         return item
 
     @app.patch("/items/{item_id}", tags=["items"], dependencies=[write_key], response_model=ItemOut)
     def patch_item(item_id: Id, body: ItemPatch) -> dict[str, Any]:
         """Change some fields of an item; ``available: false`` takes it out of every list
         at once (it keeps its events)."""
-        return store.update_item(item_id, **body.model_dump(exclude_unset=True))
+        item = store.update_item(item_id, **body.model_dump(exclude_unset=True))
+        engine.catalog.put(item)
+        return item
 
     @app.get("/items/{item_id}", tags=["items"], dependencies=[read_key], response_model=ItemOut)
     def get_item(item_id: Id) -> dict[str, Any]:
@@ -677,6 +703,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
         if not store.delete_item(item_id):
             raise UnknownIdError(f"unknown item {item_id!r}")
         engine.forget_item(item_id)
+        engine.catalog.drop(item_id)
         return {"deleted": item_id}
 
     # -- events ----------------------------------------------------------------------------
@@ -847,8 +874,8 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
         if explain:
             because = {c.item: c.because for c in chosen if c.because is not None}
             rest = [c.item for c in chosen if c.because is None and "model" in c.scores]
-            because.update(engine.explain(snapshot, state.history, rest))
-        titles = store.get_items(set(because.values())) if because else {}
+            because.update(engine.explain(snapshot, state.values, rest))
+        titles = engine.catalog.get(set(because.values())) if because else {}
         out = []
         for rank, cand in enumerate(chosen, start=1):
             row: dict[str, Any] = {
@@ -878,41 +905,21 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
         tags=["recommendations"],
         dependencies=[read_key],
         response_model=RecommendationList,
+        openapi_extra={"parameters": _RECOMMEND_QUERY_DOCS},
     )
-    def recommend_user(
-        user_id: Id,
-        k: Annotated[int | None, Query(ge=1)] = None,
-        explain: bool = False,
-        include_categories: Annotated[
-            list[str] | None, Query(max_length=200, description="Only these (comma list)")
-        ] = None,
-        exclude_categories: Annotated[
-            list[str] | None, Query(max_length=200, description="Never these (comma list)")
-        ] = None,
-        filter: Annotated[
-            list[str] | None, Query(max_length=500, description="Predicate: year>=1990")
-        ] = None,
-        diversity: Annotated[float | None, Query(ge=0, le=1)] = None,
-        freshness: Annotated[float | None, Query(ge=0, le=1000)] = None,
-        max_per_category: Annotated[int | None, Query(ge=1)] = None,
-        generators: Annotated[
-            str | None, Query(max_length=200, description=f"Comma list of {GENERATORS}")
-        ] = None,
-    ) -> dict[str, Any]:
+    async def recommend_user(user_id: Id, request: Request) -> JSONResponse:
         """Top-k for a user from their events up to now: candidates from every generator,
         ranked by the model, filtered and re-ranked (see the pipeline settings); never items
         they interacted with, disliked, or unavailable ones. A user with no events gets what
-        users with the same attributes liked, popular and new items."""
-        stages = _Stages(
-            include_categories=include_categories or [],
-            exclude_categories=exclude_categories or [],
-            filters=filter or [],
-            diversity=diversity,
-            freshness=freshness,
-            max_per_category=max_per_category,
-            generators=None if generators is None else [generators],
-        )
-        return _serve(user_id, engine.user_state(user_id), _k(k), explain, stages)
+        users with the same attributes liked, popular and new items.
+
+        Runs on the event loop itself, not in the thread pool, and reads its query itself:
+        the work is a millisecond or two of one indexed read and numpy, and the hop to a
+        worker thread, FastAPI's per-parameter validation and the response model's second
+        validation each cost a large share of that under load."""
+        k, explain, stages = _recommend_query(request.query_params)
+        state = engine.user_state(user_id)
+        return JSONResponse(_serve(user_id, state, _k(k), explain, stages))
 
     @app.post(
         "/recommendations",
@@ -920,9 +927,10 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
         dependencies=[read_key],
         response_model=RecommendationList,
     )
-    def recommend_session(body: SessionIn) -> dict[str, Any]:
+    def recommend_session(body: SessionIn) -> JSONResponse:
         """Top-k for an anonymous session given by its items (stores nothing)."""
-        return _serve(None, engine.session_state(body.items), _k(body.k), body.explain, body)
+        state = engine.session_state(body.items)
+        return JSONResponse(_serve(None, state, _k(body.k), body.explain, body))
 
     @app.post(
         "/users/{user_id}/onboarding",
@@ -930,7 +938,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
         dependencies=[write_key],
         response_model=RecommendationList,
     )
-    def onboarding(user_id: Id, body: OnboardingIn) -> dict[str, Any]:
+    def onboarding(user_id: Id, body: OnboardingIn) -> JSONResponse:
         """A new user's first list from a few liked items and/or attributes (age, city...):
         the attributes are stored, the likes stored as ``like`` events (idempotent: sending
         the same onboarding twice stores them once)."""
@@ -950,7 +958,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
                 ],
                 lambda n: f"liked_items[{n}]: ",
             )
-        return _serve(user_id, engine.user_state(user_id), k, body.explain, body)
+        return JSONResponse(_serve(user_id, engine.user_state(user_id), k, body.explain, body))
 
     @app.post(
         "/feedback",
@@ -1133,6 +1141,82 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
         }
 
     return app
+
+
+_RECOMMEND_QUERY: dict[str, tuple[str, str]] = {
+    # name: (JSON schema type, description)
+    "k": ("integer", "List length (default: the default_k setting)"),
+    "explain": ("boolean", "Add explanations ('because you liked ...')"),
+    "include_categories": ("array", "Only items of these categories (repeat or comma list)"),
+    "exclude_categories": ("array", "No items of these categories (repeat or comma list)"),
+    "filter": ("array", "Attribute predicates such as year>=1990 or genre=jazz (repeat)"),
+    "diversity": ("number", "MMR trade-off, 0 (relevance only) to 1"),
+    "freshness": ("number", "Boost of brand-new items, 0 to 1000"),
+    "max_per_category": ("integer", "At most this many items of one category"),
+    "generators": ("string", f"Comma list of candidate generators: {', '.join(GENERATORS)}"),
+}
+_RECOMMEND_QUERY_DOCS = [
+    {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": text,
+        "schema": {"type": kind, "items": {"type": "string"}}
+        if kind == "array"
+        else {"type": kind},
+    }
+    for name, (kind, text) in _RECOMMEND_QUERY.items()
+]
+
+
+def _recommend_query(query: Any) -> tuple[int | None, bool, _Stages]:
+    """The recommendation query parameters, checked (422 naming the parameter)."""
+
+    def one(name: str) -> str | None:
+        values = query.getlist(name)
+        if len(values) > 1:
+            raise InvalidInputError(f"query.{name}: give it once")
+        return values[0] if values else None
+
+    def number(name: str, low: float, high: float, integer: bool = False) -> Any:
+        text = one(name)
+        if text is None:
+            return None
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            kind = "an integer" if integer else "a number"
+            raise InvalidInputError(f"query.{name}: {text[:50]!r} is not {kind}") from None
+        if not low <= value <= high:  # also refuses nan
+            raise InvalidInputError(f"query.{name}: must be between {low:g} and {high:g}")
+        return value
+
+    def many(name: str, longest: int) -> list[str]:
+        values = query.getlist(name)
+        if len(values) > 100 or any(len(v) > longest for v in values):
+            raise InvalidInputError(f"query.{name}: at most 100 values of {longest} characters")
+        return list(values)
+
+    explain_text = one("explain")
+    explain = False
+    if explain_text is not None:
+        lowered = explain_text.lower()
+        if lowered not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+            raise InvalidInputError(f"query.explain: {explain_text[:50]!r} is not true or false")
+        explain = lowered in ("true", "1", "yes", "on")
+    generators = one("generators")
+    if generators is not None and len(generators) > 200:
+        raise InvalidInputError("query.generators: at most 200 characters")
+    stages = _Stages(
+        include_categories=many("include_categories", 200),
+        exclude_categories=many("exclude_categories", 200),
+        filters=many("filter", 500),
+        diversity=number("diversity", 0, 1),
+        freshness=number("freshness", 0, 1000),
+        max_per_category=number("max_per_category", 1, 10**9, integer=True),
+        generators=None if generators is None else [generators],
+    )
+    return number("k", 1, 10**9, integer=True), explain, stages
 
 
 def _merged(base: PipelineSettings, overrides: dict[str, Any], where: str) -> PipelineSettings:

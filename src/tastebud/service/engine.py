@@ -17,22 +17,27 @@ out of ``seq`` order on PostgreSQL, a deletion made by another process).
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import functools
+import itertools
 import logging
+import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from tastebud.data.dataset import Dataset
 from tastebud.errors import ModelFileError, TastebudError, UnknownIdError
 from tastebud.models import Recommender, create, load
 from tastebud.models.base import top_k
+from tastebud.service.catalog import Catalog
 from tastebud.service.pipeline import (
     SECONDS_PER_DAY,
     Candidate,
@@ -52,11 +57,21 @@ log = logging.getLogger("tastebud.service")
 
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
-    """An immutable serving state: the model (None before the first training) and its
-    version row."""
+    """An immutable serving state: the model (None before the first training), its version
+    row, and the model's item ids as text (``ids[i]``) and back (``index[id]``) -- plain
+    dict lookups for the request path."""
 
     model: Recommender | None
     version: dict[str, Any] | None
+    ids: list[str] = dataclasses.field(default_factory=list)
+    index: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def of(cls, model: Recommender | None, version: dict[str, Any] | None) -> Snapshot:
+        if model is None:
+            return cls(None, version)
+        ids = [str(i) for i in model.items_.to_ids(np.arange(len(model.items_)))]
+        return cls(model, version, ids, {item: n for n, item in enumerate(ids)})
 
 
 class Engine:
@@ -65,7 +80,8 @@ class Engine:
     def __init__(self, settings: Settings, storage: Storage) -> None:
         self.settings = settings
         self.storage = storage
-        self.snapshot = Snapshot(None, None)  # replaced whole, never mutated
+        self.catalog = Catalog(storage, settings.pipeline)
+        self.snapshot = Snapshot.of(None, None)  # replaced whole, never mutated
         self._train_lock = threading.Lock()
         self._counts_lock = threading.Lock()
         self._positive_counts: Counter[str] = Counter()
@@ -90,6 +106,7 @@ class Engine:
         frame = self.storage.events_frame()
         self._recount(frame)
         self._learn_demographics(frame)
+        self.catalog.reload()
         active = self.storage.active_model_version()
         if active is not None:
             try:
@@ -97,7 +114,7 @@ class Engine:
             except TastebudError as err:  # a moved or deleted model folder
                 log.warning("cannot load the active model version %s: %s", active["id"], err)
             else:
-                self.snapshot = Snapshot(model, active)
+                self.snapshot = Snapshot.of(model, active)
 
     @staticmethod
     def _load(version: Mapping[str, Any]) -> Recommender:
@@ -146,6 +163,8 @@ class Engine:
         if now - self._synced_at < 0.2:
             return
         self._synced_at = now
+        if self.storage.last_seq() <= self._counted_seq:  # nothing new: no frame to build
+            return
         frame = self.storage.events_frame(since_seq=self._counted_seq)  # outside the lock
         if not len(frame):
             return
@@ -187,14 +206,18 @@ class Engine:
             self._positive_counts.pop(item_id, None)
             self._ranked = None
 
-    def popular(self, n: int) -> list[tuple[str, float]]:
-        """The ``n`` items with the most positive events (ties: lower id first)."""
+    def popular(self, n: int, skip: Container[str] = ()) -> list[tuple[str, float]]:
+        """The ``n`` items with the most positive events (ties: lower id first), passing
+        over the items in ``skip``."""
         self._sync_counts()
         with self._counts_lock:
             if self._ranked is None:
                 ranked = sorted(self._positive_counts.items(), key=lambda kv: (-kv[1], kv[0]))
                 self._ranked = [(item, float(count)) for item, count in ranked]
-            return self._ranked[:n]
+            ranked_ = self._ranked
+        if not skip:
+            return ranked_[:n]
+        return list(itertools.islice((p for p in ranked_ if p[0] not in skip), n))
 
     def _learn_demographics(self, frame: pd.DataFrame) -> None:
         users = self._all_rows(self.storage.list_users)
@@ -213,7 +236,7 @@ class Engine:
         if len(positive) < self.settings.min_events_to_train:
             return None, frame
         # Every catalogue item, so that items without events are known (cold) to the model.
-        items = pd.DataFrame({"item": [i["id"] for i in self._all_items()]})
+        items = pd.DataFrame({"item": [i["id"] for i in self.storage.all_items()]})
         dataset = Dataset.from_frame(
             positive,
             weight="weight",
@@ -223,9 +246,6 @@ class Engine:
             name="events",
         )
         return dataset, frame
-
-    def _all_items(self) -> list[dict[str, Any]]:
-        return self._all_rows(self.storage.list_items)
 
     @staticmethod
     def _all_rows(page: Callable[..., list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -252,47 +272,52 @@ class Engine:
         """Fit the configured model on every stored event, save it as a new version,
         activate it and swap it in; returns the version row.
 
-        With ``wait=False`` returns ``None`` at once when a retrain is already running.
+        With ``wait=False`` returns ``None`` at once when a retrain is already running, in
+        this process or in another worker sharing ``model_dir`` (a file lock there).
         Raises :class:`TastebudError` when there are too few events.
         """
         if not self._train_lock.acquire(blocking=wait):
             return None
         try:
-            start = time.perf_counter()
-            dataset, frame = self.training_data()
-            if dataset is None:
-                raise TastebudError(
-                    f"too few positive events to train ({len(frame)} events stored; "
-                    f"min_events_to_train={self.settings.min_events_to_train})"
-                )
-            offline = self.offline_metrics(dataset) if self.settings.evaluate_on_retrain else {}
-            fit_start = time.perf_counter()
-            model = create(self.settings.model, **self.settings.model_params).fit(dataset)
-            seconds = time.perf_counter() - start
-            path = self._new_model_path()
-            model.save(path)
-            version = self.storage.add_model_version(
-                model=self.settings.model,
-                params=model.get_params(),
-                path=str(path),
-                metrics={
-                    **offline,
-                    "fit_seconds": round(time.perf_counter() - fit_start, 3),
-                    "users": dataset.n_users,
-                    "items": dataset.n_items,
-                    "interactions": len(dataset),
-                    "last_seq": int(frame["seq"].max()),
-                },
-                n_events=len(frame),
-            )
-            version = self.storage.activate_model_version(version["id"])
-            self.snapshot = Snapshot(model, version)
-            self._recount(frame)
-            self._learn_demographics(frame)
-            log.info("model version %s active (%.2fs)", version["id"], seconds)
-            return version
+            with _FileLock(Path(self.settings.model_dir) / ".retrain.lock", wait) as locked:
+                return self._retrain() if locked else None
         finally:
             self._train_lock.release()
+
+    def _retrain(self) -> dict[str, Any]:
+        start = time.perf_counter()
+        dataset, frame = self.training_data()
+        if dataset is None:
+            raise TastebudError(
+                f"too few positive events to train ({len(frame)} events stored; "
+                f"min_events_to_train={self.settings.min_events_to_train})"
+            )
+        offline = self.offline_metrics(dataset) if self.settings.evaluate_on_retrain else {}
+        fit_start = time.perf_counter()
+        model = create(self.settings.model, **self.settings.model_params).fit(dataset)
+        seconds = time.perf_counter() - start
+        path = self._new_model_path()
+        model.save(path)
+        version = self.storage.add_model_version(
+            model=self.settings.model,
+            params=model.get_params(),
+            path=str(path),
+            metrics={
+                **offline,
+                "fit_seconds": round(time.perf_counter() - fit_start, 3),
+                "users": dataset.n_users,
+                "items": dataset.n_items,
+                "interactions": len(dataset),
+                "last_seq": int(frame["seq"].max()),
+            },
+            n_events=len(frame),
+        )
+        version = self.storage.activate_model_version(version["id"])
+        self.snapshot = Snapshot.of(model, version)
+        self._recount(frame)
+        self._learn_demographics(frame)
+        log.info("model version %s active (%.2fs)", version["id"], seconds)
+        return version
 
     def offline_metrics(self, dataset: Dataset, k: int = 10) -> dict[str, Any]:
         """The configured model's NDCG, precision and recall @k and catalogue coverage on a
@@ -347,8 +372,44 @@ class Engine:
             raise UnknownIdError(f"unknown model version {version_id}")
         model = self._load(row)
         row = self.storage.activate_model_version(version_id)
-        self.snapshot = Snapshot(model, row)
+        self.snapshot = Snapshot.of(model, row)
         return row
+
+    def follow(self, stop: threading.Event, every_s: float = 0.1) -> None:
+        """Keep the live state fresh from the database (popularity, the catalogue, the
+        running experiment) until ``stop`` is set: run in a background thread, so requests
+        find it fresh instead of paying for the reads themselves."""
+        checked_version = time.monotonic()
+        while not stop.wait(every_s):
+            try:
+                self._sync_counts()
+                self.catalog.get(())
+                self.running_experiment()
+                if time.monotonic() - checked_version >= 1.0:
+                    checked_version = time.monotonic()
+                    self._follow_active_version()
+            except Exception:  # the database went away: try again next time
+                log.exception("refreshing the live state failed")
+
+    def _follow_active_version(self) -> None:
+        """Serve the version another process activated (a retrain by another worker, a
+        rollback through another process)."""
+        if self.training:
+            return
+        active = self.storage.active_model_version()
+        current = self.snapshot.version
+        if active is None or (current is not None and current["id"] == active["id"]):
+            return
+        try:
+            model = self._load(active)
+        except TastebudError as err:
+            log.warning("cannot load the active model version %s: %s", active["id"], err)
+            return
+        self.snapshot = Snapshot.of(model, active)
+        frame = self.storage.events_frame()
+        self._recount(frame)
+        self._learn_demographics(frame)
+        log.info("model version %s active (activated elsewhere)", active["id"])
 
     # -- experiments -----------------------------------------------------------------------
     def running_experiment(self) -> dict[str, Any] | None:
@@ -379,7 +440,7 @@ class Engine:
         row = self.storage.get_model_version(version_id)
         if row is None:
             raise UnknownIdError(f"unknown model version {version_id}")
-        snapshot = Snapshot(self._load(row), row)
+        snapshot = Snapshot.of(self._load(row), row)
         with self._versions_lock:
             self._versions[version_id] = snapshot
             while len(self._versions) > 4:  # least recently loaded first
@@ -388,40 +449,34 @@ class Engine:
 
     # -- generators' inputs ----------------------------------------------------------------
     def user_state(self, user_id: str) -> UserState:
-        """The user's positive history (item, value; summed per item), their recent positive
-        items (newest first) and the items whose latest event is a dislike (left out of the
-        history and of their lists)."""
-        events = self.storage.user_events(user_id, limit=self.settings.history_limit)
-        if not events:
-            return UserState(_empty_history(), set(), [])
-        frame = pd.DataFrame(
-            {
-                "item": [str(e["item_id"]) for e in events],
-                "type": [str(e["type"]) for e in events],
-                "value": np.array(
-                    [np.nan if e["value"] is None else e["value"] for e in events],
-                    dtype=np.float64,
-                ),
-            }
-        )
-        values = self.event_values(frame)
-        # events come oldest first: the last word on an item wins, so a like after a
-        # dislike brings it back into the history
-        last_type = frame.groupby("item", sort=False)["type"].last()
-        disliked = set(last_type.index[last_type == "dislike"])
-        keep = (values > 0) & ~frame["item"].isin(disliked).to_numpy()
-        positive = frame.assign(value=values)[keep]
-        history = positive.groupby("item", sort=False)["value"].sum().reset_index()
-        recent = list(dict.fromkeys(positive["item"].iloc[::-1]))
-        return UserState(history, disliked, recent)
+        """The user's positive history (value summed per item, in first-seen order), their
+        recent positive items (newest first) and the items whose latest event is a dislike
+        (left out of the history and of their lists). Plain Python on one lean query: this
+        runs on every request."""
+        events = self.storage.recent_events(user_id, self.settings.history_limit)
+        weights = self.settings.event_weights
+        last: dict[str, str] = {}
+        for item, kind, _ in events:  # oldest first: the last word on an item wins
+            last[item] = kind
+        disliked = {item for item, kind in last.items() if kind == "dislike"}
+        values: dict[str, float] = {}
+        for item, kind, value in events:
+            weight = weights.get(kind, 1.0)
+            if kind == "rating" and value is not None and math.isfinite(value):
+                weight *= value
+            if weight > 0 and item not in disliked:
+                values[item] = values.get(item, 0.0) + weight
+        recent = list(dict.fromkeys(i for i, _, _ in reversed(events) if i in values))
+        return UserState(values, disliked, recent)
 
     @staticmethod
     def session_state(items: Iterable[str]) -> UserState:
         """The state of an anonymous session given its items (oldest first)."""
         ids = [str(i) for i in items]
-        history = pd.DataFrame({"item": pd.Series(ids, dtype=object), "value": [1.0] * len(ids)})
-        history = history.groupby("item", sort=False)["value"].sum().reset_index()
-        return UserState(history, set(), list(dict.fromkeys(reversed(ids))))
+        values: dict[str, float] = {}
+        for item in ids:
+            values[item] = values.get(item, 0.0) + 1.0
+        return UserState(values, set(), list(dict.fromkeys(reversed(ids))))
 
     def new_items(self, n: int, days: float) -> list[tuple[str, float]]:
         """The ``n`` newest available items of the last ``days`` (id, created_at), re-read
@@ -455,31 +510,32 @@ class Engine:
         filters = Filters() if filters is None else filters
         model = snapshot.model
         gens = options.generators
-        history = state.history
-        blocked = set(history["item"].astype(str)) | state.disliked | set(exclude)
+        blocked = set(state.values) | state.disliked | set(exclude)
         pool = Pool()
 
         row: np.ndarray | None = None  # the model's scores of every item for this history
-        if model is not None and len(history):
-            known = knows_items(model, history["item"])
-            if known.any():
-                matrix = model.history_matrix(
-                    history["item"][known].tolist(),
-                    history["value"][known].to_numpy(dtype=np.float64),
-                )
+        if model is not None and state.values:
+            index = snapshot.index
+            known = [(index[i], v) for i, v in state.values.items() if i in index]
+            if known:
+                known.sort()
+                cols = np.array([c for c, _ in known], dtype=np.int32)
+                vals = np.array([v for _, v in known], dtype=np.float64)
+                indptr = np.array([0, len(cols)], dtype=np.int32)
+                matrix = sp.csr_matrix((vals, cols, indptr), shape=(1, len(snapshot.ids)))
                 row = np.array(model._score_histories(matrix), dtype=np.float64)[0]
-                row[matrix.indices] = -np.inf  # the history itself
+                row[cols] = -np.inf  # the history itself
         sizes = {name: n for name, n in gens.items() if n > 0}
         for attempt in range(3):  # widen when filters leave fewer than k
             grow = 4**attempt
             if row is not None and "model" in sizes:
-                pool.add("model", _top(model, row, sizes["model"] * grow + k))
-            if attempt == 0 and model is not None and row is not None:
-                self._item_to_item(pool, model, state.recent, options, sizes.get("item_to_item", 0))
+                pool.add("model", _top(snapshot, row, sizes["model"] * grow + k))
+            if attempt == 0 and row is not None:
+                self._item_to_item(pool, snapshot, state.recent, options, sizes, blocked)
             if "popular" in sizes:
-                pool.add("popular", self.popular(sizes["popular"] * grow + len(blocked) + k))
+                pool.add("popular", self.popular(sizes["popular"] * grow + k, skip=blocked))
             if attempt == 0 and "new" in sizes:
-                pool.add("new", self._new_to(model, sizes["new"], options.new_item_days))
+                pool.add("new", self._new_to(snapshot, sizes["new"], options.new_item_days))
             if attempt == 0 and "demographic" in sizes and row is None and attributes is not None:
                 attrs = attributes()
                 if attrs:
@@ -487,34 +543,37 @@ class Engine:
             survivors, rows = self._filter(pool, blocked, filters, options)
             if len(survivors) >= k or (row is None and attempt == 0):
                 break
-        cats = {c.item: categories(options, rows[c.item]["attributes"] or {}) for c in survivors}
+        cats = {c.item: self._categories(c.item, rows, options) for c in survivors}
         scores: dict[str, float] = {}
-        if row is not None and model is not None:
-            ids = [c.item for c in survivors]
-            idx = model.items_.to_index(ids, on_unknown="ignore")
-            scores = {
-                item: float(row[i])
-                for item, i in zip(ids, idx, strict=True)
-                if i >= 0 and np.isfinite(row[i])
-            }
+        if row is not None:
+            index = snapshot.index
+            for cand in survivors:
+                i = index.get(cand.item)
+                if i is not None and np.isfinite(row[i]):
+                    scores[cand.item] = float(row[i])
         rank(survivors, scores)
         created = {c.item: float(rows[c.item]["created_at"]) for c in survivors}
         boost_fresh(survivors, created, options, time.time())
         similarity = None
         if model is not None and model.supports_similar_items and options.diversity > 0:
-            similarity = functools.partial(_pairwise, model)
+            similarity = functools.partial(_pairwise, snapshot)
         chosen = select(survivors, k, options, cats, similarity)
         taken = {c.item for c in chosen}
         rest = sorted((c for c in survivors if c.item not in taken), key=lambda c: -c.score)
         return Recommendations(chosen, rest, rows, snapshot)
 
-    def _new_to(self, model: Recommender | None, n: int, days: float) -> list[tuple[str, float]]:
-        """The newest items of the last ``days`` that ``model`` has not learned (all of them
-        without a model): the items only this generator can bring in."""
-        newest = self.new_items(n if model is None else 4 * n, days)
-        if model is not None and newest:
-            known = knows_items(model, [item for item, _ in newest])
-            newest = [pair for pair, seen in zip(newest, known, strict=True) if not seen]
+    def _categories(
+        self, item: str, rows: Mapping[str, Mapping[str, Any]], options: PipelineSettings
+    ) -> frozenset[str]:
+        if options.category_field == self.settings.pipeline.category_field:
+            return self.catalog.categories(item)
+        return categories(options, rows[item]["attributes"] or {})
+
+    def _new_to(self, snapshot: Snapshot, n: int, days: float) -> list[tuple[str, float]]:
+        """The newest items of the last ``days`` that the snapshot's model has not learned
+        (all of them without a model): the items only this generator can bring in."""
+        newest = self.new_items(n if snapshot.model is None else 4 * n, days)
+        newest = [pair for pair in newest if pair[0] not in snapshot.index]
         # the score: how new, from 1 (created now) down to 0 at the end of the window
         now, window = time.time(), days * SECONDS_PER_DAY
         return [
@@ -525,79 +584,109 @@ class Engine:
     def _item_to_item(
         self,
         pool: Pool,
-        model: Recommender,
+        snapshot: Snapshot,
         recent: list[str],
         options: PipelineSettings,
-        n: int,
+        sizes: Mapping[str, int],
+        blocked: set[str],
     ) -> None:
-        if n <= 0 or not model.supports_similar_items or not recent:
+        """Up to ``ceil(n / seeds)`` unblocked neighbours of each recent item."""
+        n = sizes.get("item_to_item", 0)
+        model = snapshot.model
+        if n <= 0 or model is None or not model.supports_similar_items:
             return
-        seeds = [i for i in recent if knows_items(model, [i]).all()][: options.recent_items]
+        seeds = [i for i in recent if i in snapshot.index][: options.recent_items]
         if not seeds:
             return
-        idx = model.items_.to_index(seeds)
+        idx = np.array([snapshot.index[i] for i in seeds], dtype=np.int64)
         sims = np.array(model._similar(idx), dtype=np.float64)
         sims[np.arange(len(idx)), idx] = -np.inf
         per_seed = max(1, -(-n // len(seeds)))
-        top, val = top_k(sims, min(per_seed, sims.shape[1]))
+        top, val = top_k(sims, min(per_seed + len(blocked), sims.shape[1]))
+        ids = snapshot.ids
         for seed, items, values in zip(seeds, top, val, strict=True):
-            ok = (items >= 0) & np.isfinite(values)
-            pool.add(
-                "item_to_item",
-                zip(model.items_.to_ids(items[ok]), values[ok].tolist(), strict=True),
-                because=seed,
+            pairs = (
+                (ids[i], v)
+                for i, v in zip(items.tolist(), values.tolist(), strict=True)
+                if i >= 0 and math.isfinite(v) and ids[i] not in blocked
             )
+            pool.add("item_to_item", itertools.islice(pairs, per_seed), because=seed)
 
     def _filter(
         self, pool: Pool, blocked: set[str], filters: Filters, options: PipelineSettings
     ) -> tuple[list[Candidate], dict[str, dict[str, Any]]]:
-        """The candidates that may be shown, and their item rows (one query)."""
-        ids = [c.item for c in pool if c.item not in blocked]
-        rows = self.storage.get_items(ids)
+        """The candidates that may be shown, and their item rows."""
+        rows = self.catalog.get(c.item for c in pool if c.item not in blocked)
         out = []
         for cand in pool:
             item = rows.get(cand.item)
-            if item is None or not item["available"] or cand.item in blocked:
+            if item is None or not item["available"]:
                 continue
             if filters:
                 attrs = item["attributes"] or {}
-                if not filters.keep(categories(options, attrs), attrs):
+                if not filters.keep(self._categories(cand.item, rows, options), attrs):
                     continue
             out.append(cand)
         return out, rows
 
     def explain(
-        self, snapshot: Snapshot, history: pd.DataFrame, items: list[str]
+        self, snapshot: Snapshot, history: Mapping[str, float], items: list[str]
     ) -> dict[str, str]:
         """For each recommended item, the history item most similar to it (models with item
         similarities; only where that similarity is positive)."""
         model = snapshot.model
-        if model is None or not model.supports_similar_items or not len(history):
+        if model is None or not model.supports_similar_items or not history:
             return {}
-        rec_idx = model.items_.to_index(items, on_unknown="ignore")
-        known = [i for i, idx in zip(items, rec_idx, strict=True) if idx >= 0]
-        hist_ids = history["item"].astype(str).tolist()
-        hist_all = model.items_.to_index(hist_ids, on_unknown="ignore")
-        hist = [i for i, idx in zip(hist_ids, hist_all, strict=True) if idx >= 0]
+        index = snapshot.index
+        known = [i for i in items if i in index]
+        hist = [i for i in history if i in index]
         if not known or not hist:
             return {}
-        rec_idx = rec_idx[rec_idx >= 0]
-        hist_idx = hist_all[hist_all >= 0]
+        rec_idx = np.array([index[i] for i in known], dtype=np.int64)
+        hist_idx = np.array([index[i] for i in hist], dtype=np.int64)
         sims = np.asarray(model._similar(rec_idx), dtype=np.float64)[:, hist_idx]
         best = sims.argmax(axis=1)
         return {
             item: hist[int(b)]
-            for row, (item, b) in enumerate(zip(known, best, strict=True))
-            if sims[row, b] > 0
+            for n, (item, b) in enumerate(zip(known, best, strict=True))
+            if sims[n, b] > 0
         }
+
+
+class _FileLock:
+    """An exclusive ``flock`` on a file, as a context manager yielding whether it was taken
+    (``wait=False`` does not wait for another holder)."""
+
+    def __init__(self, path: Path, wait: bool) -> None:
+        self.path = path
+        self.wait = wait
+        self._file: Any = None
+
+    def __enter__(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a+")  # closed in __exit__
+        flags = fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB)
+        try:
+            fcntl.flock(self._file, flags)
+        except BlockingIOError:
+            self._file.close()
+            self._file = None
+            return False
+        return True
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
 
 
 @dataclasses.dataclass(frozen=True)
 class UserState:
-    """What a list is built from: the positive history (``item``, ``value``), the disliked
-    items, and the recent positive items, newest first."""
+    """What a list is built from: the positive history (item → value, first-seen order),
+    the disliked items, and the recent positive items, newest first."""
 
-    history: pd.DataFrame
+    values: dict[str, float]
     disliked: set[str]
     recent: list[str]
 
@@ -613,21 +702,25 @@ class Recommendations:
     snapshot: Snapshot
 
 
-def _top(model: Recommender | None, row: np.ndarray, n: int) -> list[tuple[str, float]]:
+def _top(snapshot: Snapshot, row: np.ndarray, n: int) -> list[tuple[str, float]]:
     """The ``n`` best-scored items of a score row (finite scores only)."""
-    assert model is not None
     idx, val = top_k(row[None, :], min(n, len(row)))
-    ok = (idx[0] >= 0) & np.isfinite(val[0])
-    return list(zip(model.items_.to_ids(idx[0][ok]), val[0][ok].tolist(), strict=True))
+    ids = snapshot.ids
+    return [
+        (ids[i], v)
+        for i, v in zip(idx[0].tolist(), val[0].tolist(), strict=True)
+        if i >= 0 and math.isfinite(v)
+    ]
 
 
-def _pairwise(model: Recommender, items: Sequence[str]) -> np.ndarray:
+def _pairwise(snapshot: Snapshot, items: Sequence[str]) -> np.ndarray:
     """The model's item-to-item similarities among ``items`` (0 for items it does not know)."""
-    idx = model.items_.to_index(list(items), on_unknown="ignore")
+    assert snapshot.model is not None
+    idx = np.array([snapshot.index.get(i, -1) for i in items], dtype=np.int64)
     out = np.zeros((len(items), len(items)))
     known = np.flatnonzero(idx >= 0)
     if len(known):
-        sims = np.asarray(model._similar(idx[known]), dtype=np.float64)[:, idx[known]]
+        sims = np.asarray(snapshot.model._similar(idx[known]), dtype=np.float64)[:, idx[known]]
         out[np.ix_(known, known)] = sims
     return out
 
@@ -699,7 +792,3 @@ def knows_items(model: Recommender, items: Iterable[str]) -> np.ndarray:
     if not ids:
         return np.zeros(0, dtype=bool)
     return np.asarray(model.items_.to_index(ids, on_unknown="ignore") >= 0)
-
-
-def _empty_history() -> pd.DataFrame:
-    return pd.DataFrame({"item": pd.Series([], dtype=object), "value": np.zeros(0)})

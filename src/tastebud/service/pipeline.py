@@ -74,10 +74,10 @@ class PipelineSettings(BaseModel):
 
     generators: dict[str, int] = Field(
         default_factory=lambda: {
-            "model": 100,
-            "item_to_item": 50,
-            "popular": 50,
-            "new": 20,
+            "model": 50,
+            "item_to_item": 20,
+            "popular": 20,
+            "new": 10,
             "demographic": 50,
         },
         description="Candidate generators and how many candidates each proposes (0: off)",

@@ -84,7 +84,10 @@ ITEMS = sa.Table(
     sa.Column("attributes", sa.JSON, nullable=False, server_default=_EMPTY_JSON),
     sa.Column("available", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("created_at", _TIME, nullable=False),
+    # every write sets it: serving processes read the changes since their last look
+    sa.Column("updated_at", _TIME, nullable=True),
     sa.Index("ix_items_created_at", "created_at"),
+    sa.Index("ix_items_updated_at", "updated_at"),
 )
 
 EVENTS = sa.Table(
@@ -162,6 +165,14 @@ EXPERIMENTS = sa.Table(
 
 _DATA_TABLES = (USERS, ITEMS, EVENTS, MODEL_VERSIONS, EXPOSURES, FEEDBACK)
 
+#: Built once: the request path runs it on every call.
+_RECENT_EVENTS = (
+    sa.select(EVENTS.c.item_id, EVENTS.c.type, EVENTS.c.value)
+    .where(EVENTS.c.user_id == sa.bindparam("user_id"))
+    .order_by(EVENTS.c.ts.desc(), EVENTS.c.seq.desc())
+    .limit(sa.bindparam("limit"))
+)
+
 
 # -- migrations ------------------------------------------------------------------------------------
 def _migration_1(conn: Connection) -> None:
@@ -197,8 +208,21 @@ def _migration_2(conn: Connection) -> None:
     _FEEDBACK_UNIQUE.create(conn, checkfirst=True)
 
 
+def _migration_3(conn: Connection) -> None:
+    """Version 3: ``items.updated_at``, so serving processes can follow item writes."""
+    columns = {c["name"] for c in sa.inspect(conn).get_columns(ITEMS.name)}
+    if "updated_at" not in columns:  # new databases have it from step 1
+        conn.execute(sa.text("ALTER TABLE items ADD COLUMN updated_at DOUBLE PRECISION"))
+        conn.execute(sa.update(ITEMS).values(updated_at=ITEMS.c.created_at))
+        sa.Index("ix_items_updated_at", ITEMS.c.updated_at).create(conn, checkfirst=True)
+
+
 #: Ordered migrations: ``MIGRATIONS[v]`` turns a version ``v - 1`` database into version ``v``.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _migration_1, 2: _migration_2}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    1: _migration_1,
+    2: _migration_2,
+    3: _migration_3,
+}
 #: The schema version this code writes and reads.
 SCHEMA_VERSION = max(MIGRATIONS)
 assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1)), "migrations must be 1..N"
@@ -724,11 +748,12 @@ class Storage:
 
         def run(conn: Connection) -> dict[str, Any]:
             row = {"title": None, "attributes": {}, "available": True, **fields}
-            stmt = self._insert(ITEMS).values(id=iid, created_at=time.time(), **row)
+            now = time.time()
+            stmt = self._insert(ITEMS).values(id=iid, created_at=now, updated_at=now, **row)
             if fields:
                 stmt = stmt.on_conflict_do_update(
                     index_elements=[ITEMS.c.id],
-                    set_={name: stmt.excluded[name] for name in fields},
+                    set_={name: stmt.excluded[name] for name in [*fields, "updated_at"]},
                 )
             else:
                 stmt = stmt.on_conflict_do_nothing(index_elements=[ITEMS.c.id])
@@ -761,7 +786,11 @@ class Storage:
 
         def run(conn: Connection) -> dict[str, Any]:
             if values:
-                conn.execute(sa.update(ITEMS).where(ITEMS.c.id == iid).values(**values))
+                conn.execute(
+                    sa.update(ITEMS)
+                    .where(ITEMS.c.id == iid)
+                    .values(**values, updated_at=time.time())
+                )
             item = self._get_one(conn, ITEMS, iid)
             if item is None:
                 raise UnknownIdError(f"unknown item id {iid!r}")
@@ -832,6 +861,17 @@ class Storage:
             .where(ITEMS.c.created_at >= since)
             .order_by(ITEMS.c.created_at, ITEMS.c.id)
         )
+        return self._read(lambda conn: _rows(conn.execute(stmt)))
+
+    def all_items(self) -> list[dict[str, Any]]:
+        """Every item, ordered by id."""
+        stmt = sa.select(ITEMS).order_by(ITEMS.c.id)
+        return self._read(lambda conn: _rows(conn.execute(stmt)))
+
+    def items_changed_since(self, ts: float) -> list[dict[str, Any]]:
+        """Items written (created or updated) at or after ``ts`` (unix seconds)."""
+        since = _check_number(ts, "ts")
+        stmt = sa.select(ITEMS).where(ITEMS.c.updated_at >= since)
         return self._read(lambda conn: _rows(conn.execute(stmt)))
 
     def newest_items(self, limit: int, since: float = 0.0) -> list[dict[str, Any]]:
@@ -907,7 +947,7 @@ class Storage:
             raise MissingIdsError(kind, where)
         new = [{"id": k, "attributes": {}, "created_at": now} for k in missing]
         if kind == "item":
-            new = [{**row, "title": None, "available": True} for row in new]
+            new = [{**row, "title": None, "available": True, "updated_at": now} for row in new]
         self._bulk_insert(conn, table, new, skip_conflicts_on="id")
 
     def _add_events(
@@ -1013,6 +1053,16 @@ class Storage:
             .limit(limit)
         )
         return self._read(lambda conn: _rows(conn.execute(stmt)))[::-1]
+
+    def recent_events(self, user_id: str, limit: int) -> list[tuple[str, str, float | None]]:
+        """A user's latest ``limit`` events as ``(item_id, type, value)``, oldest first: the
+        request path's lean read (no dicts, no timestamps)."""
+        uid = _check_id(user_id, "user_id")
+        _check_limit(limit)
+        params = {"user_id": uid, "limit": limit}
+        return self._read(
+            lambda conn: [tuple(row) for row in conn.execute(_RECENT_EVENTS, params).all()]
+        )[::-1]
 
     def events_frame(self, since_seq: int = 0) -> pd.DataFrame:
         """Events with ``seq > since_seq`` for training, ordered by ``seq``.
@@ -1375,7 +1425,14 @@ class Storage:
             for uid, attrs in zip(user_ids, user_attrs, strict=True)
         ]
         item_rows = [
-            {"id": iid, "title": title, "attributes": attrs, "available": True, "created_at": now}
+            {
+                "id": iid,
+                "title": title,
+                "attributes": attrs,
+                "available": True,
+                "created_at": now,
+                "updated_at": now,
+            }
             for iid, title, attrs in zip(item_ids, titles, item_attrs, strict=True)
         ]
 
