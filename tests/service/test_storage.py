@@ -65,6 +65,31 @@ def test_unmigrated_database_reports_version_zero(storage: Storage) -> None:
     assert storage.count_users() == 0
 
 
+def test_a_version_1_database_is_upgraded_in_place(storage: Storage) -> None:
+    """What version 1 lacked: the experiments table, idempotent feedback, items.updated_at."""
+    storage.upsert_item("old", title="Old")
+    storage.log_feedback({"request_id": "r", "user_id": "u", "item_id": "old", "type": "click"})
+    with storage.engine.begin() as conn:  # back to version 1
+        conn.execute(sa.text("DROP TABLE experiments"))
+        conn.execute(sa.text("DROP INDEX ux_feedback_outcome"))
+        conn.execute(sa.text("DROP INDEX ix_items_updated_at"))
+        conn.execute(sa.text("ALTER TABLE items DROP COLUMN updated_at"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO feedback (request_id, user_id, item_id, type, ts) "
+                "VALUES ('r', 'u', 'old', 'click', 1), ('r', 'u', 'old', 'click', 2)"
+            )
+        )
+        conn.execute(sa.update(SCHEMA_VERSION_TABLE).values(version=1))
+    assert storage.migrate() == SCHEMA_VERSION
+    item = storage.get_item("old")
+    assert item is not None and item["updated_at"] == item["created_at"]
+    with storage.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM feedback")).scalar() == 1
+    storage.create_experiment("e", [{"name": "a", "share": 1.0}])
+    assert [e["name"] for e in storage.list_experiments()] == ["e"]
+
+
 def test_a_newer_schema_is_refused(storage: Storage) -> None:
     with storage.engine.begin() as conn:
         conn.execute(sa.update(SCHEMA_VERSION_TABLE).values(version=SCHEMA_VERSION + 1))

@@ -214,7 +214,10 @@ def _migration_3(conn: Connection) -> None:
     if "updated_at" not in columns:  # new databases have it from step 1
         conn.execute(sa.text("ALTER TABLE items ADD COLUMN updated_at DOUBLE PRECISION"))
         conn.execute(sa.update(ITEMS).values(updated_at=ITEMS.c.created_at))
-        sa.Index("ix_items_updated_at", ITEMS.c.updated_at).create(conn, checkfirst=True)
+        # the table's own Index object: a new sa.Index(...) would join ITEMS' indexes and be
+        # created twice by every later create_all
+        index = next(i for i in ITEMS.indexes if i.name == "ix_items_updated_at")
+        index.create(conn, checkfirst=True)
 
 
 #: Ordered migrations: ``MIGRATIONS[v]`` turns a version ``v - 1`` database into version ``v``.
