@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, Header, Query, Request
+from fastapi import Path as FastPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -633,7 +634,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
     @app.get("/users", tags=["users"], dependencies=[read_key], response_model=list[UserOut])
     def list_users(
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
     ) -> list[dict[str, Any]]:
         return store.list_users(limit=limit, offset=offset)
 
@@ -691,7 +692,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
     def list_items(
         q: Annotated[str | None, Query(max_length=200, description="title/id contains")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
     ) -> list[dict[str, Any]]:
         return store.list_items(limit=limit, offset=offset, query=q)
 
@@ -1044,7 +1045,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
         dependencies=[admin_key],
         response_model=ModelVersionOut,
     )
-    def activate(version_id: int) -> dict[str, Any]:
+    def activate(version_id: Annotated[int, FastPath(ge=1, le=2**62)]) -> dict[str, Any]:
         """Serve an earlier version again (a rollback)."""
         return engine.activate(version_id)
 

@@ -52,7 +52,9 @@ class Variant(BaseModel):
 
     name: str = Field(min_length=1, max_length=64)
     share: float = Field(gt=0, le=1, allow_inf_nan=False, description="Share of users")
-    model_version: int | None = Field(None, description="Version served (None: the active one)")
+    model_version: int | None = Field(
+        None, ge=1, le=2**62, description="Version served (None: the active one)"
+    )
     pipeline: dict[str, Any] | None = Field(None, description="Pipeline settings overridden")
 
 

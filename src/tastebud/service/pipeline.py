@@ -316,7 +316,7 @@ def _scale(values: np.ndarray) -> np.ndarray:
     """Non-negative scores (counts, shares) as a share of the largest; others min-max to
     [0, 1]; all equal (or one value) → 1."""
     low, high = float(values.min()), float(values.max())
-    if low >= 0 and high > 0 and math.isfinite(high):
+    if low >= 0 and high > 1e-12 and math.isfinite(high):
         return values / high
     if not math.isfinite(low) or not math.isfinite(high) or high - low <= 1e-12:
         return np.ones_like(values)
@@ -407,10 +407,13 @@ def _similarities(
     n = len(items)
     sims = np.zeros((n, n))
     if similarity is not None:
-        model_sims = np.nan_to_num(np.asarray(similarity(items), dtype=np.float64))
+        # -inf is "not a neighbour" for kNN models: no similarity
+        model_sims = np.nan_to_num(
+            np.asarray(similarity(items), dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0
+        )
         np.fill_diagonal(model_sims, 0.0)
         top = model_sims.max() if model_sims.size else 0.0
-        if top > 0:
+        if top > 1e-12:  # a tiny largest similarity says "unrelated", not "scale me up"
             sims = np.clip(model_sims / top, 0.0, 1.0)
     sets = [cats.get(item, frozenset()) for item in items]
     if any(sets):
