@@ -296,14 +296,14 @@ def test_a_variant_can_change_the_pipeline(client: ApiClient) -> None:
 def test_epsilon_greedy_slot_is_logged_apart(tmp_path: Path) -> None:
     exploration = {"method": "epsilon", "epsilon": 1.0, "position": 2}
     for client in start(tmp_path, exploration=exploration):
-        plain_top = recs(client, "u0", k=4, generators="model")
         answer = recs(client, "u0", k=4, explain="true")
         explored = [row for row in answer["items"] if row["exploration"]]
         assert len(explored) == 1 and answer["items"][1] is explored[0]
         assert explored[0]["source"] == "exploration"
         assert explored[0]["explanation"].startswith("something different")
         assert len(answer["items"]) == 4
-        assert explored[0]["item"] not in ids(plain_top)[:3]
+        ranked = [row["item"] for row in answer["items"] if not row["exploration"]]
+        assert explored[0]["item"] not in ranked  # drawn from what missed the list
         event = {
             "user_id": "u0",
             "item_id": explored[0]["item"],
@@ -311,9 +311,11 @@ def test_epsilon_greedy_slot_is_logged_apart(tmp_path: Path) -> None:
             "request_id": answer["request_id"],
         }
         ok(client.post("/events", json=event), 201)
+        again = recs(client, "u1", k=4)
+        assert sum(row["exploration"] for row in again["items"]) == 1
         stats = ok(client.get("/admin/exploration"))
         assert stats["method"] == "epsilon"
-        # the explored exposures of both lists with exploration; one was answered
+        # the explored exposures of both lists; one was answered
         assert stats["exposures"] == 2 and stats["answered"] == 1
 
 
@@ -324,3 +326,24 @@ def test_thompson_sampling_explores_one_slot_per_list(tmp_path: Path) -> None:
             assert sum(row["exploration"] for row in answer["items"]) == 1
             assert answer["items"][2]["exploration"]  # the default position is 3
         assert ok(client.get("/admin/stats"))["exploration"] == "thompson"
+
+
+def test_a_warm_users_list_is_served_again_until_something_of_theirs_changes(
+    client: ApiClient,
+) -> None:
+    before = ok(client.get("/admin/stats"))["list_cache"]
+    first = recs(client, "u0", k=5)
+    second = recs(client, "u0", k=5)
+    assert ids(second) == ids(first) and second["request_id"] != first["request_id"]
+    after = ok(client.get("/admin/stats"))["list_cache"]
+    assert after["hits"] == before["hits"] + 1
+    # an item made unavailable leaves the kept list at once
+    ok(client.patch(f"/items/{ids(first)[0]}", json={"available": False}))
+    third = recs(client, "u0", k=5)
+    assert ids(first)[0] not in ids(third) and len(third["items"]) == 5
+    # the user's own event changes the history, so the list is rebuilt
+    like = {"user_id": "u0", "item_id": ids(third)[0], "type": "like"}
+    ok(client.post("/events", json=like), 201)
+    assert ids(third)[0] not in ids(recs(client, "u0", k=5))
+    # other options are another list
+    assert recs(client, "u0", k=5, diversity=0.5)["items"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import threading
@@ -253,6 +254,7 @@ class StatsOut(BaseModel):
     training: bool
     experiment: str | None
     exploration: str
+    list_cache: dict[str, int] = Field(description="Lists served again / rebuilt")
 
 
 class ExperimentOut(BaseModel):
@@ -832,8 +834,8 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
         if user_id is not None and explorer.on:
             picked = explorer.pick([c.item for c in result.rest])
             if picked is not None:
-                cand = next(c for c in result.rest if c.item == picked)
-                cand.exploration = True
+                found = next(c for c in result.rest if c.item == picked)
+                cand = dataclasses.replace(found, exploration=True)  # lists may be cached
                 chosen.insert(min(settings.exploration.position, len(chosen) + 1) - 1, cand)
                 chosen = chosen[:k]
         request_id = uuid.uuid4().hex
@@ -1061,6 +1063,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
             "training": engine.training,
             "experiment": None if experiment is None else experiment["name"],
             "exploration": settings.exploration.method,
+            "list_cache": {"hits": engine.list_cache_hits, "misses": engine.list_cache_misses},
         }
 
     @app.post(

@@ -24,7 +24,7 @@ import logging
 import math
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,10 @@ class Engine:
         self._versions: dict[int, Snapshot] = {}  # earlier versions served by experiments
         self._versions_lock = threading.Lock()
         self._new_cache: dict[tuple[int, float], tuple[float, list[tuple[str, float]]]] = {}
+        self._lists: OrderedDict[tuple[Any, ...], tuple[float, Recommendations]] = OrderedDict()
+        self._lists_lock = threading.Lock()
+        self.list_cache_hits = 0
+        self.list_cache_misses = 0
 
     @property
     def training(self) -> bool:
@@ -504,10 +508,65 @@ class Engine:
     ) -> Recommendations:
         """The top ``k`` of the pipeline (module :mod:`tastebud.service.pipeline`) for a
         state; never its history's items, its dislikes, ``exclude``, unavailable or deleted
-        items. ``attributes`` (called only when needed) gives a cold user's attributes."""
+        items. ``attributes`` (called only when needed) gives a cold user's attributes.
+
+        A list built from the model's scores is kept for ``list_cache_s`` seconds and served
+        again for the same history (every event of the user changes it, so their own events
+        show at once), model version, options, filters and ``k``, after checking its items
+        are still available; other users' events and new items reach it when it expires.
+        Lists of users without a usable history follow live popularity and are not kept."""
         snapshot = self.snapshot if snapshot is None else snapshot
         options = self.settings.pipeline if options is None else options
         filters = Filters() if filters is None else filters
+        key = None
+        if self.settings.list_cache_s > 0 and snapshot.model is not None and state.values:
+            key = (
+                id(snapshot),
+                options.model_dump_json(),
+                filters,
+                k,
+                frozenset(exclude),
+                tuple(state.values.items()),
+                frozenset(state.disliked),
+                tuple(state.recent[: options.recent_items]),
+            )
+            hit = self._cached_list(key)
+            if hit is not None:
+                return hit
+        result, scored = self._recommend(state, k, snapshot, options, filters, exclude, attributes)
+        if key is not None and scored:
+            with self._lists_lock:
+                self._lists[key] = (time.monotonic() + self.settings.list_cache_s, result)
+                while len(self._lists) > 50_000:
+                    self._lists.popitem(last=False)
+        return result
+
+    def _cached_list(self, key: tuple[Any, ...]) -> Recommendations | None:
+        with self._lists_lock:
+            entry = self._lists.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            self.list_cache_misses += 1
+            return None
+        cached = entry[1]
+        rows = self.catalog.get(c.item for c in (*cached.chosen, *cached.rest))
+        if any(not rows.get(c.item, {}).get("available") for c in cached.chosen):
+            self.list_cache_misses += 1  # an item was deleted or made unavailable: rebuild
+            return None
+        self.list_cache_hits += 1
+        rest = [c for c in cached.rest if rows.get(c.item, {}).get("available")]
+        return Recommendations(cached.chosen, rest, rows, cached.snapshot)
+
+    def _recommend(
+        self,
+        state: UserState,
+        k: int,
+        snapshot: Snapshot,
+        options: PipelineSettings,
+        filters: Filters,
+        exclude: Iterable[str],
+        attributes: Callable[[], Mapping[str, Any] | None] | None,
+    ) -> tuple[Recommendations, bool]:
+        """The pipeline itself; also says whether the model scored the history."""
         model = snapshot.model
         gens = options.generators
         blocked = set(state.values) | state.disliked | set(exclude)
@@ -560,7 +619,7 @@ class Engine:
         chosen = select(survivors, k, options, cats, similarity)
         taken = {c.item for c in chosen}
         rest = sorted((c for c in survivors if c.item not in taken), key=lambda c: -c.score)
-        return Recommendations(chosen, rest, rows, snapshot)
+        return Recommendations(chosen, rest, rows, snapshot), row is not None
 
     def _categories(
         self, item: str, rows: Mapping[str, Mapping[str, Any]], options: PipelineSettings

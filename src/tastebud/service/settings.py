@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     exploration: ExplorationSettings = Field(
         default_factory=ExplorationSettings, description="The exploration slot"
     )
+    list_cache_s: float = Field(
+        10.0,
+        ge=0,
+        description="Serve a warm user's list again for this long while their history, the "
+        "model version and the request stay the same (0: always rebuild)",
+    )
     evaluate_on_retrain: bool = Field(
         True, description="Score each new version on a holdout first (offline metrics)"
     )
