@@ -568,7 +568,12 @@ def serve(
     threadpool_limits(1, user_api="blas")
     if workers == 1:
         uvicorn.run(
-            create_app(settings, storage), host=host, port=port, log_config=None, access_log=False
+            create_app(settings, storage),
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            timeout_keep_alive=_KEEP_ALIVE_S,
         )
         storage.close()
         return
@@ -584,7 +589,13 @@ def serve(
         port=port,
         log_config=None,
         access_log=False,
+        timeout_keep_alive=_KEEP_ALIVE_S,
     )
+
+
+#: Idle keep-alive connections are closed after this long (uvicorn's 5 s default races
+#: with clients' connection pools: a request sent as the server closes is reset).
+_KEEP_ALIVE_S = 65
 
 
 experiments_app = typer.Typer(

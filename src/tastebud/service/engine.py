@@ -87,6 +87,7 @@ class Engine:
         self._positive_counts: Counter[str] = Counter()
         self._counted_seq = 0  # events with seq <= this are in _positive_counts
         self._synced_at = -float("inf")  # monotonic time of the last _sync_counts read
+        self._counts_dirty = False  # this process stored events since that read
         self._ranked: list[tuple[str, float]] | None = None  # popularity order, None: stale
         self.demographics = Demographics.empty()
         self._experiment_cache: tuple[float, dict[str, Any] | None] = (-float("inf"), None)
@@ -160,13 +161,14 @@ class Engine:
             self._counted_seq = last
             self._ranked = None
 
-    def _sync_counts(self) -> None:
+    def _sync_counts(self, *, now_if_dirty: bool = False) -> None:
         """Count the events stored since the last read (by any process); reads at most
-        every 0.2 s."""
+        every 0.2 s, or at once when asked and this process stored events since."""
         now = time.monotonic()
-        if now - self._synced_at < 0.2:
+        if now - self._synced_at < 0.2 and not (now_if_dirty and self._counts_dirty):
             return
         self._synced_at = now
+        self._counts_dirty = False
         if self.storage.last_seq() <= self._counted_seq:  # nothing new: no frame to build
             return
         frame = self.storage.events_frame(since_seq=self._counted_seq)  # outside the lock
@@ -202,18 +204,21 @@ class Engine:
             self._ranked = None
 
     def events_stored(self) -> None:
-        """This process stored events: the next popularity read fetches them at once."""
-        self._synced_at = -float("inf")
+        """This process stored events: the next cold list counts them at once (warm lists
+        leave it to the background refresh; popularity only adds candidates to them)."""
+        self._counts_dirty = True
 
     def forget_item(self, item_id: str) -> None:
         with self._counts_lock:
             self._positive_counts.pop(item_id, None)
             self._ranked = None
 
-    def popular(self, n: int, skip: Container[str] = ()) -> list[tuple[str, float]]:
+    def popular(
+        self, n: int, skip: Container[str] = (), *, current: bool = True
+    ) -> list[tuple[str, float]]:
         """The ``n`` items with the most positive events (ties: lower id first), passing
-        over the items in ``skip``."""
-        self._sync_counts()
+        over the items in ``skip``; ``current`` counts this process's latest events first."""
+        self._sync_counts(now_if_dirty=current)
         with self._counts_lock:
             if self._ranked is None:
                 ranked = sorted(self._positive_counts.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -592,7 +597,8 @@ class Engine:
             if attempt == 0 and row is not None:
                 self._item_to_item(pool, snapshot, state.recent, options, sizes, blocked)
             if "popular" in sizes:
-                pool.add("popular", self.popular(sizes["popular"] * grow + k, skip=blocked))
+                wanted = sizes["popular"] * grow + k
+                pool.add("popular", self.popular(wanted, skip=blocked, current=row is None))
             if attempt == 0 and "new" in sizes:
                 pool.add("new", self._new_to(snapshot, sizes["new"], options.new_item_days))
             if attempt == 0 and "demographic" in sizes and row is None and attributes is not None:
