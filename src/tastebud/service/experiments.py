@@ -281,6 +281,9 @@ class ExposureLog:
                 return 0
             try:
                 return self.storage.log_exposures(rows)
+            except InvalidInputError:  # a bad row would block every later flush: drop them
+                log.exception("dropped %d exposures the database refused", len(rows))
+                return 0
             except Exception:  # the database went away: keep them for the next try
                 log.exception("could not write %d exposures; retrying later", len(rows))
                 with self._lock:

@@ -94,6 +94,15 @@ class PipelineSettings(BaseModel):
     )
     max_per_category: int | None = Field(None, ge=1, description="Cap per category in a list")
 
+    @field_validator("generators", mode="before")
+    @classmethod
+    def _no_booleans(cls, generators: Any) -> Any:
+        if isinstance(generators, dict):
+            for name, n in generators.items():
+                if isinstance(n, bool):
+                    raise ValueError(f"generator {name!r}: the number of candidates is not {n}")
+        return generators
+
     @field_validator("generators")
     @classmethod
     def _known_generators(cls, generators: dict[str, int]) -> dict[str, int]:
@@ -148,7 +157,10 @@ class Predicate:
         raw = attributes[self.field]
         if self.op in ("=", "!="):
             values = raw if isinstance(raw, list) else [raw]
-            hit = any(_text(v) == self.value.casefold() for v in values)
+            wanted, number = self.value.casefold(), _number(self.value)
+            hit = any(
+                _text(v) == wanted or (number is not None and _number(v) == number) for v in values
+            )
             return hit if self.op == "=" else not hit
         number, bound = _number(raw), _number(self.value)
         if number is None or bound is None:
@@ -187,7 +199,7 @@ def category_field(settings: PipelineSettings, attributes: Mapping[str, Any]) ->
     """The attribute holding an item's categories."""
     if settings.category_field is not None:
         return settings.category_field
-    return next((name for name in CATEGORY_FIELDS if name in attributes), None)
+    return next((name for name in CATEGORY_FIELDS if attributes.get(name) is not None), None)
 
 
 def categories(settings: PipelineSettings, attributes: Mapping[str, Any]) -> frozenset[str]:
@@ -290,11 +302,15 @@ class Pool:
 
 
 def rank(cands: Sequence[Candidate], model_scores: Mapping[str, float]) -> None:
-    """Set each candidate's ``relevance`` in [0, 1] (see the module docstring)."""
+    """Set each candidate's ``relevance``: in [0, 1] for the model-scored; for the others
+    the sum of their generators' weighted shares (up to the sum of
+    :data:`FALLBACK_WEIGHT`'s, 1.6, reached only in a cold list, where nothing is
+    model-scored: in a warm list only ``popular`` and ``new`` can propose what the model
+    does not know, at most 0.5). See the module docstring."""
     scored = [c for c in cands if c.item in model_scores]
     if scored:
         values = np.array([model_scores[c.item] for c in scored], dtype=np.float64)
-        for cand, value in zip(scored, _scale(values), strict=True):
+        for cand, value in zip(scored, _min_max(values), strict=True):
             cand.relevance = float(value)
     rest = [c for c in cands if c.item not in model_scores]
     best_part: dict[str, float] = {}
@@ -313,11 +329,17 @@ def rank(cands: Sequence[Candidate], model_scores: Mapping[str, float]) -> None:
 
 
 def _scale(values: np.ndarray) -> np.ndarray:
-    """Non-negative scores (counts, shares) as a share of the largest; others min-max to
-    [0, 1]; all equal (or one value) → 1."""
+    """A generator's scores: non-negative ones (counts, shares) as a share of the largest;
+    others min-max to [0, 1]."""
     low, high = float(values.min()), float(values.max())
     if low >= 0 and high > 1e-12 and math.isfinite(high):
         return values / high
+    return _min_max(values)
+
+
+def _min_max(values: np.ndarray) -> np.ndarray:
+    """Min-max to [0, 1]; all equal (or one value) → 1."""
+    low, high = float(values.min()), float(values.max())
     if not math.isfinite(low) or not math.isfinite(high) or high - low <= 1e-12:
         return np.ones_like(values)
     return (values - low) / (high - low)
