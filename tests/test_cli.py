@@ -174,39 +174,13 @@ def test_import_loads_the_sample_once_and_refuses_a_bad_database(tmp_path):
     assert wrong_type.returncode == 2 and "--event-type 'hug'" in wrong_type.stderr
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_serve_answers_over_http_and_learns_from_a_like(tmp_path):
     """The README's walk-through: serve the sample, like something, see the list change."""
-    import time
-
     import httpx
 
-    port = _free_port()
-    server = subprocess.Popen(
-        [TASTEBUD, "serve", "--sample", "--db", f"sqlite:///{tmp_path / 's.db'}", "--port",
-         str(port)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                ready = httpx.get(f"{base}/health/ready", timeout=2)
-                if ready.status_code == 200 and ready.json()["model_version"] is not None:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, server.stdout.read() if server.stdout else ""
-            assert time.monotonic() < deadline, "the server did not become ready with a model"
-            time.sleep(0.5)
+    from serving import sample_server
+
+    with sample_server(tmp_path) as base:
         before = httpx.get(f"{base}/users/newcomer/recommendations?k=5").json()
         assert [r["source"] for r in before["items"]] == ["popular"] * 5
         liked = httpx.get(f"{base}/items", params={"limit": 1}).json()[0]["id"]
@@ -219,6 +193,3 @@ def test_serve_answers_over_http_and_learns_from_a_like(tmp_path):
         assert liked not in [r["item"] for r in after["items"]]
         assert after["items"][0]["source"] == "model"
         assert after["items"][0]["explanation"].startswith("because you liked ")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)

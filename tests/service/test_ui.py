@@ -9,10 +9,6 @@ driver's path, so Selenium Manager never runs and nothing is downloaded.
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,9 +18,10 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from serving import sample_server
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-TASTEBUD = str(Path(sys.executable).with_name("tastebud"))
 INSTALL = "install with: apt-get install -y chromium chromium-driver"
 
 
@@ -71,54 +68,16 @@ def test_the_pages_and_assets_are_served(tmp_path: Path) -> None:
     assert not [p for p in paths if p == "/" or p.startswith("/ui")], "the UI is not API"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def _serve(tmp_path: Path, *, with_model: bool = True, **env_extra: str) -> Iterator[str]:
-    """``tastebud serve --sample`` on a free port, once it is ready (and serves a trained
-    model, unless ``with_model`` is false)."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "TASTEBUD_MODEL_DIR": str(tmp_path / "models"),
-        "TASTEBUD_LOG_LEVEL": "warning",
-        # a fixed regularisation: reg="auto" tunes it with extra fits (seconds each on a
-        # small machine), which this test of the pages does not need
-        "TASTEBUD_MODEL_PARAMS": '{"reg": 0.1}',
-    }
-    for name in ("TASTEBUD_API_KEY", "TASTEBUD_ADMIN_KEY", "TASTEBUD_READ_KEY", "TASTEBUD_DB"):
-        env.pop(name, None)
-    env.update(env_extra)
-    proc = subprocess.Popen(
-        [TASTEBUD, "serve", "--sample", "--db", f"sqlite:///{tmp_path / 'ui.db'}", "--port",
-         str(port)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                ready = httpx.get(f"{base}/health/ready", timeout=2)
-                if ready.status_code == 200 and (
-                    ready.json()["model_version"] is not None or not with_model
-                ):
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            assert time.monotonic() < deadline, "the server did not become ready with a model"
-            time.sleep(0.25)
+    """``tastebud serve --sample`` that serves the UI. A fixed regularisation: reg="auto"
+    tunes it with extra fits (seconds each on a small machine), which the pages do not
+    need."""
+    env = {"TASTEBUD_MODEL_PARAMS": '{"reg": 0.1}', **env_extra}
+    with sample_server(tmp_path, with_model=with_model, timeout_s=60, **env) as base:
         page = httpx.get(f"{base}/ui/")
         assert page.status_code == 200, "the app does not serve the UI (mount_ui not called?)"
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 @pytest.fixture
