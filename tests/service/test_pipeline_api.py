@@ -347,3 +347,19 @@ def test_a_warm_users_list_is_served_again_until_something_of_theirs_changes(
     assert ids(third)[0] not in ids(recs(client, "u0", k=5))
     # other options are another list
     assert recs(client, "u0", k=5, diversity=0.5)["items"]
+
+
+def test_a_low_rating_is_a_dislike_and_a_high_one_a_like(client: ApiClient) -> None:
+    def rate(item: str, stars: float) -> None:
+        event = {"user_id": "critic", "item_id": item, "type": "rating", "value": stars}
+        ok(client.post("/events", json=event), 201)
+
+    rate("a1", 5)
+    liked = recs(client, "critic", k=5)
+    assert set(ids(liked)) <= set(A_ITEMS)  # five stars: the a-cluster
+    rate(ids(liked)[0], 1)  # one star hides the item and adds nothing to the taste
+    after = recs(client, "critic", k=5)
+    assert ids(liked)[0] not in ids(after)
+    assert set(ids(after)) <= set(A_ITEMS)
+    rate("a1", 2)  # the latest word on a1: the only liked item is gone, popularity answers
+    assert {row["source"] for row in recs(client, "critic", k=3)["items"]} == {"popular"}

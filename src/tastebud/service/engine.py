@@ -139,13 +139,25 @@ class Engine:
 
     # -- events ----------------------------------------------------------------------------
     def event_values(self, frame: pd.DataFrame) -> np.ndarray:
-        """Training value of each event row (settings.event_weights; ratings scale by value)."""
+        """Training value of each event row (settings.event_weights; ratings scale by their
+        value, and one below ``dislike_below_rating`` is worth nothing, like a dislike)."""
         weights = self.settings.event_weights
         types = frame["type"].astype(str)
         base = types.map(lambda t: weights.get(t, 1.0)).to_numpy(dtype=np.float64)
         value = frame["value"].to_numpy(dtype=np.float64)
         is_rating = (types == "rating").to_numpy() & np.isfinite(value)
-        return np.where(is_rating, base * np.where(is_rating, value, 1.0), base)
+        scaled = np.where(is_rating, base * np.where(is_rating, value, 1.0), base)
+        low = self.settings.dislike_below_rating
+        if low is not None:
+            scaled[is_rating & (np.where(is_rating, value, low) < low)] = 0.0
+        return scaled
+
+    def _says_dislike(self, kind: str, value: float | None) -> bool:
+        """A dislike, or a rating below ``dislike_below_rating``."""
+        if kind == "dislike":
+            return True
+        low = self.settings.dislike_below_rating
+        return kind == "rating" and low is not None and value is not None and value < low
 
     def _positive_items(self, frame: pd.DataFrame) -> list[str]:
         if not len(frame):
@@ -460,16 +472,18 @@ class Engine:
     def user_state(self, user_id: str) -> UserState:
         """The user's positive history (value summed per item, in first-seen order), their
         recent positive items (newest first) and the items whose latest event is a dislike
-        (left out of the history and of their lists). Plain Python on one lean query: this
-        runs on every request."""
+        or a low rating (left out of the history and of their lists). Plain Python on one
+        lean query: this runs on every request."""
         events = self.storage.recent_events(user_id, self.settings.history_limit)
         weights = self.settings.event_weights
-        last: dict[str, str] = {}
-        for item, kind, _ in events:  # oldest first: the last word on an item wins
-            last[item] = kind
-        disliked = {item for item, kind in last.items() if kind == "dislike"}
+        last: dict[str, bool] = {}
+        for item, kind, value in events:  # oldest first: the last word on an item wins
+            last[item] = self._says_dislike(kind, value)
+        disliked = {item for item, no in last.items() if no}
         values: dict[str, float] = {}
         for item, kind, value in events:
+            if self._says_dislike(kind, value):
+                continue
             weight = weights.get(kind, 1.0)
             if kind == "rating" and value is not None and math.isfinite(value):
                 weight *= value

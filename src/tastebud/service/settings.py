@@ -29,7 +29,7 @@ DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
     "view": 1.0,
     "click": 2.0,
     "like": 4.0,
-    "rating": 1.0,  # multiplied by the event's value: a 5-star rating counts 5
+    "rating": 1.0,  # times the event's value: a 5-star rating counts 5 (below 3: a dislike)
     "purchase": 5.0,
     "dislike": 0.0,
 }
@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     event_weights: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS),
         description="Strength of each event type as training value",
+    )
+    dislike_below_rating: float | None = Field(
+        3.0,
+        description="A rating below this is a dislike: no positive, the item hidden from the "
+        "user (None: every rating is a positive worth its value)",
     )
     create_missing_items: bool = Field(
         False, description="Events on unknown items create them (else 422)"
