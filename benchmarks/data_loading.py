@@ -37,6 +37,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _results import write_results
+
 RESULTS = Path(__file__).resolve().parent / "results"
 ML_NAMES = ["user", "item", "rating", "timestamp"]
 LASTFM_NAMES = ["user", "item", "weight"]
@@ -315,12 +317,6 @@ def to_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -362,8 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     markdown = to_markdown(result)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "data_loading.quick" if args.quick else "data_loading"  # keep full results intact
-    _write(args.out / f"{stem}.json", json.dumps(result, indent=2) + "\n")
-    _write(args.out / f"{stem}.md", markdown)
+    write_results(args.out, stem, result, markdown)
     print(markdown)
     return 0
 

@@ -106,6 +106,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from _results import write_results
+
 RESULTS = Path(__file__).resolve().parent / "results"
 TASTEBUD = Path(sys.executable).parent / "tastebud"
 TARGET_P99_MS = 10.0
@@ -843,12 +845,6 @@ def to_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def _start_profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
@@ -1079,8 +1075,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args)
     markdown = to_markdown(result)
     stem = "serve_load.smoke" if args.smoke else "serve_load"  # keep full results intact
-    _write(args.out / f"{stem}.json", json.dumps(result, indent=2) + "\n")
-    _write(args.out / f"{stem}.md", markdown)
+    write_results(args.out, stem, result, markdown)
     print(markdown)
     errors = result["load"]["recommendations"]["errors"] + result["load"]["events"]["errors"]
     return 1 if args.smoke and errors else 0

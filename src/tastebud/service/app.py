@@ -37,7 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tastebud.errors import InvalidInputError, TastebudError, UnknownIdError
-from tastebud.service.engine import Engine, Snapshot, UserState, knows_items
+from tastebud.service.engine import Engine, Snapshot, UserState
 from tastebud.service.experiments import (
     EXPLORATION_SOURCE,
     ExperimentIn,
@@ -986,13 +986,10 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
         k = _k(k)
         if store.get_item(item_id) is None:
             raise UnknownIdError(f"unknown item {item_id!r}")
-        model = engine.snapshot.model
+        snapshot = engine.snapshot
+        model = snapshot.model
         source = "popular"
-        if (
-            model is not None
-            and model.supports_similar_items
-            and knows_items(model, [item_id]).all()
-        ):
+        if model is not None and model.supports_similar_items and item_id in snapshot.index:
             want = min(3 * k + 16, len(model.items_) - 1)
             table = model.similar_items([item_id], k=max(want, 1))
             pairs = [
@@ -1001,7 +998,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
             source = "model"
         else:
             pairs = [(i, s) for i, s in engine.popular(3 * k + 16) if i != item_id]
-        items = store.get_items([i for i, _ in pairs])
+        items = engine.catalog.get(i for i, _ in pairs)
         pairs = [(i, s) for i, s in pairs if i in items and items[i]["available"]][:k]
         return {
             "item": item_id,

@@ -138,19 +138,28 @@ class Engine:
         return model
 
     # -- events ----------------------------------------------------------------------------
+    def event_value(self, kind: str, value: float | None) -> float:
+        """What one event says "the user wants this": its type's weight
+        (settings.event_weights), times the value for a rating; 0 for a dislike and for a
+        rating below ``dislike_below_rating``."""
+        if self._says_dislike(kind, value):
+            return 0.0
+        weight = self.settings.event_weights.get(kind, 1.0)
+        if kind == "rating" and value is not None and math.isfinite(value):
+            weight *= value
+        return weight
+
     def event_values(self, frame: pd.DataFrame) -> np.ndarray:
-        """Training value of each event row (settings.event_weights; ratings scale by their
-        value, and one below ``dislike_below_rating`` is worth nothing, like a dislike)."""
-        weights = self.settings.event_weights
-        types = frame["type"].astype(str)
-        base = types.map(lambda t: weights.get(t, 1.0)).to_numpy(dtype=np.float64)
-        value = frame["value"].to_numpy(dtype=np.float64)
-        is_rating = (types == "rating").to_numpy() & np.isfinite(value)
-        scaled = np.where(is_rating, base * np.where(is_rating, value, 1.0), base)
-        low = self.settings.dislike_below_rating
-        if low is not None:
-            scaled[is_rating & (np.where(is_rating, value, low) < low)] = 0.0
-        return scaled
+        """:meth:`event_value` of each row of an events frame."""
+        values = frame["value"].to_numpy(dtype=np.float64).tolist()
+        return np.fromiter(
+            (
+                self.event_value(kind, None if math.isnan(v) else v)
+                for kind, v in zip(frame["type"].astype(str).tolist(), values, strict=True)
+            ),
+            dtype=np.float64,
+            count=len(values),
+        )
 
     def _says_dislike(self, kind: str, value: float | None) -> bool:
         """A dislike, or a rating below ``dislike_below_rating``."""
@@ -475,18 +484,13 @@ class Engine:
         or a low rating (left out of the history and of their lists). Plain Python on one
         lean query: this runs on every request."""
         events = self.storage.recent_events(user_id, self.settings.history_limit)
-        weights = self.settings.event_weights
         last: dict[str, bool] = {}
         for item, kind, value in events:  # oldest first: the last word on an item wins
             last[item] = self._says_dislike(kind, value)
         disliked = {item for item, no in last.items() if no}
         values: dict[str, float] = {}
         for item, kind, value in events:
-            if self._says_dislike(kind, value):
-                continue
-            weight = weights.get(kind, 1.0)
-            if kind == "rating" and value is not None and math.isfinite(value):
-                weight *= value
+            weight = self.event_value(kind, value)
             if weight > 0 and item not in disliked:
                 values[item] = values.get(item, 0.0) + weight
         recent = list(dict.fromkeys(i for i, _, _ in reversed(events) if i in values))
@@ -859,15 +863,3 @@ class Demographics:
                 total[item] = total.get(item, 0.0) + share
         ranked = sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))
         return [(item, float(score)) for item, score in ranked[:n]]
-
-
-def knows_items(model: Recommender, items: Iterable[str]) -> np.ndarray:
-    """Which of ``items`` (ids as stored: text) the model was trained with.
-
-    Not ``item in model.items_``: a dataset of ids that all spell integers ("7") holds them
-    as ints, and only ``to_index`` matches the other spelling.
-    """
-    ids = [str(item) for item in items]
-    if not ids:
-        return np.zeros(0, dtype=bool)
-    return np.asarray(model.items_.to_index(ids, on_unknown="ignore") >= 0)

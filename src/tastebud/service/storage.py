@@ -806,19 +806,6 @@ class Storage:
         iid = _check_id(item_id, "item_id")
         return self._read(lambda conn: self._get_one(conn, ITEMS, iid))
 
-    def get_items(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """The stored items among ``ids``, by id (unknown ids are left out)."""
-        keys = sorted({_check_id(i, "item id") for i in ids})
-
-        def run(conn: Connection) -> dict[str, dict[str, Any]]:
-            out: dict[str, dict[str, Any]] = {}
-            for chunk in _chunks(keys, 10 * _CHUNK):
-                for row in conn.execute(sa.select(ITEMS).where(ITEMS.c.id.in_(chunk))):
-                    out[row.id] = dict(row._mapping)
-            return out
-
-        return self._read(run) if keys else {}
-
     def delete_item(self, item_id: str) -> bool:
         """Delete an item and its events; returns whether the item or any event existed."""
         iid = _check_id(item_id, "item_id")
@@ -856,16 +843,6 @@ class Storage:
         """Number of items."""
         return self._count(ITEMS)
 
-    def items_created_since(self, ts: float) -> list[dict[str, Any]]:
-        """Items created at or after ``ts`` (unix seconds), oldest first."""
-        since = _check_number(ts, "ts")
-        stmt = (
-            sa.select(ITEMS)
-            .where(ITEMS.c.created_at >= since)
-            .order_by(ITEMS.c.created_at, ITEMS.c.id)
-        )
-        return self._read(lambda conn: _rows(conn.execute(stmt)))
-
     def all_items(self) -> list[dict[str, Any]]:
         """Every item, ordered by id."""
         stmt = sa.select(ITEMS).order_by(ITEMS.c.id)
@@ -888,11 +865,6 @@ class Storage:
             .limit(limit)
         )
         return self._read(lambda conn: _rows(conn.execute(stmt)))
-
-    def unavailable_items(self) -> set[str]:
-        """Ids of the items marked ``available=False`` (kept out of recommendations)."""
-        stmt = sa.select(ITEMS.c.id).where(ITEMS.c.available.is_(False))
-        return self._read(lambda conn: set(conn.execute(stmt).scalars()))
 
     # -- events ------------------------------------------------------------------------------------
     def add_events(
