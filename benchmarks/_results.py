@@ -17,3 +17,13 @@ def write_results(out: Path, stem: str, result: dict[str, Any], markdown: str) -
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
+
+
+def markdown_table(table: Any) -> str:
+    """A pandas table (index = model) as a markdown table with 4-decimal numbers."""
+    header = "| model | " + " | ".join(map(str, table.columns)) + " |"
+    lines = [header, "|---|" + "---:|" * len(table.columns)]
+    for name, row in table.iterrows():
+        cells = [f"{v:.4f}" if abs(v) < 100 else f"{v:.0f}" for v in row.to_numpy(dtype=float)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

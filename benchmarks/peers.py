@@ -38,6 +38,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _results import markdown_table
 from tastebud.data import Dataset, load_lastfm_2k, load_movielens_100k, load_movielens_100k_fold
 from tastebud.errors import TastebudError
 from tastebud.evaluation import evaluate, leaderboard
@@ -303,15 +306,6 @@ def als_speed_task() -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("model")
 
 
-def _markdown(table: pd.DataFrame) -> str:
-    header = "| model | " + " | ".join(table.columns) + " |"
-    lines = [header, "|---|" + "---:|" * len(table.columns)]
-    for name, row in table.iterrows():
-        cells = [f"{v:.4f}" if abs(v) < 100 else f"{v:.0f}" for v in row.to_numpy(dtype=float)]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def _warm_up() -> None:
     """Compile numba kernels before anything is timed."""
     from tastebud.data import synthetic
@@ -372,7 +366,7 @@ def main() -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2))
     text = [f"# tastebud vs peers\n\n{meta}\n"]
     for title, table in sections.items():
-        text += [f"## {title}\n", _markdown(table), ""]
+        text += [f"## {title}\n", markdown_table(table), ""]
     (RESULTS / f"{name}.md").write_text("\n".join(text))
     print("\n".join(text))
 

@@ -57,8 +57,11 @@ class TestSet:
     threshold: float | None
 
 
-def prepare_test(split: Split, relevance_threshold: float | None = None) -> TestSet:
-    """Relevance matrix and candidate counts of a split's test users."""
+def prepare_test(
+    split: Split, relevance_threshold: float | None = None, candidates: np.ndarray | None = None
+) -> TestSet:
+    """Relevance matrix and candidate counts of a split's test users (``candidates``:
+    internal indices of the only items ranked, default all)."""
     train, test = split.train, split.test
     if not isinstance(test, pd.DataFrame):
         raise InvalidInputError("the split's test set must be a DataFrame with user and item")
@@ -101,11 +104,24 @@ def prepare_test(split: Split, relevance_threshold: float | None = None) -> Test
         .ravel()
         .astype(np.int64)
     )
+    n_candidates = train.n_items - seen + n_unrankable
+    if candidates is not None:
+        # Relevant items outside the candidates (or unknown, or seen) cannot be ranked.
+        ranked = np.zeros(train.n_items, dtype=bool)
+        ranked[candidates] = True
+        seen_ranked = np.asarray(history[:, candidates].sum(axis=1)).ravel().astype(np.int64)
+        known_relevant = sp.csr_matrix(relevant[:, : train.n_items])
+        rel_rankable = known_relevant.multiply(ranked[None, :]) - history.multiply(
+            known_relevant
+        ).multiply(ranked[None, :])
+        n_rel = np.diff(relevant.indptr)
+        n_rel_rankable = np.asarray(sp.csr_matrix(rel_rankable).sum(axis=1)).ravel()
+        n_candidates = len(candidates) - seen_ranked + (n_rel - n_rel_rankable).astype(np.int64)
     return TestSet(
         user_ids=np.asarray(user_ids),
         users=uidx,
         relevant=relevant,
-        n_candidates=train.n_items - seen + n_unrankable,
+        n_candidates=n_candidates,
         n_items=train.n_items,
         threshold=relevance_threshold,
     )
@@ -252,6 +268,7 @@ def evaluate(
     fit: bool = True,
     progress: bool | None = None,
     per_user: dict[str, pd.DataFrame] | None = None,
+    candidates: Any = None,
 ) -> pd.DataFrame:
     """Fit each model on ``split.train`` and score it on ``split.test``.
 
@@ -278,6 +295,10 @@ def evaluate(
     per_user:
         If a dict is passed, it is filled with each model's per-user metric table (for
         :func:`paired_test`).
+    candidates:
+        Item ids that are the only ones ranked (default: the whole catalog) -- e.g.
+        ``"test"``, the items of the test set, to measure how well models rank a cold-item
+        split's new items among themselves. Items unknown to training are ignored.
 
     Returns
     -------
@@ -289,12 +310,15 @@ def evaluate(
     k = check_k(k)
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     resolved = _resolve_models(models)
-    test = prepare_test(split, relevance_threshold)
     train = split.train
+    cand = _candidate_index(train, split.test, candidates)
+    test = prepare_test(split, relevance_threshold, cand)
     popular = None
     if beyond_accuracy:
         popularity = create("popularity").fit(train)
-        popular, _ = popularity.recommend_indices(test.users, k, exclude=popularity.seen_)
+        popular, _ = popularity.recommend_indices(
+            test.users, k, exclude=popularity.seen_, items=cand
+        )
     item_features = None
     if beyond_accuracy and train.item_features is not None:
         item_features = feature_matrix(train.item_features)
@@ -320,7 +344,7 @@ def evaluate(
         else:
             model._require_fitted()
         t1 = time.perf_counter()
-        rec, _ = model.recommend_indices(test.users, k, exclude=model.seen_)
+        rec, _ = model.recommend_indices(test.users, k, exclude=model.seen_, items=cand)
         t2 = time.perf_counter()
         users_table = ranking_scores(rec, test, ctx.metrics, k)
         if per_user is not None:
@@ -340,7 +364,30 @@ def evaluate(
         rows += [(label, metric, value) for metric, value in values.items()]
     result = pd.DataFrame(rows, columns=["model", "metric", "value"])
     result.attrs["protocol"] = _protocol(ctx)
+    if cand is not None:
+        result.attrs["protocol"]["candidates"] = (
+            f"{len(cand)} given items minus the user's training items"
+        )
     return result
+
+
+def _candidate_index(train: Dataset, test: pd.DataFrame, candidates: Any) -> np.ndarray | None:
+    """Internal indices of the items to rank (``None``: all)."""
+    if candidates is None:
+        return None
+    if isinstance(candidates, str):
+        if candidates != "test":
+            raise InvalidInputError(
+                f"candidates must be item ids or 'test' (the test set's items), got {candidates!r}"
+            )
+        candidates = test[C.ITEM].drop_duplicates().to_numpy()
+    if not isinstance(candidates, Iterable) or isinstance(candidates, bytes):
+        candidates = [candidates]  # one id
+    idx = train.items.to_index(list(candidates), on_unknown="ignore")
+    idx = np.unique(idx[idx >= 0])
+    if len(idx) == 0:
+        raise InvalidInputError("none of the candidate items is known to the training data")
+    return idx
 
 
 def _no_bar(progress: bool | None, n: int) -> bool | None:

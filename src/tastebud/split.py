@@ -126,8 +126,9 @@ def kfold(ds: Dataset, k: int = 5, *, seed: int = 0) -> list[Split]:
     return [_make(ds, fold == f, f"fold {f + 1}/{k} (seed={seed})") for f in range(k)]
 
 
-def _cold(ds: Dataset, which: str, test_size: float, seed: int) -> Split:
+def _cold(ds: Dataset, which: str, test_size: float, seed: int, onboarding: int = 0) -> Split:
     _fraction(test_size)
+    onboarding = _count(onboarding, "onboarding", 0)
     rng = np.random.default_rng(seed)
     index = ds.user_index if which == "user" else ds.item_index
     present = np.flatnonzero(
@@ -141,13 +142,27 @@ def _cold(ds: Dataset, which: str, test_size: float, seed: int) -> Split:
         )
     cold = np.zeros(ds.n_users if which == "user" else ds.n_items, dtype=bool)
     cold[rng.choice(present, n_cold, replace=False)] = True
-    return _make(ds, cold[index], f"cold-{which}({test_size:g}, seed={seed})")
+    test = cold[index]
+    name = f"cold-{which}({test_size:g}, seed={seed})"
+    if onboarding:
+        # Each cold user's first `onboarding` interactions in a random order are the items
+        # they named when signing up: they go to train (all of them when that is everything).
+        rank = _rank_within_user(ds, rng.random(len(ds)))
+        test &= rank >= onboarding
+        name = f"cold-{which}({test_size:g}, onboarding={onboarding}, seed={seed})"
+    return _make(ds, test, name)
 
 
-def cold_user_split(ds: Dataset, test_size: float = 0.2, *, seed: int = 0) -> Split:
+def cold_user_split(
+    ds: Dataset, test_size: float = 0.2, *, seed: int = 0, onboarding: int = 0
+) -> Split:
     """A fraction of users (with interactions) is held out entirely: their interactions form
-    the test set; train still knows them by id and features but has no history for them."""
-    return _cold(ds, "user", test_size, seed)
+    the test set; train still knows them by id and features but has no history for them.
+
+    ``onboarding=n`` keeps n random interactions of each cold user in train -- the few items
+    a new user names when signing up -- and tests on the rest (users with at most n
+    interactions have nothing left to test)."""
+    return _cold(ds, "user", test_size, seed, onboarding)
 
 
 def cold_item_split(ds: Dataset, test_size: float = 0.2, *, seed: int = 0) -> Split:

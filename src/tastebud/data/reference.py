@@ -59,7 +59,8 @@ def load_movielens_100k(path: str | Path | None = None, *, ratings_file: str = "
     """MovieLens 100K: 100,000 ratings (1-5) of 1,682 movies by 943 users, with timestamps.
 
     Item features: ``title``, ``release_date``, ``year`` and ``genres`` (``|``-joined). User
-    features: ``age``, ``gender``, ``occupation``, ``zip``. ``ratings_file`` picks one of the
+    features: ``age``, ``gender``, ``occupation``, ``zip`` and ``region`` (the zip's first
+    digit, the US postal region; ``non-US`` for other codes). ``ratings_file`` picks one of the
     official splits' files (``u1.base``...) instead of ``u.data``.
     """
     folder = _folder(path, "ml-100k")
@@ -82,6 +83,9 @@ def load_movielens_100k(path: str | Path | None = None, *, ratings_file: str = "
     users = _pipe_table(folder / "u.user", ["user", "age", "gender", "occupation", "zip"], "utf-8")
     users["user"] = users["user"].astype(np.int64)
     users["age"] = users["age"].astype(np.int64)
+    # US zip codes start with their region (0 = north-east ... 9 = west); others are foreign.
+    zip_text = users["zip"].astype(str)
+    users["region"] = np.where(zip_text.str.match(r"^\d{5}$"), "zip" + zip_text.str[0], "non-US")
     return read_interactions(
         folder / ratings_file,
         names=["user", "item", "rating", "timestamp"],

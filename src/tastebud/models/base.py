@@ -285,12 +285,18 @@ class Recommender(abc.ABC):
         n = len(self.items_) if items is None else len(items)
         out = np.empty((len(users), n), dtype=np.float64)
         known = users >= 0
-        known[known] = np.diff(self.seen_.indptr)[users[known]] > 0
+        known[known] = self._scorable(users[known])
         if known.any():
             out[known] = self._score(users[known], items)
         if not known.all():
             out[~known] = self._fallback_scores(int((~known).sum()), items)
         return out
+
+    def _scorable(self, users: np.ndarray) -> np.ndarray:
+        """Which known internal users ``_score`` can answer: by default those with training
+        interactions. Models that score users from their features (cold users known by their
+        attributes) override it."""
+        return np.diff(self.seen_.indptr)[users] > 0
 
     def score(self, users: Any, items: Any = None) -> np.ndarray:
         """Scores of ``items`` (all items, in internal order, when ``None``) for ``users``.

@@ -18,22 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from pathlib import Path
-from typing import Self
 
 import numpy as np
 
 from tastebud.data.dataset import Dataset
-from tastebud.errors import ModelFileError
+from tastebud.models._composite import Composite, standardize
 from tastebud.models._holdout import Holdout
-from tastebud.models.base import Recommender, mask_rows
-from tastebud.models.registry import create, register
-
-
-def _standardize(scores: np.ndarray) -> np.ndarray:
-    mean = scores.mean(axis=1, keepdims=True)
-    std = scores.std(axis=1, keepdims=True)
-    return (scores - mean) / np.where(std > 0, std, 1.0)
+from tastebud.models.base import mask_rows
+from tastebud.models.registry import register
 
 
 def _support(counts: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -60,7 +52,7 @@ def _simplex_grid(n: int, steps: int) -> np.ndarray:
 
 @register("blend")
 @dataclasses.dataclass(kw_only=True, eq=False)
-class Blend(Recommender):
+class Blend(Composite):
     """Stacking ensemble of registered models (module docstring).
 
     Parameters
@@ -94,15 +86,8 @@ class Blend(Recommender):
         self._check(0 < self.validation_size < 1, "validation_size must be in (0, 1)")
         self._check(self.k >= 1, "k must be >= 1")
 
-    def _make_members(self) -> list[Recommender]:
-        from tastebud.models.registry import parse_params
-
-        made = []
-        for spec in self.members:
-            name, _, inline = spec.partition(":")
-            pairs = dict(p.split("=", 1) for p in inline.split(",") if p.strip())
-            made.append(create(name.strip(), **parse_params(name.strip(), pairs)))
-        return made
+    def _member_specs(self) -> list[str]:
+        return list(self.members)
 
     def _fit(self, dataset: Dataset) -> None:
         models = self._make_members()
@@ -115,7 +100,7 @@ class Blend(Recommender):
         seen = inner.matrix("binary")
         blocks = []
         for model in models:
-            z = _standardize(model._score_block(users, None))
+            z = standardize(model._score_block(users, None))
             mask_rows(z, seen, users, None)
             blocks.append(z)
         grid = _simplex_grid(len(models), 10 if len(models) <= 3 else 5)
@@ -158,7 +143,7 @@ class Blend(Recommender):
         total = np.zeros_like(blocks[0])
         for weight, block in zip(self.weights_, blocks, strict=True):
             if weight > 0:
-                total += weight * _standardize(block)
+                total += weight * standardize(block)
         return total
 
     def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
@@ -178,22 +163,3 @@ class Blend(Recommender):
         )
         low, high = self.rating_range_
         return np.clip(features @ self.rating_weights_, low, high)
-
-    # -- persistence: members live in sub-folders ------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        folder = super().save(path)
-        for i, model in enumerate(self._members):
-            model.save(folder / "members" / str(i))
-        return folder
-
-    @classmethod
-    def load(cls, path: str | Path) -> Self:
-        from tastebud.models import load as load_any
-
-        model = super().load(path)
-        folder = Path(path) / "members"
-        try:
-            model._members = [load_any(folder / str(i)) for i in range(len(model.members))]
-        except ModelFileError as err:
-            raise ModelFileError(f"{path}: a blend member is missing or broken: {err}") from None
-        return model

@@ -22,6 +22,10 @@ _BUILTIN_MODULES = (
     "tastebud.models.factorization",
     "tastebud.models.linear",
     "tastebud.models.blend",
+    "tastebud.models.content",
+    "tastebud.models.hybrid",
+    "tastebud.models.feature_mf",
+    "tastebud.models.classification",
 )
 _loaded = False
 R = TypeVar("R", bound=type[Recommender])
@@ -110,6 +114,11 @@ def _coerce(text: str, annotation: Any, where: str) -> Any:
             if str(choice) == text:
                 return choice
         raise InvalidInputError(f"{where} must be one of {', '.join(map(str, choices))}")
+    if origin in (tuple, list):
+        # Several values in one spec: "fields=title|genres" (commas separate parameters).
+        args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        parts = [p.strip() for p in text.split("|") if p.strip()]
+        return tuple(_coerce(p, args[0], where) if args else p for p in parts)
     if annotation is bool:
         if text.lower() in ("true", "1", "yes", "on"):
             return True
@@ -142,3 +151,20 @@ def parse_params(name: str, pairs: dict[str, str]) -> dict[str, Any]:
             )
         out[key] = _coerce(text, hints[key], f"{cls.name} parameter {key}")
     return out
+
+
+def from_spec(spec: str) -> Recommender:
+    """A new model from ``"name"`` or ``"name:key=value,..."`` (the CLI's form, used by the
+    composite models to name their members)."""
+    if not isinstance(spec, str):
+        raise InvalidInputError(f"a model spec must be text like 'item-knn:k=100', got {spec!r}")
+    name, _, inline = spec.partition(":")
+    pairs = {}
+    for part in inline.split(","):
+        if not part.strip():
+            continue
+        key, eq, value = part.partition("=")
+        if not eq:
+            raise InvalidInputError(f"model spec {spec!r}: {part!r} is not key=value")
+        pairs[key.strip()] = value.strip()
+    return create(name.strip(), **parse_params(name.strip(), pairs))

