@@ -306,3 +306,28 @@ def test_blend_with_a_content_member_fits_and_saves(data, members, tmp_path):
     pd.testing.assert_frame_equal(again.recommend(users, k=5), blend.recommend(users, k=5))
     assert (tmp_path / "blend" / "members" / "1" / "config.json").is_file()
     assert type(again._members[1]).__name__ == type(blend._members[1]).__name__
+
+
+def test_auto_cold_user_model_ignores_free_text_only_attributes():
+    """Last.fm's users carry only a free-text friends list: no attribute to compare, so the
+    cold-user part is popularity instead of a failing user-metadata."""
+    import pandas as pd
+
+    from tastebud import Dataset
+    from tastebud.models import create
+
+    frame = pd.DataFrame(
+        {"user": [f"u{i}" for i in range(6) for _ in range(2)], "item": list("abcdef") * 2}
+    )
+    users = pd.DataFrame(
+        {"user": [f"u{i}" for i in range(6)], "friends": [f"f{i}" for i in range(6)]}
+    )
+    items = pd.DataFrame(
+        {
+            "item": list("abcdef"),
+            "name": ["jazz one", "jazz two", "rock one", "rock two", "folk one", "folk two"],
+        }
+    )
+    ds = Dataset.from_frame(frame, users=users, items=items)
+    model = create("switching", content="tfidf").fit(ds)
+    assert model.cold_user_spec_ == "popularity"

@@ -25,9 +25,22 @@ import numpy as np
 import scipy.sparse as sp
 
 from tastebud.data.dataset import Dataset
+from tastebud.errors import InvalidInputError
 from tastebud.models._composite import Composite, standardize
 from tastebud.models.base import Recommender, top_k
+from tastebud.models.content import attribute_matrix
 from tastebud.models.registry import register
+
+
+def _usable_user_attributes(dataset: Dataset) -> bool:
+    """Whether the users have attributes user-metadata can compare (not only free text)."""
+    if dataset.user_features is None or dataset.user_features.shape[1] == 0:
+        return False
+    try:
+        attribute_matrix(dataset.user_features, None, what="user")
+    except InvalidInputError:
+        return False
+    return True
 
 
 def _member_scores(model: Recommender, users: np.ndarray) -> np.ndarray:
@@ -53,7 +66,8 @@ class Switching(Composite):
         Model spec that scores cold items from their metadata.
     cold_user:
         Model spec for users with little or no history; ``"auto"`` is ``user-metadata`` when
-        the training data has user attributes, else ``popularity``.
+        the training data has user attributes it can compare (categories, numbers), else
+        ``popularity``.
     user_pivot:
         History length at which collaborative and cold-user scores weigh the same.
     min_item_interactions:
@@ -88,8 +102,7 @@ class Switching(Composite):
     def _fit(self, dataset: Dataset) -> None:
         cold_user = self.cold_user
         if cold_user == "auto":
-            has_attributes = dataset.user_features is not None and dataset.user_features.shape[1]
-            cold_user = "user-metadata" if has_attributes else "popularity"
+            cold_user = "user-metadata" if _usable_user_attributes(dataset) else "popularity"
         self.cold_user_spec_ = cold_user
         self._members = self._make_members()
         for model in self._members:
