@@ -147,7 +147,11 @@ def warm(ml: Dataset, lastfm: Dataset) -> dict[str, pd.DataFrame]:
             "feature-mf": "feature-mf",
             # Last.fm's artists have only a name: TF-IDF reads it; there are no attributes.
             "switching (als)": ("switching", {"collaborative": "als", "content": "tfidf"}),
-            "blend (als, ease, tfidf)": ("blend", {"members": ("als", "ease", "tfidf")}),
+            "blend (als, feature-mf)": ("blend", {"members": ("als", "feature-mf")}),
+            "blend (als, ease, feature-mf)": (
+                "blend",
+                {"members": ("als", "ease", "feature-mf")},
+            ),
         }
         table = _run(_models(specs), [random_split(data, 0.2, seed=0)], threshold=threshold)
         best_cf = table.loc[["als", "ease"], "NDCG@10"].max()

@@ -261,6 +261,10 @@ def model_fold_in_overlap(name: str) -> float:
     approximate = {"svd": 0.6, "svdpp": 0.6, "als": 0.6, "bpr": 0.5, "user-knn": 0.9}
     approximate |= {"tfidf": 0.7, "feature-profile": 0.7, "embedding": 0.7}
     approximate |= {"switching": 0.7, "cascade": 0.7}
+    # feature-mf fits its users with their attributes and their likes; a folded-in history is
+    # every item and no attributes (contract data: mean overlap 0.66 over 40 users, 0.5 here).
+    # history-classifier's input is a user's likes, a folded-in history all their items.
+    approximate |= {"feature-mf": 0.5, "history-classifier": 0.7}
     return approximate.get(name, 1.0)
 
 
