@@ -15,7 +15,7 @@ ML-100K is read under two protocols: "positives" (ratings >= 4 are the only inte
 in train and test) and "all ratings" (every rating in train, test ratings >= 4 relevant).
 Sections 1-3 are means over seeds 0, 1, 2.
 
-Run: .venv/bin/python benchmarks/cold_start.py [--quick]   (about 10 min; --quick: one seed)
+Run: .venv/bin/python benchmarks/cold_start.py [--quick]   (about 25 min; --quick: one seed)
 Writes benchmarks/results/cold_start.{json,md}.
 """
 

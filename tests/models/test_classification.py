@@ -305,6 +305,7 @@ def test_registered_and_two_class_data():
         ({"learning_rate": 0.0}, "learning_rate"),
         ({"batch_size": 0}, "batch_size"),
         ({"update_steps": -1}, "update_steps"),
+        ({"update_rate": 0.0}, "update_rate"),
         ({"epochs": 0}, "epochs"),
         ({"epochs": 2.5}, "epochs"),
         ({"max_classes": 1}, "max_classes"),

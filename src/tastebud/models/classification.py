@@ -57,10 +57,10 @@ Scores and items that are not classes
 
 Incremental updates
     :meth:`HistoryClassifier.partial_update` records a new like of a (possibly new) user and
-    takes ``update_steps`` Adam steps on the playback sample "likes so far -> new item" (the
-    optimizer's state is part of the model), so the user's next recommendations reflect it at
-    once. Items unknown at fit time cannot become
-    classes (refit to add them).
+    takes ``update_steps`` plain gradient steps of size ``update_rate`` on the playback sample
+    "likes so far -> new item"; the like also joins the user's input, so their next
+    recommendations reflect it at once. Items
+    unknown at fit time cannot become classes (refit to add them).
 """
 
 from __future__ import annotations
@@ -163,6 +163,21 @@ class _Softmax:
             v[where] = beta2 * v[where] + (1 - beta2) * grad * grad
             param[where] -= lr * m[where] / (np.sqrt(v[where]) + _ADAM_EPS)
         return loss
+
+    def sgd_step(self, x: sp.csr_matrix, y: int, weight: float, learning_rate: float) -> None:
+        """One plain gradient step on one sample's cross-entropy (partial updates: no
+        momentum, so nothing from the last training batch is replayed)."""
+        h = np.asarray(x @ self.A, dtype=np.float32)[0]
+        z = self.B @ h + self.b
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        p[y] -= 1.0
+        g = (weight * p).astype(np.float32)
+        grad_h = g @ self.B
+        self.B -= learning_rate * np.outer(g, h)
+        self.b -= learning_rate * g
+        rows = x.indices
+        self.A[rows] -= learning_rate * np.outer(x.data, grad_h).astype(np.float32)
 
 
 # -- likes and samples ---------------------------------------------------------------------------
@@ -501,8 +516,8 @@ class HistoryClassifier(Recommender):
         Samples per Adam step.
     epochs:
         Passes over the samples.
-    update_steps:
-        Adam steps :meth:`partial_update` takes on a new like's sample.
+    update_steps, update_rate:
+        Gradient steps :meth:`partial_update` takes on a new like's sample, and their size.
     max_classes:
         At most this many items, the most frequent targets, become classes (memory and time
         grow with it); the others rank after the classes, by popularity.
@@ -527,6 +542,7 @@ class HistoryClassifier(Recommender):
     batch_size: int = 256
     epochs: int = 10
     update_steps: int = 1
+    update_rate: float = 0.05
     max_classes: int = 20_000
     random_state: int = 0
 
@@ -548,6 +564,7 @@ class HistoryClassifier(Recommender):
         self._check(self.batch_size >= 1, "batch_size must be >= 1")
         self._check(self.epochs >= 1, "epochs must be >= 1")
         self._check(self.update_steps >= 0, "update_steps must be >= 0")
+        self._check(self.update_rate > 0, "update_rate must be > 0")
         self._check(self.max_classes >= 2, "max_classes must be >= 2")
         self._check(0 <= self.random_state < 2**32, "random_state must be in [0, 2**32)")
 
@@ -614,24 +631,13 @@ class HistoryClassifier(Recommender):
             losses.append(total / max(float(weight.sum()), 1e-30))
         self.classes_ = classes.astype(np.int64)
         self.loss_ = np.asarray(losses)
-        self._store(model)
-
-    def _store(self, model: _Softmax) -> None:
         self.input_factors_ = model.A
         self.class_factors_ = model.B
         self.class_bias_ = model.b
-        m = model.moments
-        self.adam_input_ = np.stack(m[0:2])  # Adam's first and second moments, kept so that
-        self.adam_class_ = np.stack(m[2:4])  # partial_update goes on where fitting stopped
-        self.adam_bias_ = np.stack(m[4:6])
-        self.adam_step_ = int(model.step)
 
     def _softmax(self) -> _Softmax:
-        """The trained softmax over the stored arrays (views: steps update them in place)."""
-        moments = [*self.adam_input_, *self.adam_class_, *self.adam_bias_]
-        return _Softmax(
-            self.input_factors_, self.class_factors_, self.class_bias_, moments, self.adam_step_
-        )
+        """The trained softmax over the stored arrays (steps update them in place)."""
+        return _Softmax(self.input_factors_, self.class_factors_, self.class_bias_, [], 0)
 
     def _vectorizer(self) -> HashingVectorizer:
         return HashingVectorizer(
@@ -774,15 +780,7 @@ class HistoryClassifier(Recommender):
             features = sp.csr_matrix(features, dtype=np.float32)
             model = self._softmax()
             for _ in range(int(self.update_steps)):
-                model.train_step(
-                    features,
-                    np.array([position]),
-                    np.array([float(weight)], dtype=np.float32),
-                    self.learning_rate,
-                    self.alpha,
-                    mean=False,
-                )
-            self.adam_step_ = int(model.step)
+                model.sgd_step(features, position, float(weight), self.update_rate)
         self.inputs_ = _with_entry(self.inputs_, user_index, item_index)
         if self.seen_[user_index, item_index] == 0:
             self.popularity_ = self.popularity_.copy()
