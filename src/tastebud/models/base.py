@@ -406,6 +406,12 @@ class Recommender(abc.ABC):
         """Optional hook: scores for users given only as history rows (fold-in)."""
         raise TastebudError(f"{type(self).__name__} cannot recommend from a history")
 
+    def _score_sequences(self, sequences: list[np.ndarray], histories: sp.csr_matrix) -> np.ndarray:
+        """Hook for models that read a history in time order (sequential models): scores for
+        each sequence of internal item indices, oldest first; ``histories`` holds the same
+        rows as a matrix. Other models ignore the order."""
+        return self._score_histories(histories)
+
     def history_matrix(self, items: Any, values: Any = None) -> sp.csr_matrix:
         """A one-row ``(1, n_items)`` CSR history from item ids (unknown items are dropped) and
         optional values (ratings or weights; 1 when omitted)."""
@@ -435,7 +441,8 @@ class Recommender(abc.ABC):
     ) -> pd.DataFrame:
         """Recommend for a user known only by a list of items -- an anonymous session, a new
         user after onboarding, or a known user whose history just changed -- without refitting
-        (fold-in). ``values`` are the ratings/weights of those items (default 1).
+        (fold-in). ``values`` are the ratings/weights of those items (default 1); ``items``
+        are read oldest first by sequential models.
 
         Returns a DataFrame with columns ``item, score, rank``.
         """
@@ -452,7 +459,10 @@ class Recommender(abc.ABC):
         if candidates is not None:
             cand = self._item_index(candidates, strict=False)
             cand = np.unique(cand[cand >= 0])
-        scores = np.array(self._score_histories(history), dtype=np.float64)  # a writable copy
+        ids = _as_list(items)
+        order = self.items_.to_index(ids, on_unknown="ignore") if ids else np.zeros(0, np.int64)
+        sequence = np.asarray(order[order >= 0], dtype=np.int64)
+        scores = np.array(self._score_sequences([sequence], history), dtype=np.float64)  # a copy
         if cand is not None:
             scores = scores[:, cand]
         if exclude_seen:

@@ -26,6 +26,7 @@ _BUILTIN_MODULES = (
     "tastebud.models.hybrid",
     "tastebud.models.feature_mf",
     "tastebud.models.classification",
+    "tastebud.models.neural.sasrec",
 )
 _loaded = False
 R = TypeVar("R", bound=type[Recommender])
