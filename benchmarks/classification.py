@@ -12,8 +12,8 @@ Data: ML-100K likes (ratings >= 4, ``to_implicit(4.0)``).
    is the target. Three ways to take the new like into account:
 
    * ``none``: the model as fitted (the new like is only excluded from the list);
-   * ``incremental``: ``history-classifier.partial_update(user, item)`` for every user (one
-     ``partial_fit`` step each; the mean milliseconds per call is reported) -- for item-kNN the
+   * ``incremental``: ``history-classifier.partial_update(user, item)`` for every user (the
+     like joins the input, one gradient step; the mean milliseconds per call is reported) -- for item-kNN the
      equivalent is ``recommend_from_history`` with the new like appended (its scores are a
      function of the history);
    * ``refit``: a new fit on the training data plus every user's new like.

@@ -745,8 +745,8 @@ class HistoryClassifier(Recommender):
     def partial_update(self, user: Any, item: Any, *, weight: float = 1.0) -> Self:
         """Record that ``user`` (known or new) just liked ``item`` and learn from it at once.
 
-        One history-playback sample -- input: the user's likes so far, class: ``item`` -- goes
-        through the classifier's ``partial_fit`` (with ``weight``), then the like joins the
+        One history-playback sample -- input: the user's likes so far, class: ``item`` -- takes
+        ``update_steps`` gradient steps of ``update_rate`` x ``weight``, then the like joins the
         user's history and their seen items, so their next recommendations change
         immediately. An item known from training but never a class (never liked there)
         only joins the history: a linear classifier cannot grow a class without a refit.
