@@ -13,9 +13,9 @@ Data: ML-100K likes (ratings >= 4, ``to_implicit(4.0)``).
 
    * ``none``: the model as fitted (the new like is only excluded from the list);
    * ``incremental``: ``history-classifier.partial_update(user, item)`` for every user (the
-     like joins the input, one gradient step; the mean milliseconds per call is reported) -- for item-kNN the
-     equivalent is ``recommend_from_history`` with the new like appended (its scores are a
-     function of the history);
+     like joins the input, one gradient step; the mean milliseconds per call is reported) --
+     for item-kNN the equivalent is ``recommend_from_history`` with the new like appended
+     (its scores are a function of the history);
    * ``refit``: a new fit on the training data plus every user's new like.
 
    The table reports NDCG@10 / HitRate@10 of the last like and the share of users whose
@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -44,6 +45,7 @@ from _results import markdown_table, write_results
 from tastebud.data import load_movielens_100k
 from tastebud.data.dataset import Dataset
 from tastebud.evaluation import evaluate
+from tastebud.metrics.ranking import hit_rate_at_k, ndcg_at_k
 from tastebud.models import Recommender, create
 from tastebud.split import leave_last_out
 
@@ -90,14 +92,17 @@ def next_like(likes: Dataset, quick: bool) -> pd.DataFrame:
     return table[["NDCG@10", "HitRate@10", "fit_seconds"]]
 
 
-def _scores(lists: list[list[Any]], targets: list[Any]) -> tuple[float, float]:
-    """NDCG@10 and HitRate@10 of one target item per list."""
-    ndcg, hits = [], []
-    for items, target in zip(lists, targets, strict=True):
-        rank = items.index(target) if target in items else -1
-        hits.append(rank >= 0)
-        ndcg.append(1.0 / np.log2(rank + 2) if rank >= 0 else 0.0)
-    return float(np.mean(ndcg)), float(np.mean(hits))
+def _scores(lists: list[list[Any]], targets: list[Any], likes: Dataset) -> tuple[float, float]:
+    """Mean NDCG@10 and HitRate@10 of one target item per list (tastebud's metrics)."""
+    top = np.full((len(lists), K), -1, dtype=np.int64)
+    for row, items in enumerate(lists):
+        top[row, : len(items)] = likes.items.to_index(items)
+    rows = np.arange(len(targets))
+    relevant = sp.csr_matrix(
+        (np.ones(len(targets)), (rows, likes.items.to_index(targets))),
+        shape=(len(targets), likes.n_items),
+    )
+    return float(ndcg_at_k(top, relevant, K).mean()), float(hit_rate_at_k(top, relevant, K).mean())
 
 
 def _lists(model: Recommender, users: list[Any], extra: dict[Any, Any]) -> list[list[Any]]:
@@ -157,7 +162,7 @@ def incremental(likes: Dataset, quick: bool) -> pd.DataFrame:
         refitted = _lists(refit, users, new_like)
         changed = np.mean([a != b for a, b in zip(plain, updated, strict=True)])
         for variant, lists in (("none", plain), (how, updated), ("refit", refitted)):
-            ndcg, hit = _scores(lists, targets)
+            ndcg, hit = _scores(lists, targets, likes)
             rows[f"{label}: {variant}"] = {
                 "NDCG@10": ndcg,
                 "HitRate@10": hit,

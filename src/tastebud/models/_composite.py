@@ -3,6 +3,7 @@ sub-folders ``members/0``, ``members/1``... next to the composite's own files.""
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
@@ -28,8 +29,9 @@ class Composite(Recommender):
     if TYPE_CHECKING:  # set by _fit / load; not a hyper-parameter, so not a dataclass field
         _members: list[Recommender]
 
+    @abc.abstractmethod
     def _member_specs(self) -> list[str]:
-        raise NotImplementedError
+        """The members' model specs (``"name:k=v"``), in order."""
 
     def _make_members(self) -> list[Recommender]:
         return [from_spec(spec) for spec in self._member_specs()]

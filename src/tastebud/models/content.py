@@ -41,6 +41,7 @@ text): the demographic route to user cold start, answering users known only by a
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import functools
 import os
@@ -226,8 +227,9 @@ class ContentRecommender(Recommender):
         super()._validate()
         self._check(self.neighbors >= 1, "neighbors must be >= 1")
 
+    @abc.abstractmethod
     def _item_vectors(self, dataset: Dataset) -> np.ndarray | sp.csr_matrix:
-        raise NotImplementedError
+        """One content vector per item of ``dataset`` (rows in item index order)."""
 
     def _like_values(self, values: np.ndarray, rated: bool) -> np.ndarray:
         if rated:

@@ -7,6 +7,7 @@ JSON parameters and those arrays.
 
 from __future__ import annotations
 
+import abc
 import copy
 import dataclasses
 from collections.abc import Callable
@@ -101,8 +102,9 @@ class TorchRecommender(Recommender):
     """Base of the torch models: the network's weights travel with ``save``/``load`` as
     arrays, and the network is rebuilt on first use after a load (:meth:`_build`)."""
 
-    def _build(self) -> torch.nn.Module:  # pragma: no cover - every subclass defines it
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _build(self) -> torch.nn.Module:
+        """A new, untrained network for this model's parameters and catalogue."""
 
     def _network(self) -> torch.nn.Module:
         net = self.__dict__.get("_net")

@@ -37,6 +37,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from tastebud.data.dataset import Dataset
+from tastebud.metrics.ranking import ndcg_at_k
+from tastebud.models.base import top_k
 from tastebud.models.neural._torch import TorchRecommender, import_torch, pick_device, train
 from tastebud.models.registry import register
 
@@ -276,20 +278,23 @@ class SASRec(TorchRecommender):
     def _validation_ndcg(
         net: Any, inputs: Any, target: np.ndarray, seen: list[np.ndarray]
     ) -> float:
-        """NDCG@10 of each held-out item among all items but the user's earlier ones."""
+        """Mean NDCG@10 of each held-out item among all items but the user's earlier ones."""
         torch = import_torch()
-        gains = []
+        tops = []
         with torch.no_grad():
             for start in range(0, len(target), _SCORE_BATCH):
                 stop = start + _SCORE_BATCH
                 scores = net.scores(net(inputs[start:stop])[:, -1]).cpu().numpy()
                 for row, user_seen in enumerate(seen[start:stop]):
-                    t = target[start + row]
-                    mine = scores[row, t]
                     scores[row, user_seen] = -np.inf
-                    rank = int((scores[row] > mine).sum())
-                    gains.append(1.0 / np.log2(rank + 2) if rank < 10 else 0.0)
-        return float(np.mean(gains)) if gains else 0.0
+                tops.append(top_k(scores, 10)[0])
+        if not tops:
+            return 0.0
+        top = np.vstack(tops)
+        rows = np.arange(len(target))
+        shape = (len(target), net.item.num_embeddings - 1)  # the padding row is no item
+        relevant = sp.csr_matrix((np.ones(len(target)), (rows, target)), shape=shape)
+        return float(ndcg_at_k(top, relevant, 10).mean())
 
     # -- scoring --------------------------------------------------------------------------------
     def _sequence_scores(self, sequences: list[np.ndarray]) -> np.ndarray:
