@@ -11,8 +11,8 @@ import pytest
 from tastebud import Dataset
 from tastebud.errors import TastebudError
 from tastebud.models import create, load
-from tastebud.models.neural._torch import import_torch
-from tastebud.models.neural.sasrec import SASRec, padded, time_ordered
+from tastebud.models.neural._torch import import_torch, time_ordered
+from tastebud.models.neural.sasrec import SASRec, padded
 
 pytestmark = pytest.mark.neural
 

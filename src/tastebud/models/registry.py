@@ -26,6 +26,9 @@ _BUILTIN_MODULES = (
     "tastebud.models.hybrid",
     "tastebud.models.feature_mf",
     "tastebud.models.classification",
+    "tastebud.models.neural.bert4rec",
+    "tastebud.models.neural.hybrid_bpr",
+    "tastebud.models.neural.ncf",
     "tastebud.models.neural.sasrec",
 )
 _loaded = False

@@ -14,15 +14,19 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from tastebud.data.dataset import Dataset
 from tastebud.errors import TastebudError
-from tastebud.models.base import Recommender
+from tastebud.metrics.ranking import ndcg_at_k
+from tastebud.models.base import Recommender, top_k
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 WEIGHTS = "weights/"
+_SCORE_BATCH = 256
 
 
 def import_torch() -> Any:
@@ -46,6 +50,148 @@ def pick_device(device: str) -> torch.device:
         return torch.device(device)
     except RuntimeError as err:
         raise TastebudError(f"unknown device {device!r}: {err}") from None
+
+
+def time_ordered(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Every user's items, oldest first (ties and untimed data in their stored order), as
+    ``(indptr, items)`` over internal indices."""
+    users = dataset.user_index
+    key = dataset.timestamp if dataset.timestamp is not None else np.zeros(len(users))
+    order = np.lexsort((np.arange(len(users)), key, users))
+    indptr = np.zeros(dataset.n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(users, minlength=dataset.n_users), out=indptr[1:])
+    return indptr, dataset.item_index[order].astype(np.int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class LastItemHoldout:
+    """The validation split of early stopping: every user with at least two items loses their
+    latest one (``targets``) and keeps the rest (``sequences``, oldest first)."""
+
+    sequences: list[np.ndarray]
+    users: np.ndarray
+    targets: np.ndarray
+    n_items: int
+
+    @classmethod
+    def carve(cls, dataset: Dataset) -> LastItemHoldout:
+        indptr, items = time_ordered(dataset)
+        sequences = [items[indptr[u] : indptr[u + 1]] for u in range(dataset.n_users)]
+        users = np.flatnonzero(np.diff(indptr) >= 2)
+        targets = np.array([sequences[u][-1] for u in users], dtype=np.int64)
+        for u in users:
+            sequences[u] = sequences[u][:-1]
+        return cls(sequences, users, targets, dataset.n_items)
+
+    def matrix(self) -> sp.csr_matrix:
+        """The kept items as a binary user x item matrix (sorted indices)."""
+        lengths = np.array([len(s) for s in self.sequences], dtype=np.int64)
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        cols = np.concatenate(self.sequences) if len(self.sequences) else np.zeros(0, np.int64)
+        out = sp.csr_matrix(
+            (np.ones(len(cols), dtype=np.float32), cols, indptr),
+            shape=(len(self.sequences), self.n_items),
+        )
+        out.sum_duplicates()
+        out.data[:] = 1.0
+        return out
+
+    def ndcg(self, score: Callable[[int, int], np.ndarray], k: int = 10) -> float:
+        """Mean NDCG@k of each target among all items but the user's kept ones;
+        ``score(start, stop)`` gives the scores of ``users[start:stop]`` over every item."""
+        tops = []
+        for start in range(0, len(self.users), _SCORE_BATCH):
+            stop = min(start + _SCORE_BATCH, len(self.users))
+            scores = np.array(score(start, stop), dtype=np.float64)
+            for row, user in enumerate(self.users[start:stop]):
+                scores[row, self.sequences[user]] = -np.inf
+            tops.append(top_k(scores, k)[0])
+        if not tops:
+            return 0.0
+        rows = np.arange(len(self.targets))
+        relevant = sp.csr_matrix(
+            (np.ones(len(rows)), (rows, self.targets)), shape=(len(rows), self.n_items)
+        )
+        return float(ndcg_at_k(np.vstack(tops), relevant, k).mean())
+
+
+def length_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, pool: int = 16
+) -> list[np.ndarray]:
+    """Shuffled batches of row indices in which rows have similar lengths: rows are shuffled,
+    sorted by length within pools of ``pool`` batches, cut into batches, and the batches
+    shuffled -- so a padded batch is as wide as its own rows, not as the longest row."""
+    order = rng.permutation(len(lengths))
+    batches = []
+    for start in range(0, len(order), batch_size * pool):
+        chunk = order[start : start + batch_size * pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def sample_negatives(
+    positives: sp.csr_matrix,
+    users: np.ndarray,
+    rng: np.random.Generator,
+    pool: np.ndarray | None = None,
+    rounds: int = 8,
+) -> np.ndarray:
+    """One item per entry of ``users``, drawn uniformly among the items of ``pool`` (default:
+    all) that user has no positive for (a user with every item gets any item). Draws hitting
+    a positive are redrawn ``rounds`` times, then drawn from the user's complement directly."""
+    n_items = positives.shape[1]
+    pool = np.arange(n_items) if pool is None else np.asarray(pool, dtype=np.int64)
+    coo = positives.tocoo()
+    keys = np.unique(coo.row.astype(np.int64) * n_items + coo.col)
+    out = pool[rng.integers(0, len(pool), len(users))]
+    todo = np.arange(len(users))
+    for _ in range(rounds):
+        query = users[todo].astype(np.int64) * n_items + out[todo]
+        at = np.searchsorted(keys, query).clip(0, max(len(keys) - 1, 0))
+        hit = keys[at] == query if len(keys) else np.zeros(len(todo), dtype=bool)
+        todo = todo[hit]
+        if not len(todo):
+            break
+        out[todo] = pool[rng.integers(0, len(pool), len(todo))]
+    else:
+        for row in todo:  # dense users: draw from the complement itself
+            user = users[row]
+            have = positives.indices[positives.indptr[user] : positives.indptr[user + 1]]
+            free = np.setdiff1d(pool, have)
+            if len(free):
+                out[row] = free[rng.integers(0, len(free))]
+    return out
+
+
+def history_sequences(histories: sp.csr_matrix) -> list[np.ndarray]:
+    """The positive items of each history row as sequences in item order (what a sequence
+    model reads when a history comes as a matrix, without its order)."""
+    h = sp.csr_matrix(histories)
+    h.sort_indices()
+    out = []
+    for r in range(h.shape[0]):
+        cols, vals = h.indices[h.indptr[r] : h.indptr[r + 1]], h.data[h.indptr[r] : h.indptr[r + 1]]
+        out.append(np.asarray(cols[vals > 0], dtype=np.int64))
+    return out
+
+
+def cosine_rows(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Cosine similarity of ``vectors[rows]`` with every vector (``_similar`` of embedding
+    models); zero vectors are similar to nothing."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+    return np.asarray(unit[rows] @ unit.T, dtype=np.float64)
+
+
+def dense_features(table: Any, n: int) -> np.ndarray:
+    """A side's feature table (``feature_matrix``: z-scored numbers, one-hot categories) as a
+    dense float32 array, zero columns wide without a table."""
+    from tastebud.features import feature_matrix
+
+    if table is None:
+        return np.zeros((n, 0), dtype=np.float32)
+    return np.asarray(feature_matrix(table).toarray(), dtype=np.float32)
 
 
 @dataclasses.dataclass
@@ -121,6 +267,52 @@ class TorchRecommender(Recommender):
             net.eval()
             self.__dict__["_net"] = net
         return net
+
+    def _check_training(self) -> None:
+        """Checks of the training parameters every torch model has."""
+        p: Any = self
+        self._check(p.epochs >= 1, "epochs must be >= 1")
+        self._check(p.patience >= 0, "patience must be >= 0")
+        self._check(p.batch_size >= 1, "batch_size must be >= 1")
+        self._check(p.learning_rate > 0, "learning_rate must be > 0")
+        self._check(p.weight_decay >= 0, "weight_decay must be >= 0")
+        self._check(p.random_state >= 0, "random_state must be >= 0")
+
+    def _start(self) -> tuple[Any, torch.device, np.random.Generator]:
+        """torch, the device, and a seeded numpy generator (torch's seed set too)."""
+        p: Any = self
+        torch = import_torch()
+        torch.manual_seed(int(p.random_state))
+        return torch, pick_device(p.device), np.random.default_rng(p.random_state)
+
+    def _optimizer(self, net: torch.nn.Module) -> Any:
+        p: Any = self
+        return import_torch().optim.AdamW(
+            net.parameters(), lr=float(p.learning_rate), weight_decay=float(p.weight_decay)
+        )
+
+    def _train(
+        self,
+        net: torch.nn.Module,
+        epoch: Callable[[int], float],
+        validate: Callable[[], float] | None,
+    ) -> None:
+        """:func:`train` with the model's settings; the loss and validation curves and the
+        best epoch are kept (``loss_``, ``validation_ndcg_``, ``best_epoch_``), and so is the
+        network."""
+        p: Any = self
+        history = train(
+            net,
+            epoch,
+            validate,
+            epochs=int(p.epochs),
+            patience=int(p.patience),
+            progress=bool(p.progress),
+            desc=self.name,
+        )
+        self.loss_ = np.asarray(history.loss)
+        self.validation_ndcg_ = np.asarray(history.validation)
+        self.best_epoch_ = int(history.best_epoch)
 
     def _keep(self, net: torch.nn.Module) -> None:
         """Make ``net`` the fitted network (its weights are copied as arrays for saving)."""

@@ -31,30 +31,25 @@ the CPU; ``device="auto"`` trains on CUDA when present.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import scipy.sparse as sp
 
 from tastebud.data.dataset import Dataset
-from tastebud.metrics.ranking import ndcg_at_k
-from tastebud.models.base import top_k
-from tastebud.models.neural._torch import TorchRecommender, import_torch, pick_device, train
+from tastebud.models.neural._torch import (
+    LastItemHoldout,
+    TorchRecommender,
+    cosine_rows,
+    history_sequences,
+    import_torch,
+    length_batches,
+    time_ordered,
+)
 from tastebud.models.registry import register
 
 SasLoss = Literal["softmax", "sampled"]
 _SCORE_BATCH = 256
-
-
-def time_ordered(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Every user's items, oldest first (ties and untimed data in their stored order), as
-    ``(indptr, items)`` over internal indices."""
-    users = dataset.user_index
-    key = dataset.timestamp if dataset.timestamp is not None else np.zeros(len(users))
-    order = np.lexsort((np.arange(len(users)), key, users))
-    indptr = np.zeros(dataset.n_users + 1, dtype=np.int64)
-    np.cumsum(np.bincount(users, minlength=dataset.n_users), out=indptr[1:])
-    return indptr, dataset.item_index[order].astype(np.int64)
 
 
 def padded(sequences: list[np.ndarray], max_len: int) -> np.ndarray:
@@ -73,12 +68,23 @@ def _net_class() -> Any:
     torch = import_torch()
     nn = torch.nn
 
-    class SASRecNet(nn.Module):  # type: ignore[name-defined]
+    class SequenceNet(nn.Module):  # type: ignore[name-defined]
         def __init__(
-            self, n_items: int, factors: int, layers: int, heads: int, max_len: int, dropout: float
+            self,
+            n_items: int,
+            factors: int,
+            layers: int,
+            heads: int,
+            max_len: int,
+            dropout: float,
+            causal: bool = True,
         ) -> None:
             super().__init__()
-            self.item = nn.Embedding(n_items + 1, factors, padding_idx=0)
+            # rows: 0 padding, 1..n_items the items; a bidirectional net has a mask token last
+            self.n_items = n_items
+            self.causal = causal
+            extra = 0 if causal else 1
+            self.item = nn.Embedding(n_items + 1 + extra, factors, padding_idx=0)
             self.position = nn.Embedding(max_len, factors)
             self.dropout = nn.Dropout(dropout)
             layer = nn.TransformerEncoderLayer(
@@ -95,6 +101,12 @@ def _net_class() -> Any:
             self.heads = heads
             self.max_len = max_len
             self.scale = float(np.sqrt(factors))
+            # unit-length item vectors: the tied output starts with logits near 1, not near
+            # ``factors`` (nn.Embedding's N(0, 1) saturates the softmax at the first step)
+            nn.init.normal_(self.item.weight, std=factors**-0.5)
+            nn.init.normal_(self.position.weight, std=factors**-0.5)
+            with torch.no_grad():
+                self.item.weight[0].zero_()
 
         def forward(self, seq: Any) -> Any:
             """Hidden states (batch x length x factors) of left-padded sequences; the latest
@@ -103,10 +115,12 @@ def _net_class() -> Any:
             positions = torch.arange(self.max_len - length, self.max_len, device=seq.device)
             x = self.item(seq) * self.scale + self.position(positions)[None]
             x = self.dropout(x * (seq > 0).unsqueeze(-1))
-            # causal, and no attention to padding -- but every position may see itself, so a
-            # padded query never has all its keys masked (NaN)
-            causal = torch.ones(length, length, dtype=torch.bool, device=seq.device).triu(1)
-            blocked = causal[None] | (seq == 0)[:, None, :]
+            # causal (SASRec) or not (BERT4Rec), and no attention to padding -- but every
+            # position may see itself, so a padded query never has all its keys masked (NaN)
+            blocked = (seq == 0)[:, None, :].expand(-1, length, -1)
+            if self.causal:
+                later = torch.ones(length, length, dtype=torch.bool, device=seq.device).triu(1)
+                blocked = blocked | later[None]
             blocked = blocked & ~torch.eye(length, dtype=torch.bool, device=seq.device)[None]
             mask = torch.zeros(blocked.shape, device=seq.device).masked_fill(blocked, float("-inf"))
             mask = mask.repeat_interleave(self.heads, dim=0)
@@ -114,9 +128,9 @@ def _net_class() -> Any:
 
         def scores(self, hidden: Any) -> Any:
             """Scores of every item (without the padding row) for hidden states."""
-            return hidden @ self.item.weight[1:].T
+            return hidden @ self.item.weight[1 : self.n_items + 1].T
 
-    return SASRecNet
+    return SequenceNet
 
 
 @register("sasrec")
@@ -154,18 +168,21 @@ class SASRec(TorchRecommender):
     factors: int = 64
     layers: int = 2
     heads: int = 2
-    max_len: int = 200
+    max_len: int = 50
     dropout: float = 0.2
     loss: SasLoss = "softmax"
     negatives: int = 256
-    epochs: int = 200
-    patience: int = 10
-    batch_size: int = 128
-    learning_rate: float = 1e-3
+    epochs: int = 100
+    patience: int = 5
+    batch_size: int = 64
+    learning_rate: float = 3e-3
     weight_decay: float = 0.0
     device: str = "auto"
     progress: bool = False
     random_state: int = 0
+
+    #: Whether attention only looks back (SASRec) or both ways (BERT4Rec).
+    causal: ClassVar[bool] = True
 
     def _validate(self) -> None:
         super()._validate()
@@ -178,12 +195,7 @@ class SASRec(TorchRecommender):
         self._check(self.max_len >= 2, "max_len must be >= 2")
         self._check(0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)")
         self._check(self.negatives >= 1, "negatives must be >= 1")
-        self._check(self.epochs >= 1, "epochs must be >= 1")
-        self._check(self.patience >= 0, "patience must be >= 0")
-        self._check(self.batch_size >= 1, "batch_size must be >= 1")
-        self._check(self.learning_rate > 0, "learning_rate must be > 0")
-        self._check(self.weight_decay >= 0, "weight_decay must be >= 0")
-        self._check(self.random_state >= 0, "random_state must be >= 0")
+        self._check_training()
 
     def _build(self) -> Any:
         return _net_class()(
@@ -193,51 +205,46 @@ class SASRec(TorchRecommender):
             int(self.heads),
             int(self.max_len),
             float(self.dropout),
+            causal=self.causal,
         )
 
     # -- fitting --------------------------------------------------------------------------------
     def _fit(self, dataset: Dataset) -> None:
-        torch = import_torch()
-        device = pick_device(self.device)
+        torch, device, rng = self._start()
         indptr, items = time_ordered(dataset)
         self.sequence_indptr_ = indptr
         self.sequence_items_ = items
-        torch.manual_seed(int(self.random_state))
-        rng = np.random.default_rng(self.random_state)
         net = self._build().to(device)
-        sequences = [items[indptr[u] : indptr[u + 1]] for u in range(dataset.n_users)]
         validate = None
         if self.patience > 0:  # hold out each user's last item
-            val_users = np.flatnonzero(np.diff(indptr) >= 2)
-            val_target = np.array([sequences[u][-1] for u in val_users], dtype=np.int64)
-            train_seqs = [s[:-1] if len(s) >= 2 else s for s in sequences]
+            holdout = LastItemHoldout.carve(dataset)
+            train_seqs = holdout.sequences
             val_inputs = torch.from_numpy(
-                padded([train_seqs[u] for u in val_users], int(self.max_len))
+                padded([train_seqs[u] for u in holdout.users], int(self.max_len))
             ).to(device)
-            val_seen = [train_seqs[u] for u in val_users]
 
             def validate() -> float:
-                return self._validation_ndcg(net, val_inputs, val_target, val_seen)
+                with torch.no_grad():
+                    return holdout.ndcg(
+                        lambda a, b: (
+                            net.scores(self._last_hidden(net, val_inputs[a:b])).cpu().numpy()
+                        )
+                    )
 
         else:
-            train_seqs = sequences
-        # inputs s[:-1] predict targets s[1:]
-        rows = [s for s in train_seqs if len(s) >= 2]
-        inputs = torch.from_numpy(padded([s[:-1] for s in rows], int(self.max_len)))
-        targets = torch.from_numpy(padded([s[1:] for s in rows], int(self.max_len)))
-        optimizer = torch.optim.AdamW(
-            net.parameters(), lr=float(self.learning_rate), weight_decay=float(self.weight_decay)
-        )
+            train_seqs = [items[indptr[u] : indptr[u + 1]] for u in range(dataset.n_users)]
+        inputs, targets, lengths = self._training_rows(train_seqs)
+        optimizer = self._optimizer(net)
         n_items = len(self.items_)
 
         def epoch(_: int) -> float:
-            order = rng.permutation(len(rows))
             total, count = 0.0, 0
-            for start in range(0, len(order), int(self.batch_size)):
-                batch = torch.from_numpy(order[start : start + int(self.batch_size)])
+            for rows_ in length_batches(lengths, int(self.batch_size), rng):
+                batch = torch.from_numpy(rows_)
                 x, y = inputs[batch], targets[batch]
                 first = int((x > 0).any(dim=0).nonzero()[0])  # drop all-padding columns
                 x, y = x[:, first:].to(device), y[:, first:].to(device)
+                x, y = self._masked(x, y, net)
                 hidden = net(x)[y > 0]
                 y = y[y > 0] - 1
                 if self.loss == "softmax":
@@ -246,7 +253,7 @@ class SASRec(TorchRecommender):
                     negatives = torch.from_numpy(rng.integers(0, n_items, int(self.negatives))).to(
                         device
                     )
-                    weights = net.item.weight[1:]
+                    weights = net.item.weight[1 : n_items + 1]
                     positive = (hidden * weights[y]).sum(-1, keepdim=True)
                     negative = hidden @ weights[negatives].T
                     negative = negative.masked_fill(negatives[None] == y[:, None], float("-inf"))
@@ -260,41 +267,25 @@ class SASRec(TorchRecommender):
                 count += len(y)
             return total / max(count, 1)
 
-        history = train(
-            net,
-            epoch,
-            validate,
-            epochs=int(self.epochs),
-            patience=int(self.patience),
-            progress=bool(self.progress),
-            desc="sasrec",
-        )
-        self.loss_ = np.asarray(history.loss)
-        self.validation_ndcg_ = np.asarray(history.validation)
-        self.best_epoch_ = int(history.best_epoch)
+        self._train(net, epoch, validate)
         self._keep(net)
 
-    @staticmethod
-    def _validation_ndcg(
-        net: Any, inputs: Any, target: np.ndarray, seen: list[np.ndarray]
-    ) -> float:
-        """Mean NDCG@10 of each held-out item among all items but the user's earlier ones."""
+    def _training_rows(self, sequences: list[np.ndarray]) -> tuple[Any, Any, np.ndarray]:
+        """Padded inputs and targets (0 = nothing to predict) and the row lengths: SASRec's
+        inputs ``s[:-1]`` predict the targets ``s[1:]``."""
         torch = import_torch()
-        tops = []
-        with torch.no_grad():
-            for start in range(0, len(target), _SCORE_BATCH):
-                stop = start + _SCORE_BATCH
-                scores = net.scores(net(inputs[start:stop])[:, -1]).cpu().numpy()
-                for row, user_seen in enumerate(seen[start:stop]):
-                    scores[row, user_seen] = -np.inf
-                tops.append(top_k(scores, 10)[0])
-        if not tops:
-            return 0.0
-        top = np.vstack(tops)
-        rows = np.arange(len(target))
-        shape = (len(target), net.item.num_embeddings - 1)  # the padding row is no item
-        relevant = sp.csr_matrix((np.ones(len(target)), (rows, target)), shape=shape)
-        return float(ndcg_at_k(top, relevant, 10).mean())
+        rows = [s for s in sequences if len(s) >= 2]
+        inputs = torch.from_numpy(padded([s[:-1] for s in rows], int(self.max_len)))
+        targets = torch.from_numpy(padded([s[1:] for s in rows], int(self.max_len)))
+        return inputs, targets, np.array([min(len(s) - 1, int(self.max_len)) for s in rows])
+
+    def _masked(self, x: Any, y: Any, net: Any) -> tuple[Any, Any]:
+        """The inputs and targets of one training batch (BERT4Rec masks items here)."""
+        return x, y
+
+    def _last_hidden(self, net: Any, block: Any) -> Any:
+        """The hidden state that scores the next item of each left-padded sequence."""
+        return net(block)[:, -1]
 
     # -- scoring --------------------------------------------------------------------------------
     def _sequence_scores(self, sequences: list[np.ndarray]) -> np.ndarray:
@@ -305,7 +296,7 @@ class SASRec(TorchRecommender):
         with torch.no_grad():
             for start in range(0, len(sequences), _SCORE_BATCH):
                 block = padded(sequences[start : start + _SCORE_BATCH], int(self.max_len))
-                hidden = net(torch.from_numpy(block).to(device))[:, -1]
+                hidden = self._last_hidden(net, torch.from_numpy(block).to(device))
                 out[start : start + len(block)] = net.scores(hidden).cpu().numpy()
         return out
 
@@ -322,16 +313,7 @@ class SASRec(TorchRecommender):
         return out
 
     def _score_histories(self, histories: sp.csr_matrix) -> np.ndarray:
-        h = sp.csr_matrix(histories)
-        h.sort_indices()
-        sequences = [
-            h.indices[h.indptr[r] : h.indptr[r + 1]][h.data[h.indptr[r] : h.indptr[r + 1]] > 0]
-            for r in range(h.shape[0])
-        ]
-        return self._score_sequences([np.asarray(s, dtype=np.int64) for s in sequences], h)
+        return self._score_sequences(history_sequences(histories), histories)
 
     def _similar(self, items: np.ndarray) -> np.ndarray:
-        weights = self.__dict__["weights/item.weight"][1:]
-        norms = np.linalg.norm(weights, axis=1, keepdims=True)
-        unit = np.divide(weights, norms, out=np.zeros_like(weights), where=norms > 0)
-        return np.asarray(unit[items] @ unit.T, dtype=np.float64)
+        return cosine_rows(self.__dict__["weights/item.weight"][1 : len(self.items_) + 1], items)

@@ -1,0 +1,362 @@
+"""The hybrid BPR network: ids, metadata and recent history through a dense similarity network.
+
+A user is the concatenation of their id embedding, a projection of their metadata vector
+(the user feature table through :func:`~tastebud.features.feature_matrix`: z-scored numbers,
+one-hot categories) and the mean embedding of their ``history_len`` most recent items; an
+item is its id embedding and the projection of its metadata vector. Both are mapped to
+``factors`` dimensions, and a ReLU tower over ``[user, item, user * item]`` gives the score.
+
+Training minimizes the BPR triplet loss ``-log sigmoid(s(u, i) - s(u, j))`` over every
+positive ``(u, i)`` and an item ``j`` drawn uniformly among those ``u`` never interacted
+with, redrawn each epoch. The history of a training triplet is what the user did *before*
+``i`` (time order), so the network never sees the item it is asked about in the history.
+Items without training interactions are never drawn as negatives and keep a zero id
+embedding: a new item is scored from its metadata. With probability ``id_dropout`` the
+user's id embedding is zeroed, so the network also learns to score from metadata and history
+alone: that is how it answers users given only by a history (``recommend_from_history``,
+anonymous sessions) and known users without training interactions (from their attributes).
+
+Inference has its own path: the first layer of the tower is split into its user, item and
+product parts, the item part is computed once for the whole catalog, and every item is
+scored for a block of users with a few matrix products -- never by looping over pairs.
+
+Early stopping holds out each user's latest item (:class:`~._torch.LastItemHoldout`) and
+keeps the epoch with the best NDCG@10 on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from tastebud.data.dataset import Dataset
+from tastebud.models.neural._torch import (
+    LastItemHoldout,
+    TorchRecommender,
+    cosine_rows,
+    dense_features,
+    history_sequences,
+    import_torch,
+    sample_negatives,
+    time_ordered,
+)
+from tastebud.models.registry import register
+
+_PAIRS = 1 << 20  # (user, item) pairs scored at once
+
+
+def _net_class() -> Any:
+    torch = import_torch()
+    nn = torch.nn
+    functional = torch.nn.functional
+
+    class HybridBPRNet(nn.Module):  # type: ignore[name-defined]
+        def __init__(
+            self,
+            user_meta: np.ndarray,
+            item_meta: np.ndarray,
+            factors: int,
+            meta_factors: int,
+            layers: tuple[int, ...],
+            id_dropout: float,
+        ) -> None:
+            super().__init__()
+            n_users, n_items = len(user_meta), len(item_meta)
+            self.register_buffer("user_meta", torch.from_numpy(user_meta))
+            self.register_buffer("item_meta", torch.from_numpy(item_meta))
+            self.user_id = nn.Embedding(n_users, factors)
+            self.item_id = nn.Embedding(n_items, factors)
+            self.history = nn.Embedding(n_items + 1, factors, padding_idx=0)
+            for embedding in (self.user_id, self.item_id, self.history):
+                nn.init.normal_(embedding.weight, std=0.05)
+            with torch.no_grad():
+                self.history.weight[0].zero_()
+            self.user_meta_proj = (
+                nn.Linear(user_meta.shape[1], meta_factors) if user_meta.shape[1] else None
+            )
+            self.item_meta_proj = (
+                nn.Linear(item_meta.shape[1], meta_factors) if item_meta.shape[1] else None
+            )
+            user_width = 2 * factors + (meta_factors if self.user_meta_proj is not None else 0)
+            item_width = factors + (meta_factors if self.item_meta_proj is not None else 0)
+            self.user_proj = nn.Linear(user_width, factors)
+            self.item_proj = nn.Linear(item_width, factors)
+            self.first = nn.Linear(3 * factors, layers[0])
+            rest: list[Any] = []
+            for a, b in itertools.pairwise(layers):
+                rest += [nn.ReLU(), nn.Linear(a, b)]
+            self.tower = nn.Sequential(*rest, nn.ReLU(), nn.Linear(layers[-1], 1))
+            self.factors = factors
+            self.id_dropout = id_dropout
+
+        def users(self, users: Any, histories: Any, *, use_id: Any = None) -> Any:
+            """User vectors from ids (-1: none), recent items (+1, 0 = padding) and, for known
+            users, metadata. ``use_id`` (bool per row) zeroes the id embedding where false."""
+            known = users >= 0
+            safe = users.clamp(min=0)
+            ident = self.user_id(safe) * known.unsqueeze(-1)
+            if use_id is not None:
+                ident = ident * use_id.unsqueeze(-1)
+            counts = (histories > 0).sum(-1, keepdim=True).clamp(min=1)
+            recent = self.history(histories).sum(1) / counts
+            parts = [ident, recent]
+            if self.user_meta_proj is not None:
+                meta = self.user_meta[safe] * known.unsqueeze(-1)
+                parts.append(self.user_meta_proj(meta))
+            return self.user_proj(torch.cat(parts, dim=-1))
+
+        def items(self, items: Any | None = None) -> Any:
+            """Item vectors (every item when ``items`` is None)."""
+            ident = self.item_id.weight if items is None else self.item_id(items)
+            parts = [ident]
+            if self.item_meta_proj is not None:
+                meta = self.item_meta if items is None else self.item_meta[items]
+                parts.append(self.item_meta_proj(meta))
+            return self.item_proj(torch.cat(parts, dim=-1))
+
+        def pair(self, u: Any, v: Any) -> Any:
+            """Scores of matching rows of user and item vectors."""
+            return self.tower(self.first(torch.cat([u, v, u * v], dim=-1))).squeeze(-1)
+
+        def forward(self, users: Any, histories: Any, positives: Any, negatives: Any) -> Any:
+            """BPR loss of a batch of triplets."""
+            use_id = None
+            if self.training and self.id_dropout > 0:
+                use_id = torch.rand(len(users), device=users.device) >= self.id_dropout
+            u = self.users(users, histories, use_id=use_id)
+            diff = self.pair(u, self.items(positives)) - self.pair(u, self.items(negatives))
+            return -functional.logsigmoid(diff).mean()
+
+        def score_all(self, u: Any, v: Any) -> Any:
+            """Scores of every item vector ``v`` for each user vector ``u`` (the split first
+            layer: user part + item part + product part, then the rest of the tower)."""
+            f = self.factors
+            weight, bias = self.first.weight, self.first.bias
+            user_part = u @ weight[:, :f].T + bias
+            item_part = v @ weight[:, f : 2 * f].T
+            product = weight[:, 2 * f :]
+            step = max(1, _PAIRS // max(len(u), 1))
+            chunks = []
+            for start in range(0, len(v), step):
+                block = v[start : start + step]
+                joint = (
+                    user_part[:, None]
+                    + item_part[None, start : start + step]
+                    + torch.einsum("bd,nd,od->bno", u, block, product)
+                )
+                chunks.append(self.tower(joint).squeeze(-1))
+            return torch.cat(chunks, dim=1)
+
+    return HybridBPRNet
+
+
+def recent(sequences: list[np.ndarray], length: int) -> np.ndarray:
+    """The latest ``length`` items of each sequence, + 1, left-padded with 0."""
+    out = np.zeros((len(sequences), length), dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        tail = seq[-length:]
+        if len(tail):
+            out[row, -len(tail) :] = tail + 1
+    return out
+
+
+@register("hybrid-bpr")
+@dataclasses.dataclass(kw_only=True, eq=False)
+class HybridBPR(TorchRecommender):
+    """Ids, metadata and recent history through a dense similarity network, trained with the
+    BPR triplet loss (module docstring).
+
+    Parameters
+    ----------
+    factors:
+        Size of the id and history embeddings and of the user and item vectors.
+    meta_factors:
+        Size of the projections of the user and item metadata vectors.
+    history_len:
+        Recent items averaged into the user vector.
+    layers:
+        Widths of the ReLU tower over ``[user, item, user * item]``.
+    id_dropout:
+        Probability of hiding a training user's id embedding (module docstring).
+    use_user_features, use_item_features:
+        Use the dataset's user / item feature tables when it has them.
+    epochs, patience:
+        At most ``epochs`` passes; stop after ``patience`` without a better validation NDCG@10
+        on each user's held-out latest item (``patience=0``: train every epoch on all data).
+    batch_size, learning_rate, weight_decay:
+        Adam(W) settings.
+    device, progress, random_state:
+        ``"auto"`` uses CUDA when present; a progress bar; the seed of the weights, the
+        negatives and the shuffling.
+    """
+
+    factors: int = 64
+    meta_factors: int = 16
+    history_len: int = 20
+    layers: tuple[int, ...] = (128, 64)
+    id_dropout: float = 0.2
+    use_user_features: bool = True
+    use_item_features: bool = True
+    epochs: int = 40
+    patience: int = 3
+    batch_size: int = 1024
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    device: str = "auto"
+    progress: bool = False
+    random_state: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.layers, list):
+            self.layers = tuple(self.layers)  # JSON round trips give lists
+
+    def _validate(self) -> None:
+        super()._validate()
+        self._check(self.factors >= 1, "factors must be >= 1")
+        self._check(self.meta_factors >= 1, "meta_factors must be >= 1")
+        self._check(self.history_len >= 1, "history_len must be >= 1")
+        self._check(
+            len(self.layers) >= 1 and all(w >= 1 for w in self.layers),
+            "layers must list at least one width >= 1",
+        )
+        self._check(0.0 <= self.id_dropout < 1.0, "id_dropout must be in [0, 1)")
+        self._check_training()
+
+    def _build(self) -> Any:
+        return _net_class()(
+            np.zeros((len(self.users_), int(self.user_meta_width_)), dtype=np.float32),
+            np.zeros((len(self.items_), int(self.item_meta_width_)), dtype=np.float32),
+            int(self.factors),
+            int(self.meta_factors),
+            tuple(int(w) for w in self.layers),
+            float(self.id_dropout),
+        )
+
+    # -- fitting --------------------------------------------------------------------------------
+    def _fit(self, dataset: Dataset) -> None:
+        torch, device, rng = self._start()
+        user_meta = dense_features(
+            dataset.user_features if self.use_user_features else None, dataset.n_users
+        )
+        item_meta = dense_features(
+            dataset.item_features if self.use_item_features else None, dataset.n_items
+        )
+        self.user_meta_width_ = user_meta.shape[1]
+        self.item_meta_width_ = item_meta.shape[1]
+        net = self._build()
+        net.user_meta.copy_(torch.from_numpy(user_meta))
+        net.item_meta.copy_(torch.from_numpy(item_meta))
+        net.to(device)
+        length = int(self.history_len)
+
+        indptr, items = time_ordered(dataset)
+        self.sequence_indptr_, self.sequence_items_ = indptr, items
+        validate = None
+        if self.patience > 0:
+            holdout = LastItemHoldout.carve(dataset)
+            sequences = holdout.sequences
+            val_users = torch.from_numpy(holdout.users).to(device)
+            val_recent = torch.from_numpy(recent([sequences[u] for u in holdout.users], length)).to(
+                device
+            )
+
+            def validate() -> float:
+                with torch.no_grad():
+                    v = net.items()
+                    return holdout.ndcg(
+                        lambda a, b: (
+                            net.score_all(net.users(val_users[a:b], val_recent[a:b]), v)
+                            .cpu()
+                            .numpy()
+                        )
+                    )
+
+            positives = holdout.matrix()
+        else:
+            sequences = [items[indptr[u] : indptr[u + 1]] for u in range(dataset.n_users)]
+            positives = dataset.matrix("binary")
+            positives.sum_duplicates()
+
+        # every (user, position) of the sequences; its history is the `length` items before it
+        lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+        pos_users = np.repeat(np.arange(len(sequences)), lengths)
+        pos_items = np.concatenate(sequences) if len(sequences) else np.zeros(0, np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        pos_step = np.arange(len(pos_users)) - starts[pos_users]
+        # each sequence, +1, behind `length` zeros: the window before step t starts at
+        # offset[u] + t
+        offset = starts + np.arange(len(sequences)) * length
+        flat = np.zeros(len(pos_items) + len(sequences) * length, dtype=np.int64)
+        flat[np.repeat(offset + length, lengths) + pos_step] = pos_items + 1
+        window_start = offset[pos_users] + pos_step
+        flat_t = torch.from_numpy(flat)
+        steps = torch.arange(length)
+        optimizer = self._optimizer(net)
+
+        # items without a training interaction are never negatives: nothing says a user
+        # would not like them, and their scores must come from their metadata
+        warm = np.flatnonzero(np.diff(positives.tocsc().indptr) > 0)
+
+        def epoch(_: int) -> float:
+            negatives = sample_negatives(positives, pos_users, rng, pool=warm)
+            order = rng.permutation(len(pos_users))
+            total = 0.0
+            for start in range(0, len(order), int(self.batch_size)):
+                rows = order[start : start + int(self.batch_size)]
+                windows = flat_t[torch.from_numpy(window_start[rows])[:, None] + steps]
+                u, i, j = (
+                    torch.from_numpy(a[rows]).to(device) for a in (pos_users, pos_items, negatives)
+                )
+                loss = net(u, windows.to(device), i, j)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * len(rows)
+            return total / max(len(order), 1)
+
+        self._train(net, epoch, validate)
+        with torch.no_grad():  # untrained id embeddings are noise: cold items are metadata
+            cold = np.setdiff1d(np.arange(dataset.n_items), warm)
+            net.item_id.weight[torch.from_numpy(cold).to(device)] = 0.0
+        self._keep(net)
+
+    # -- scoring --------------------------------------------------------------------------------
+    def _user_scores(self, users: np.ndarray, sequences: list[np.ndarray]) -> np.ndarray:
+        torch = import_torch()
+        net: Any = self._network()
+        device = next(net.parameters()).device
+        with torch.no_grad():
+            u = net.users(
+                torch.from_numpy(users.astype(np.int64)).to(device),
+                torch.from_numpy(recent(sequences, int(self.history_len))).to(device),
+            )
+            scores = net.score_all(u, net.items())
+        return scores.cpu().numpy().astype(np.float64)
+
+    def _scorable(self, users: np.ndarray) -> np.ndarray:
+        if int(self.user_meta_width_) > 0:  # cold users are scored from their attributes
+            return np.ones(len(users), dtype=bool)
+        return super()._scorable(users)
+
+    def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
+        indptr, seq = self.sequence_indptr_, self.sequence_items_
+        scores = self._user_scores(users, [seq[indptr[u] : indptr[u + 1]] for u in users])
+        return scores if items is None else scores[:, items]
+
+    def _score_sequences(self, sequences: list[np.ndarray], histories: sp.csr_matrix) -> np.ndarray:
+        return self._user_scores(np.full(len(sequences), -1, dtype=np.int64), sequences)
+
+    def _score_histories(self, histories: sp.csr_matrix) -> np.ndarray:
+        return self._score_sequences(history_sequences(histories), histories)
+
+    def _similar(self, items: np.ndarray) -> np.ndarray:
+        """Cosine similarity of the item vectors (id and metadata, projected)."""
+        torch = import_torch()
+        net: Any = self._network()
+        with torch.no_grad():
+            vectors = net.items().cpu().numpy()
+        return cosine_rows(vectors, items)
