@@ -96,3 +96,23 @@ def test_negatives_are_never_positives(data):
 def test_bad_parameters_are_clear_errors(params, message, data):
     with pytest.raises(TastebudError, match=message):
         create("ncf", **params).fit(data)
+
+
+def test_training_runs_with_deterministic_kernels_and_restores_the_setting(data, monkeypatch):
+    """Embedding backward sums repeated rows in thread order unless torch is told to be
+    deterministic (on ML-100K that changed the two-tower model between two fits)."""
+    import tastebud.models.neural._torch as shared
+
+    torch = import_torch()
+    seen = []
+    original = shared.train
+
+    def spy(*args, **kwargs):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(shared, "train", spy)
+    before = torch.are_deterministic_algorithms_enabled()
+    create("ncf", **{**SMALL, "epochs": 1, "device": "cpu"}).fit(data)
+    assert seen == [True]
+    assert torch.are_deterministic_algorithms_enabled() == before

@@ -30,6 +30,7 @@ _BUILTIN_MODULES = (
     "tastebud.models.neural.hybrid_bpr",
     "tastebud.models.neural.ncf",
     "tastebud.models.neural.sasrec",
+    "tastebud.models.neural.two_tower",
 )
 _loaded = False
 R = TypeVar("R", bound=type[Recommender])

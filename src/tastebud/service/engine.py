@@ -629,7 +629,11 @@ class Engine:
                 vals = np.array([v for _, v in known], dtype=np.float64)
                 indptr = np.array([0, len(cols)], dtype=np.int32)
                 matrix = sp.csr_matrix((vals, cols, indptr), shape=(1, len(snapshot.ids)))
-                row = np.array(model._score_histories(matrix), dtype=np.float64)[0]
+                # sequential models read the history oldest first; the rest read the matrix
+                ordered = np.array(
+                    [index[i] for i in reversed(state.recent) if i in index], dtype=np.int64
+                )
+                row = np.array(model._score_sequences([ordered], matrix), dtype=np.float64)[0]
                 row[cols] = -np.inf  # the history itself
         sizes = {name: n for name, n in gens.items() if n > 0}
         for attempt in range(3):  # widen when filters leave fewer than k

@@ -115,6 +115,44 @@ class LastItemHoldout:
         return float(ndcg_at_k(np.vstack(tops), relevant, k).mean())
 
 
+def recent(sequences: list[np.ndarray], length: int) -> np.ndarray:
+    """The latest ``length`` items of each sequence, + 1, left-padded with 0."""
+    out = np.zeros((len(sequences), length), dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        tail = seq[-length:]
+        if len(tail):
+            out[row, -len(tail) :] = tail + 1
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class StepHistories:
+    """Every step ``(users[r], items[r])`` of time-ordered sequences, with the ``length``
+    items before it (:meth:`windows`): a training sample never sees its own item."""
+
+    users: np.ndarray
+    items: np.ndarray
+    length: int
+    flat: np.ndarray  # each sequence, + 1, behind ``length`` zeros
+    start: np.ndarray  # where the window before each step starts in ``flat``
+
+    @classmethod
+    def of(cls, sequences: list[np.ndarray], length: int) -> StepHistories:
+        lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+        users = np.repeat(np.arange(len(sequences)), lengths)
+        items = np.concatenate(sequences) if len(sequences) else np.zeros(0, np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        step = np.arange(len(users)) - starts[users]
+        offset = starts + np.arange(len(sequences)) * length
+        flat = np.zeros(len(items) + len(sequences) * length, dtype=np.int64)
+        flat[np.repeat(offset + length, lengths) + step] = items + 1
+        return cls(users, items.astype(np.int64), length, flat, offset[users] + step)
+
+    def windows(self, rows: np.ndarray) -> np.ndarray:
+        """``(len(rows), length)`` items + 1 before each step (0 = nothing that far back)."""
+        return self.flat[self.start[rows][:, None] + np.arange(self.length)]
+
+
 def length_batches(
     lengths: np.ndarray, batch_size: int, rng: np.random.Generator, pool: int = 16
 ) -> list[np.ndarray]:
@@ -301,15 +339,26 @@ class TorchRecommender(Recommender):
         best epoch are kept (``loss_``, ``validation_ndcg_``, ``best_epoch_``), and so is the
         network."""
         p: Any = self
-        history = train(
-            net,
-            epoch,
-            validate,
-            epochs=int(p.epochs),
-            patience=int(p.patience),
-            progress=bool(p.progress),
-            desc=self.name,
-        )
+        torch = import_torch()
+        # some CPU kernels (accumulating index_put, used by the backward of embedding
+        # lookups with repeated rows) sum in thread order unless told otherwise: a 1e-7
+        # difference in the first epoch grew to a different model by the second
+        previous = torch.are_deterministic_algorithms_enabled()
+        on_cpu = next(net.parameters()).device.type == "cpu"
+        try:
+            if on_cpu:
+                torch.use_deterministic_algorithms(True)
+            history = train(
+                net,
+                epoch,
+                validate,
+                epochs=int(p.epochs),
+                patience=int(p.patience),
+                progress=bool(p.progress),
+                desc=self.name,
+            )
+        finally:
+            torch.use_deterministic_algorithms(previous)
         self.loss_ = np.asarray(history.loss)
         self.validation_ndcg_ = np.asarray(history.validation)
         self.best_epoch_ = int(history.best_epoch)

@@ -31,18 +31,13 @@ import itertools
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from tastebud.data.dataset import Dataset
+from tastebud.models.neural._recent import RecentItemsRecommender
 from tastebud.models.neural._torch import (
-    LastItemHoldout,
-    TorchRecommender,
     cosine_rows,
-    dense_features,
-    history_sequences,
     import_torch,
     sample_negatives,
-    time_ordered,
 )
 from tastebud.models.registry import register
 
@@ -154,19 +149,9 @@ def _net_class() -> Any:
     return HybridBPRNet
 
 
-def recent(sequences: list[np.ndarray], length: int) -> np.ndarray:
-    """The latest ``length`` items of each sequence, + 1, left-padded with 0."""
-    out = np.zeros((len(sequences), length), dtype=np.int64)
-    for row, seq in enumerate(sequences):
-        tail = seq[-length:]
-        if len(tail):
-            out[row, -len(tail) :] = tail + 1
-    return out
-
-
 @register("hybrid-bpr")
 @dataclasses.dataclass(kw_only=True, eq=False)
-class HybridBPR(TorchRecommender):
+class HybridBPR(RecentItemsRecommender):
     """Ids, metadata and recent history through a dense similarity network, trained with the
     BPR triplet loss (module docstring).
 
@@ -239,62 +224,18 @@ class HybridBPR(TorchRecommender):
     # -- fitting --------------------------------------------------------------------------------
     def _fit(self, dataset: Dataset) -> None:
         torch, device, rng = self._start()
-        user_meta = dense_features(
-            dataset.user_features if self.use_user_features else None, dataset.n_users
-        )
-        item_meta = dense_features(
-            dataset.item_features if self.use_item_features else None, dataset.n_items
-        )
-        self.user_meta_width_ = user_meta.shape[1]
-        self.item_meta_width_ = item_meta.shape[1]
+        user_meta, item_meta = self._metadata(dataset)
         net = self._build()
         net.user_meta.copy_(torch.from_numpy(user_meta))
         net.item_meta.copy_(torch.from_numpy(item_meta))
         net.to(device)
-        length = int(self.history_len)
-
-        indptr, items = time_ordered(dataset)
-        self.sequence_indptr_, self.sequence_items_ = indptr, items
-        validate = None
-        if self.patience > 0:
-            holdout = LastItemHoldout.carve(dataset)
-            sequences = holdout.sequences
-            val_users = torch.from_numpy(holdout.users).to(device)
-            val_recent = torch.from_numpy(recent([sequences[u] for u in holdout.users], length)).to(
-                device
-            )
-
-            def validate() -> float:
-                with torch.no_grad():
-                    v = net.items()
-                    return holdout.ndcg(
-                        lambda a, b: (
-                            net.score_all(net.users(val_users[a:b], val_recent[a:b]), v)
-                            .cpu()
-                            .numpy()
-                        )
-                    )
-
+        steps, holdout, validate = self._steps(dataset, net, device)
+        if holdout is not None:
             positives = holdout.matrix()
         else:
-            sequences = [items[indptr[u] : indptr[u + 1]] for u in range(dataset.n_users)]
             positives = dataset.matrix("binary")
             positives.sum_duplicates()
-
-        # every (user, position) of the sequences; its history is the `length` items before it
-        lengths = np.array([len(s) for s in sequences], dtype=np.int64)
-        pos_users = np.repeat(np.arange(len(sequences)), lengths)
-        pos_items = np.concatenate(sequences) if len(sequences) else np.zeros(0, np.int64)
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        pos_step = np.arange(len(pos_users)) - starts[pos_users]
-        # each sequence, +1, behind `length` zeros: the window before step t starts at
-        # offset[u] + t
-        offset = starts + np.arange(len(sequences)) * length
-        flat = np.zeros(len(pos_items) + len(sequences) * length, dtype=np.int64)
-        flat[np.repeat(offset + length, lengths) + pos_step] = pos_items + 1
-        window_start = offset[pos_users] + pos_step
-        flat_t = torch.from_numpy(flat)
-        steps = torch.arange(length)
+        pos_users, pos_items = steps.users, steps.items
         optimizer = self._optimizer(net)
 
         # items without a training interaction are never negatives: nothing says a user
@@ -307,7 +248,7 @@ class HybridBPR(TorchRecommender):
             total = 0.0
             for start in range(0, len(order), int(self.batch_size)):
                 rows = order[start : start + int(self.batch_size)]
-                windows = flat_t[torch.from_numpy(window_start[rows])[:, None] + steps]
+                windows = torch.from_numpy(steps.windows(rows))
                 u, i, j = (
                     torch.from_numpy(a[rows]).to(device) for a in (pos_users, pos_items, negatives)
                 )
@@ -325,33 +266,8 @@ class HybridBPR(TorchRecommender):
         self._keep(net)
 
     # -- scoring --------------------------------------------------------------------------------
-    def _user_scores(self, users: np.ndarray, sequences: list[np.ndarray]) -> np.ndarray:
-        torch = import_torch()
-        net: Any = self._network()
-        device = next(net.parameters()).device
-        with torch.no_grad():
-            u = net.users(
-                torch.from_numpy(users.astype(np.int64)).to(device),
-                torch.from_numpy(recent(sequences, int(self.history_len))).to(device),
-            )
-            scores = net.score_all(u, net.items())
-        return scores.cpu().numpy().astype(np.float64)
-
-    def _scorable(self, users: np.ndarray) -> np.ndarray:
-        if int(self.user_meta_width_) > 0:  # cold users are scored from their attributes
-            return np.ones(len(users), dtype=bool)
-        return super()._scorable(users)
-
-    def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
-        indptr, seq = self.sequence_indptr_, self.sequence_items_
-        scores = self._user_scores(users, [seq[indptr[u] : indptr[u + 1]] for u in users])
-        return scores if items is None else scores[:, items]
-
-    def _score_sequences(self, sequences: list[np.ndarray], histories: sp.csr_matrix) -> np.ndarray:
-        return self._user_scores(np.full(len(sequences), -1, dtype=np.int64), sequences)
-
-    def _score_histories(self, histories: sp.csr_matrix) -> np.ndarray:
-        return self._score_sequences(history_sequences(histories), histories)
+    def _net_scores(self, net: Any, users: Any, histories: Any) -> Any:
+        return net.score_all(net.users(users, histories), net.items())
 
     def _similar(self, items: np.ndarray) -> np.ndarray:
         """Cosine similarity of the item vectors (id and metadata, projected)."""

@@ -1,0 +1,391 @@
+"""Two-tower retrieval: a user tower and an item tower trained with in-batch sampled softmax,
+item vectors served from an ANN index.
+
+The user tower reads the user's id embedding, a projection of their metadata vector and the
+mean embedding of their ``history_len`` most recent items; the item tower reads the item's id
+embedding, a projection of its metadata vector and, with ``text="minilm"``, a projection of
+the all-MiniLM-L6-v2 embedding of its text fields. Each tower is a ReLU MLP ending in
+``factors`` dimensions, L2-normalized; a user-item score is their cosine over
+``temperature``.
+
+Training samples are the steps of each user's time-ordered history (the history of a sample
+is what came before its item). A batch's positives are each other's negatives: the loss is
+the softmax cross-entropy of each user over the batch's items, with the logQ correction of
+Yi et al. (RecSys 2019) -- ``log`` of each item's share of the training samples is
+subtracted from its logits, since popular items are sampled as negatives more often -- and
+with the logits of a row's own item elsewhere in the batch masked (not a negative). With
+probability ``id_dropout`` a user's id embedding is hidden, so the user tower also works
+from history and metadata alone (sessions, users known by attributes); items without
+training interactions keep a zero id embedding and are placed by their metadata and text.
+
+After training the item vectors are computed once (``item_vectors_``). Recommendations and
+``similar_items`` are a nearest-neighbour search over them: an exact matrix product, or with
+``index="ann"`` (``"auto"``: catalogs of at least ``ann_min_items``) a faiss HNSW index
+(:class:`tastebud.ann.VectorIndex`), built on first use. The index returns extra candidates
+for users with seen items, which are then removed.
+
+Early stopping holds out each user's latest item (:class:`~._torch.LastItemHoldout`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from tastebud.ann import VectorIndex, faiss_or_none
+from tastebud.data import columns as C
+from tastebud.data.dataset import Dataset
+from tastebud.metrics.ranking import check_k
+from tastebud.models.base import _as_list
+from tastebud.models.neural._recent import RecentItemsRecommender
+from tastebud.models.neural._torch import (
+    import_torch,
+    recent,
+)
+from tastebud.models.registry import register
+
+Text = Literal["none", "minilm"]
+Index = Literal["auto", "ann", "exact"]
+
+
+def _net_class() -> Any:
+    torch = import_torch()
+    nn = torch.nn
+    functional = torch.nn.functional
+
+    def mlp(width: int, layers: tuple[int, ...], out: int) -> Any:
+        modules: list[Any] = []
+        for a, b in itertools.pairwise((width, *layers)):
+            modules += [nn.Linear(a, b), nn.ReLU()]
+        return nn.Sequential(*modules, nn.Linear(layers[-1] if layers else width, out))
+
+    class TwoTowerNet(nn.Module):  # type: ignore[name-defined]
+        def __init__(
+            self,
+            user_meta: np.ndarray,
+            item_meta: np.ndarray,
+            item_text: np.ndarray,
+            factors: int,
+            meta_factors: int,
+            layers: tuple[int, ...],
+            id_dropout: float,
+        ) -> None:
+            super().__init__()
+            n_users, n_items = len(user_meta), len(item_meta)
+            self.register_buffer("user_meta", torch.from_numpy(user_meta))
+            self.register_buffer("item_meta", torch.from_numpy(item_meta))
+            self.register_buffer("item_text", torch.from_numpy(item_text))
+            self.user_id = nn.Embedding(n_users, factors)
+            self.item_id = nn.Embedding(n_items, factors)
+            self.history = nn.Embedding(n_items + 1, factors, padding_idx=0)
+            for embedding in (self.user_id, self.item_id, self.history):
+                nn.init.normal_(embedding.weight, std=0.05)
+            with torch.no_grad():
+                self.history.weight[0].zero_()
+
+            def proj(width: int) -> Any:
+                return nn.Linear(width, meta_factors) if width else None
+
+            self.user_meta_proj = proj(user_meta.shape[1])
+            self.item_meta_proj = proj(item_meta.shape[1])
+            self.item_text_proj = proj(item_text.shape[1])
+            user_width = 2 * factors + (meta_factors if self.user_meta_proj is not None else 0)
+            item_width = factors + meta_factors * sum(
+                p is not None for p in (self.item_meta_proj, self.item_text_proj)
+            )
+            self.user_tower = mlp(user_width, layers, factors)
+            self.item_tower = mlp(item_width, layers, factors)
+            self.id_dropout = id_dropout
+
+        def users(self, users: Any, histories: Any) -> Any:
+            """Unit user vectors from ids (-1: none), recent items (+1, 0 = padding) and, for
+            known users, metadata."""
+            known = (users >= 0).float()
+            if self.training and self.id_dropout > 0:
+                known = known * (torch.rand(len(users), device=users.device) >= self.id_dropout)
+            safe = users.clamp(min=0)
+            counts = (histories > 0).sum(-1, keepdim=True).clamp(min=1)
+            parts = [
+                self.user_id(safe) * known.unsqueeze(-1),
+                self.history(histories).sum(1) / counts,
+            ]
+            if self.user_meta_proj is not None:
+                parts.append(self.user_meta_proj(self.user_meta[safe] * known.unsqueeze(-1)))
+            return functional.normalize(self.user_tower(torch.cat(parts, dim=-1)), dim=-1)
+
+        def items(self, items: Any | None = None) -> Any:
+            """Unit item vectors (every item when ``items`` is None)."""
+            pick = (lambda t: t) if items is None else (lambda t: t[items])
+            parts = [pick(self.item_id.weight)]
+            if self.item_meta_proj is not None:
+                parts.append(self.item_meta_proj(pick(self.item_meta)))
+            if self.item_text_proj is not None:
+                parts.append(self.item_text_proj(pick(self.item_text)))
+            return functional.normalize(self.item_tower(torch.cat(parts, dim=-1)), dim=-1)
+
+    return TwoTowerNet
+
+
+@register("two-tower")
+@dataclasses.dataclass(kw_only=True, eq=False)
+class TwoTower(RecentItemsRecommender):
+    """User and item towers, in-batch softmax with logQ correction, ANN retrieval (module
+    docstring).
+
+    Parameters
+    ----------
+    factors:
+        Size of the id and history embeddings and of the output vectors.
+    meta_factors:
+        Size of the projections of metadata and text vectors.
+    layers:
+        Hidden widths of each tower's ReLU MLP (``()``: one linear map).
+    history_len:
+        Recent items averaged into the user tower's input.
+    text, text_fields:
+        ``"minilm"``: the item tower also reads the sentence embedding of the item's text
+        fields (``text_fields``, default every text column; needs ``tastebud[embeddings]``).
+    temperature:
+        Cosine similarities are divided by it in the softmax.
+    logq:
+        Subtract the log of each item's sampling share from its in-batch logits.
+    id_dropout:
+        Probability of hiding a training user's id embedding (module docstring).
+    use_user_features, use_item_features:
+        Use the dataset's user / item feature tables when it has them.
+    index, ann_min_items:
+        Retrieval: ``"exact"``, ``"ann"`` (faiss HNSW; exact without faiss), or ``"auto"``
+        (ANN from ``ann_min_items`` items on).
+    epochs, patience, batch_size, learning_rate, weight_decay, device, progress, random_state:
+        As for every torch model (early stopping on each user's held-out latest item).
+    """
+
+    factors: int = 64
+    meta_factors: int = 16
+    layers: tuple[int, ...] = (128,)
+    history_len: int = 20
+    text: Text = "none"
+    text_fields: tuple[str, ...] | None = None
+    temperature: float = 0.05
+    logq: bool = True
+    id_dropout: float = 0.2
+    use_user_features: bool = True
+    use_item_features: bool = True
+    index: Index = "auto"
+    ann_min_items: int = 50_000
+    epochs: int = 40
+    patience: int = 3
+    batch_size: int = 512
+    learning_rate: float = 3e-3
+    weight_decay: float = 0.0
+    device: str = "auto"
+    progress: bool = False
+    random_state: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("layers", "text_fields"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                setattr(self, name, tuple(value))  # JSON round trips give lists
+
+    def _validate(self) -> None:
+        super()._validate()
+        self._check(self.factors >= 1, "factors must be >= 1")
+        self._check(self.meta_factors >= 1, "meta_factors must be >= 1")
+        self._check(all(w >= 1 for w in self.layers), "layers must be widths >= 1")
+        self._check(self.history_len >= 1, "history_len must be >= 1")
+        self._check(self.temperature > 0, "temperature must be > 0")
+        self._check(0.0 <= self.id_dropout < 1.0, "id_dropout must be in [0, 1)")
+        self._check(self.ann_min_items >= 1, "ann_min_items must be >= 1")
+        self._check_training()
+
+    def _build(self) -> Any:
+        return _net_class()(
+            np.zeros((len(self.users_), int(self.user_meta_width_)), dtype=np.float32),
+            np.zeros((len(self.items_), int(self.item_meta_width_)), dtype=np.float32),
+            np.zeros((len(self.items_), int(self.item_text_width_)), dtype=np.float32),
+            int(self.factors),
+            int(self.meta_factors),
+            tuple(int(w) for w in self.layers),
+            float(self.id_dropout),
+        )
+
+    def _text_vectors(self, dataset: Dataset) -> np.ndarray:
+        if self.text == "none":
+            return np.zeros((dataset.n_items, 0), dtype=np.float32)
+        from tastebud.models.content import item_documents, sentence_encoder
+
+        documents = item_documents(dataset, self.text_fields)
+        encoded = sentence_encoder().encode(documents, batch_size=64, show_progress_bar=False)
+        return np.asarray(encoded, dtype=np.float32)
+
+    # -- fitting --------------------------------------------------------------------------------
+    def _fit(self, dataset: Dataset) -> None:
+        torch, device, rng = self._start()
+        user_meta, item_meta = self._metadata(dataset)
+        item_text = self._text_vectors(dataset)
+        self.item_text_width_ = item_text.shape[1]
+        net = self._build()
+        for name, value in (("user_meta", user_meta), ("item_meta", item_meta)):
+            getattr(net, name).copy_(torch.from_numpy(value))
+        net.item_text.copy_(torch.from_numpy(item_text))
+        net.to(device)
+        steps, _, validate = self._steps(dataset, net, device)
+        counts = np.bincount(steps.items, minlength=dataset.n_items)
+        log_q = torch.from_numpy(
+            np.log(np.maximum(counts, 1) / max(len(steps.items), 1)).astype(np.float32)
+        ).to(device)
+        optimizer = self._optimizer(net)
+        inverse_temperature = 1.0 / float(self.temperature)
+
+        def epoch(_: int) -> float:
+            order = rng.permutation(len(steps.users))
+            total = 0.0
+            for start in range(0, len(order), int(self.batch_size)):
+                rows = order[start : start + int(self.batch_size)]
+                u = torch.from_numpy(steps.users[rows]).to(device)
+                i = torch.from_numpy(steps.items[rows]).to(device)
+                h = torch.from_numpy(steps.windows(rows)).to(device)
+                logits = net.users(u, h) @ net.items(i).T * inverse_temperature
+                if self.logq:
+                    logits = logits - log_q[i][None, :]
+                same = (i[:, None] == i[None, :]) & ~torch.eye(
+                    len(i), dtype=torch.bool, device=device
+                )
+                logits = logits.masked_fill(same, float("-inf"))
+                target = torch.arange(len(i), device=device)
+                loss = torch.nn.functional.cross_entropy(logits, target)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * len(rows)
+            return total / max(len(order), 1)
+
+        self._train(net, epoch, validate)
+        with torch.no_grad():  # untrained id embeddings are noise: cold items are metadata
+            cold = torch.from_numpy(np.flatnonzero(counts == 0)).to(device)
+            net.item_id.weight[cold] = 0.0
+            self.item_vectors_ = net.items().cpu().numpy()
+        self._keep(net)
+
+    # -- retrieval ------------------------------------------------------------------------------
+    def vector_index(self) -> VectorIndex:
+        """The search structure over ``item_vectors_`` (built on first use, not saved)."""
+        index = self.__dict__.get("_index")
+        if index is None:
+            n_items = len(self.item_vectors_)
+            ann = self.index == "ann" or (self.index == "auto" and n_items >= self.ann_min_items)
+            use_faiss = ann and faiss_or_none() is not None
+            index = VectorIndex(self.item_vectors_, backend="faiss" if use_faiss else "exact")
+            self.__dict__["_index"] = index
+        return index
+
+    def _restore_state(self, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.__dict__.pop("_index", None)
+        super()._restore_state(config, arrays)
+
+    def _user_vectors(self, users: np.ndarray, sequences: list[np.ndarray]) -> np.ndarray:
+        torch = import_torch()
+        net: Any = self._network()
+        device = next(net.parameters()).device
+        with torch.no_grad():
+            u = net.users(
+                torch.from_numpy(users.astype(np.int64)).to(device),
+                torch.from_numpy(recent(sequences, int(self.history_len))).to(device),
+            )
+        return np.asarray(u.cpu().numpy(), dtype=np.float32)
+
+    def _net_scores(self, net: Any, users: Any, histories: Any) -> Any:
+        return net.users(users, histories) @ net.items().T / float(self.temperature)
+
+    def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
+        vectors = self._user_vectors(users, self._users_sequences(users))
+        item_vectors = self.item_vectors_ if items is None else self.item_vectors_[items]
+        return np.asarray(vectors @ item_vectors.T, dtype=np.float64) / float(self.temperature)
+
+    def recommend_indices(
+        self,
+        users: np.ndarray,
+        k: int,
+        *,
+        exclude: sp.csr_matrix | None = None,
+        items: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Through the vector index when it is approximate (whole catalog, no candidate
+        list); otherwise the exact path of every model."""
+        self._require_fitted()
+        index = self.vector_index()
+        if items is not None or index.backend == "exact":
+            return super().recommend_indices(users, k, exclude=exclude, items=items)
+        k = min(check_k(k), len(self.items_))
+        out_items = np.full((len(users), k), -1, dtype=np.int64)
+        out_scores = np.full((len(users), k), np.nan)
+        scorable = users >= 0
+        scorable[scorable] = self._scorable(users[scorable])
+        if (~scorable).any():  # unknown users: the fallback, through the exact path
+            rest = np.flatnonzero(~scorable)
+            out_items[rest], out_scores[rest] = super().recommend_indices(
+                users[rest], k, exclude=exclude
+            )
+        rows = np.flatnonzero(scorable)
+        if not len(rows) or k == 0:
+            return out_items, out_scores
+        vectors = self._user_vectors(users[rows], self._users_sequences(users[rows]))
+        seen = [
+            exclude.indices[exclude.indptr[u] : exclude.indptr[u + 1]]
+            if exclude is not None
+            else np.zeros(0, np.int64)
+            for u in users[rows]
+        ]
+        width = k + max((len(s) for s in seen), default=0)
+        found, scores = index.search(vectors, width)
+        for r, row in enumerate(rows):
+            keep = (found[r] >= 0) & ~np.isin(found[r], seen[r])
+            chosen = found[r][keep][:k]
+            out_items[row, : len(chosen)] = chosen
+            out_scores[row, : len(chosen)] = scores[r][keep][:k] / float(self.temperature)
+        return out_items, out_scores
+
+    def _score_sequences(self, sequences: list[np.ndarray], histories: sp.csr_matrix) -> np.ndarray:
+        vectors = self._user_vectors(np.full(len(sequences), -1, dtype=np.int64), sequences)
+        return np.asarray(vectors @ self.item_vectors_.T, dtype=np.float64) / float(
+            self.temperature
+        )
+
+    def _similar(self, items: np.ndarray) -> np.ndarray:
+        v = self.item_vectors_
+        return np.asarray(v[items] @ v.T, dtype=np.float64)
+
+    def similar_items(self, items: Any, k: int = 10) -> pd.DataFrame:
+        """Through the vector index when it is approximate, else the exact path."""
+        self._require_fitted()
+        index = self.vector_index()
+        if index.backend == "exact":
+            return super().similar_items(items, k)
+        k = check_k(k)
+        ids = _as_list(items)
+        idx = self._item_index(ids, strict=True)
+        found, scores = index.search(self.item_vectors_[idx], k + 1)
+        rows, similar, values, ranks = [], [], [], []
+        for r, item in enumerate(idx):
+            keep = (found[r] >= 0) & (found[r] != item)
+            for rank, (j, score) in enumerate(
+                zip(found[r][keep][:k], scores[r][keep][:k], strict=True), start=1
+            ):
+                rows.append(ids[r])
+                similar.append(j)
+                values.append(score)
+                ranks.append(rank)
+        return pd.DataFrame(
+            {
+                C.ITEM: np.asarray(rows, dtype=object),
+                "similar": self.items_.to_ids(np.asarray(similar, dtype=np.int64)),
+                C.SCORE: np.asarray(values, dtype=np.float64),
+                C.RANK: np.asarray(ranks, dtype=np.int64),
+            }
+        )
