@@ -544,7 +544,7 @@ def serve(
     import uvicorn
 
     from tastebud.service import logs
-    from tastebud.service.app import create_app
+    from tastebud.service.app import serving_app
     from tastebud.service.settings import load_settings
     from tastebud.service.storage import Storage
 
@@ -562,13 +562,9 @@ def serve(
         f"(API docs: http://{host}:{port}/docs)",
         highlight=False,
     )
-    # Serving threads share one core (the GIL), and BLAS threads only spin against them.
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1, user_api="blas")
     if workers == 1:
         uvicorn.run(
-            create_app(settings, storage),
+            serving_app(settings, storage),
             host=host,
             port=port,
             log_config=None,

@@ -113,15 +113,57 @@ def top_k(
     """Indices and scores of the ``k`` best columns of each row, best first.
 
     Ties are broken by the lower column index, so results never depend on the partition
-    algorithm. Entries at ``-inf`` (masked) are never returned: rows with fewer than ``k`` valid
-    entries are padded with index -1 and score NaN.
+    algorithm. Entries at ``-inf`` (masked) or NaN are never returned: rows with fewer than
+    ``k`` valid entries are padded with index -1 and score NaN.
     """
     n_rows, n_cols = scores.shape
     k_eff = min(k, n_cols)
+    # The k largest of each row by a partial sort, then ordered: exact unless the k-th
+    # value is NaN or masked, or equals an entry left outside (a tie across the cut) --
+    # then more than k entries are >= it. Those rows take the full path.
+    partial = 0 < k_eff == k and 4 * k_eff <= n_cols
+    if partial and n_rows == 1:  # one row (the service's request path): fewest calls
+        row = scores[0]
+        part = np.argpartition(row, n_cols - k_eff)[n_cols - k_eff :]
+        vals = row[part]
+        kth = vals.min()
+        if kth > -np.inf and np.count_nonzero(row >= kth) == k_eff:
+            order = np.lexsort((part, -vals))
+            return part[order][None, :].astype(np.int64, copy=False), vals[order][None, :].astype(
+                np.float64, copy=False
+            )
     out_idx = np.full((n_rows, k), -1, dtype=np.int64)
     out_score = np.full((n_rows, k), np.nan, dtype=np.float64)
     if k_eff == 0 or n_rows == 0:
         return out_idx, out_score
+    if not partial:
+        _top_k_rows(scores, k_eff, np.arange(n_rows), out_idx, out_score)
+        return out_idx, out_score
+    part = np.argpartition(scores, n_cols - k_eff, axis=1)[:, n_cols - k_eff :]
+    at = np.arange(n_rows)[:, None]
+    vals = scores[at, part]
+    kth = vals.min(axis=1)
+    redo = ~(kth > -np.inf) | (np.count_nonzero(scores >= kth[:, None], axis=1) != k_eff)
+    order = np.lexsort((part, -vals), axis=1)
+    out_idx[:, :k_eff] = part[at, order]
+    out_score[:, :k_eff] = vals[at, order]
+    if redo.any():
+        rows = np.flatnonzero(redo)
+        out_idx[rows] = -1
+        out_score[rows] = np.nan
+        _top_k_rows(scores[rows], k_eff, rows, out_idx, out_score)
+    return out_idx, out_score
+
+
+def _top_k_rows(
+    scores: np.ndarray, k_eff: int, at: np.ndarray, out_idx: np.ndarray, out_score: np.ndarray
+) -> None:
+    """:func:`top_k` over whole rows (ties across the cut, NaN, -inf): writes the answer of
+    ``scores[r]`` into row ``at[r]`` of the (padded) outputs. NaN counts as masked."""
+    n_cols = scores.shape[1]
+    nan = np.isnan(scores)
+    if nan.any():
+        scores = np.where(nan, -np.inf, scores)
     if k_eff == n_cols:
         selected = np.ones_like(scores, dtype=bool)
     else:
@@ -137,9 +179,8 @@ def top_k(
     rows, cols, vals = rows[order], cols[order], vals[order]
     pos = np.arange(len(rows)) - np.searchsorted(rows, rows)
     keep = vals > -np.inf  # masked (and NaN) entries are never recommended
-    out_idx[rows[keep], pos[keep]] = cols[keep]
-    out_score[rows[keep], pos[keep]] = vals[keep]
-    return out_idx, out_score
+    out_idx[at[rows[keep]], pos[keep]] = cols[keep]
+    out_score[at[rows[keep]], pos[keep]] = vals[keep]
 
 
 def mask_rows(

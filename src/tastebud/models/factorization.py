@@ -217,6 +217,9 @@ class _FactorModel(Recommender):
         self, vectors: np.ndarray, user_offset: np.ndarray | None, items: np.ndarray | None
     ) -> np.ndarray:
         item_factors = self.item_factors_ if items is None else self.item_factors_[items]
+        # in the factors' precision, like the fitted users' (float32 factors would otherwise
+        # be copied to float64 whole on every call: the service's fold-in runs per request)
+        vectors = vectors.astype(item_factors.dtype, copy=False)
         scores = np.asarray(vectors @ item_factors.T, dtype=np.float64)
         offset = self._item_offset()
         if offset is not None:
@@ -271,6 +274,9 @@ class _FactorModel(Recommender):
         empty = np.diff(h.indptr) == 0
         if empty.any():  # nothing to fold in: answer like for an unknown user
             out[empty] = self._fallback_scores(int(empty.sum()), None)
+        if not empty.any():  # the usual case: no row copy
+            vectors, offsets = self._fold_in(h)
+            return self._scores_for(vectors, offsets, None)
         rows = np.flatnonzero(~empty)
         if len(rows):
             vectors, offsets = self._fold_in(h[rows])
@@ -770,7 +776,7 @@ class ALS(_ImplicitEngineModel):
         return 1.0 + float(self.alpha) * g * multiplier
 
     def _fold_in(self, histories: sp.csr_matrix) -> tuple[np.ndarray, None]:
-        Y = self.item_factors_.astype(np.float64)
+        Y = self.item_factors_  # float32: only the history's rows are widened
         n_factors = Y.shape[1]
         base = self.item_gram_ + self.reg_ * np.eye(n_factors)
         vectors = np.empty((histories.shape[0], n_factors))
@@ -780,7 +786,7 @@ class ALS(_ImplicitEngineModel):
                 max(len(items), 1) ** float(self.user_exponent) / self.scale_norm_
             )
             confidence = self._confidence(x, multiplier)
-            Y_i = Y[items]
+            Y_i = Y[items].astype(np.float64)
             gram = base + (Y_i * (confidence - 1.0)[:, None]).T @ Y_i
             vectors[row] = np.linalg.solve(gram, Y_i.T @ confidence)
         return vectors, None
@@ -881,7 +887,7 @@ class BPR(_ImplicitEngineModel):
         """
         from scipy.special import expit
 
-        Y = self.item_factors_.astype(np.float64)
+        Y = self.item_factors_  # only the sampled rows are widened to float64
         bias = self.item_bias_.astype(np.float64)
         n_items = len(bias)
         seed = 0 if self.random_state is None else int(self.random_state)
@@ -896,7 +902,7 @@ class BPR(_ImplicitEngineModel):
                 positives = rng.choice(positives, _BPR_FOLD_POSITIVES, replace=False)
             if len(negatives) > _BPR_FOLD_NEGATIVES:
                 negatives = rng.choice(negatives, _BPR_FOLD_NEGATIVES, replace=False)
-            Y_pos, Y_neg = Y[positives], Y[negatives]
+            Y_pos, Y_neg = Y[positives].astype(np.float64), Y[negatives].astype(np.float64)
             step = self._fold_step(Y_pos, Y_neg, len(items))
             x = np.zeros(Y.shape[1])
             for _ in range(int(self.n_epochs)):

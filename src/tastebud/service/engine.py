@@ -1,17 +1,21 @@
 """The live model behind the service: training from stored events, hot swaps, real-time lists.
 
-Real time without per-user caches: every request reads the user's latest events from the
-database (one indexed query) and scores them with the active model's fold-in
-(``recommend_from_history``), so an event committed before its 2xx changes the very next
-list. Retraining builds a new model from all events in a background thread and swaps one
-reference (:class:`Snapshot`): requests in flight keep the snapshot they started with, so a
-swap never fails a request.
+Real time: a list is built from the user's latest events (``history_limit``, read by one
+indexed query) folded into the active model (``recommend_from_history``). The state read
+from them (:class:`UserState`) is kept per user until their events change: this process's
+own writes drop it before they are answered, so an event committed before its 2xx changes
+the very next list; the other processes' writes are seen by :meth:`Engine.follow`, which
+tails the events table by ``seq`` (and the deletions log) every 0.1 s. Retraining builds a
+new model from all events in a background thread and swaps one reference
+(:class:`Snapshot`): requests in flight keep the snapshot they started with, so a swap never
+fails a request.
 
 Live popularity (the answer for users without a usable history) counts positive events per
-item. It follows the database rather than this process's requests: each call reads the events
-stored since the last one (by ``seq``), so several processes serving one database agree. It is
-recounted from scratch at every retrain, which also settles the rare miss (an event committed
-out of ``seq`` order on PostgreSQL, a deletion made by another process).
+item from the same tail, so several processes serving one database agree. ``seq`` grows in
+commit order on SQLite; on PostgreSQL a transaction that took its seqs earlier may commit
+after a later one, so a hole in the seqs read is asked for again for ``_GAP_S`` seconds.
+Popularity is recounted from scratch at every retrain; a cached state lives at most
+``state_cache_s``, which bounds what a miss (a transaction held open longer than that) costs.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import functools
 import itertools
 import logging
 import math
+import operator
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -53,6 +58,16 @@ from tastebud.service.settings import Settings
 from tastebud.service.storage import Storage
 
 log = logging.getLogger("tastebud.service")
+
+#: How long a hole in the event seqs read is asked for again (PostgreSQL hands out seqs before
+#: commit, so a slow transaction fills it late; a rolled-back one never does).
+_GAP_S = 30.0
+#: Most holes remembered at once (the newest are kept).
+_MAX_GAPS = 1000
+#: Most events read from the tail in one go; the rest follow on the next look.
+_TAIL_BATCH = 10_000
+#: Popularity is sorted again at most this often (seconds) while events come in.
+_RERANK_S = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,18 +124,40 @@ class Engine:
         self._counts_lock = threading.Lock()
         self._positive_counts: Counter[str] = Counter()
         self._counted_seq = 0  # events with seq <= this are in _positive_counts
+        self._gaps: dict[int, float] = {}  # seqs below _counted_seq not seen yet -> first missed
+        self._deletions_seen = 0  # the deletions log is read after this seq
+        self._tail_lock = threading.Lock()  # one reader of the tail at a time
         self._synced_at = -float("inf")  # monotonic time of the last _sync_counts read
         self._counts_dirty = False  # this process stored events since that read
-        self._ranked: list[tuple[str, float]] | None = None  # popularity order, None: stale
+        # user -> (UserState.key, monotonic expiry), least recently used first; _states_epoch
+        # grows at every drop, so a state read while one happened is not kept
+        self._states: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
+        self._states_lock = threading.Lock()
+        self._states_epoch = 0
+        self.state_cache_hits = 0
+        self.state_cache_misses = 0
+        self._ranked: list[tuple[str, float]] | None = None  # popularity order, None: redo
+        self._counts_version = 0  # grows with every counted event
+        self._ranked_version = 0  # the counts _ranked was sorted from
+        self._ranked_at = -float("inf")  # monotonic time of that sort
+        self._own_unranked = False  # this process stored events the ranking may not have
         self.demographics = Demographics.empty()
         self._experiment_cache: tuple[float, dict[str, Any] | None] = (-float("inf"), None)
         self._versions: dict[int, Snapshot] = {}  # earlier versions served by experiments
         self._versions_lock = threading.Lock()
         self._new_cache: dict[tuple[int, float], tuple[float, list[tuple[str, float]]]] = {}
-        self._lists: OrderedDict[tuple[Any, ...], tuple[float, Recommendations]] = OrderedDict()
+        self._lists: OrderedDict[tuple[Any, ...], tuple[Any, ...]] = OrderedDict()
         self._lists_lock = threading.Lock()
         self.list_cache_hits = 0
         self.list_cache_misses = 0
+        #: called after every swap of the serving snapshot (``create_app(freeze_heap=True)``
+        #: freezes the garbage collector's view of the heap there)
+        self.after_swap: Callable[[], None] | None = None
+
+    def _swap(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        if self.after_swap is not None:
+            self.after_swap()
 
     @property
     def training(self) -> bool:
@@ -131,6 +168,7 @@ class Engine:
     def start(self) -> None:
         """Load the active model version (if any), count the popularity, learn who likes
         what by user attributes."""
+        self._deletions_seen = self.storage.last_deletion()
         frame = self.storage.events_frame()
         self._recount(frame)
         self._learn_demographics(frame)
@@ -142,7 +180,7 @@ class Engine:
             except TastebudError as err:  # a moved or deleted model folder
                 log.warning("cannot load the active model version %s: %s", active["id"], err)
             else:
-                self.snapshot = Snapshot.of(model, active)
+                self._swap(Snapshot.of(model, active))
 
     @staticmethod
     def _load(version: Mapping[str, Any]) -> Recommender:
@@ -203,27 +241,72 @@ class Engine:
         with self._counts_lock:
             self._positive_counts = counts
             self._counted_seq = last
+            self._gaps = {}
             self._ranked = None
 
     def _sync_counts(self, *, now_if_dirty: bool = False) -> None:
-        """Count the events stored since the last read (by any process); reads at most
-        every 0.2 s, or at once when asked and this process stored events since."""
+        """Follow the events table from a request (:meth:`follow` does it every 0.1 s in the
+        background): at most every 0.2 s, or at once when asked and this process stored
+        events since."""
         now = time.monotonic()
         if now - self._synced_at < 0.2 and not (now_if_dirty and self._counts_dirty):
             return
-        self._synced_at = now
-        self._counts_dirty = False
-        if self.storage.last_seq() <= self._counted_seq:  # nothing new: no frame to build
-            return
-        frame = self.storage.events_frame(since_seq=self._counted_seq)  # outside the lock
-        if not len(frame):
-            return
-        with self._counts_lock:  # another thread may have counted some of them meanwhile
-            fresh = frame[frame["seq"] > self._counted_seq]
-            if len(fresh):
-                self._positive_counts.update(self._positive_items(fresh))
-                self._counted_seq = int(fresh["seq"].max())
-                self._ranked = None
+        self._follow_events()
+
+    def _follow_events(self) -> None:
+        """Read the events stored since the last look (by any process) and the holes left
+        then: count their positive ones into the popularity and drop their users' cached
+        states; and read the deletions log (a deleted user's or item's events)."""
+        with self._tail_lock:
+            self._synced_at = time.monotonic()
+            self._counts_dirty = False
+            rows = self.storage.events_after(self._counted_seq, self._gaps, _TAIL_BATCH)
+            deletions = self.storage.deletions_after(self._deletions_seen)
+            if rows:
+                self._take_events(rows)
+            if deletions:
+                self._deletions_seen = deletions[-1][0]
+                users = {user for _, user, _ in deletions if user is not None}
+                items = [item for _, _, item in deletions if item is not None]
+                if items:  # an item's events went from many histories: drop them all
+                    self.forget_states()
+                    for item in items:
+                        self.forget_item(item)
+                elif users:
+                    self.forget_states(users)
+            now = time.monotonic()
+            if any(now - first > _GAP_S for first in self._gaps.values()):
+                self._gaps = {q: t for q, t in self._gaps.items() if now - t <= _GAP_S}
+
+    def _take_events(self, rows: list[tuple[int, str, str, str, float | None]]) -> None:
+        """Count and note tail rows (``events_after``'s), ordered by seq."""
+        now = time.monotonic()
+        with self._counts_lock:  # a recount may have counted some of them meanwhile
+            counted, gaps = self._counted_seq, self._gaps
+            fresh = []
+            for row in rows:
+                seq = row[0]
+                if seq in gaps:
+                    del gaps[seq]
+                elif seq <= counted:
+                    continue
+                else:
+                    for missing in range(max(counted + 1, seq - _MAX_GAPS), seq):
+                        gaps[missing] = now
+                    counted = seq
+                fresh.append(row)
+            if len(gaps) > _MAX_GAPS:
+                self._gaps = dict(sorted(gaps.items())[-_MAX_GAPS:])
+            self._counted_seq = counted
+            positive = [
+                item
+                for _, _, item, kind, value in fresh
+                if self.event_value(kind, None if value is None else float(value)) > 0
+            ]
+            if positive:
+                self._positive_counts.update(positive)
+                self._counts_version += 1
+        self.forget_states({row[1] for row in fresh})
 
     def forget_events(self, events: Iterable[Mapping[str, Any]]) -> None:
         """Take deleted events (rows of ``storage.user_events``) out of the popularity."""
@@ -246,31 +329,61 @@ class Engine:
             self._positive_counts.subtract(self._positive_items(counted))
             self._positive_counts = +self._positive_counts  # drop zero counts
             self._ranked = None
+        self.forget_states({str(e["user_id"]) for e in rows})
 
-    def events_stored(self) -> None:
-        """This process stored events: the next cold list counts them at once (warm lists
-        leave it to the background refresh; popularity only adds candidates to them)."""
+    def events_stored(self, users: Iterable[str]) -> None:
+        """This process stored events of ``users``: their next lists read their events
+        again, and the next cold list counts them at once (warm lists leave that to the
+        background refresh; popularity only adds candidates to them)."""
+        self.forget_states(users)
         self._counts_dirty = True
+        self._own_unranked = True
 
     def forget_item(self, item_id: str) -> None:
+        """An item was deleted with its events."""
         with self._counts_lock:
             self._positive_counts.pop(item_id, None)
             self._ranked = None
+        self.forget_states()
+
+    def forget_states(self, users: Iterable[str] | None = None) -> None:
+        """Drop the cached states of ``users`` (of everyone when ``None``): their events
+        changed."""
+        with self._states_lock:
+            self._states_epoch += 1
+            if users is None:
+                self._states.clear()
+            else:
+                for user in users:
+                    self._states.pop(user, None)
 
     def popular(
         self, n: int, skip: Container[str] = (), *, current: bool = True
     ) -> list[tuple[str, float]]:
         """The ``n`` items with the most positive events (ties: lower id first), passing
-        over the items in ``skip``; ``current`` counts this process's latest events first."""
+        over the items in ``skip``. The order is sorted again at most every second as
+        events come in (a sort of the whole catalogue), except that ``current`` counts and
+        ranks this process's latest events first."""
+        own = current and self._own_unranked
+        if own:
+            self._own_unranked = False  # before the read: a later store sets it again
         self._sync_counts(now_if_dirty=current)
+        now = time.monotonic()
         with self._counts_lock:
-            if self._ranked is None:
-                ranked = sorted(self._positive_counts.items(), key=lambda kv: (-kv[1], kv[0]))
-                self._ranked = [(item, float(count)) for item, count in ranked]
-            ranked_ = self._ranked
+            ranked = self._ranked
+            if ranked is None or (
+                self._ranked_version != self._counts_version
+                and (own or now - self._ranked_at >= _RERANK_S)
+            ):
+                # by id, then by count (a stable sort): ties stay in id order
+                by_id = sorted(self._positive_counts.items())
+                by_id.sort(key=operator.itemgetter(1), reverse=True)
+                ranked = self._ranked = [(item, float(count)) for item, count in by_id]
+                self._ranked_version = self._counts_version
+                self._ranked_at = now
         if not skip:
-            return ranked_[:n]
-        return list(itertools.islice((p for p in ranked_ if p[0] not in skip), n))
+            return ranked[:n]
+        return list(itertools.islice((p for p in ranked if p[0] not in skip), n))
 
     def _learn_demographics(self, frame: pd.DataFrame) -> None:
         users = self._all_rows(self.storage.list_users)
@@ -367,9 +480,9 @@ class Engine:
             n_events=len(frame),
         )
         version = self.storage.activate_model_version(version["id"])
-        self.snapshot = Snapshot.of(model, version)
         self._recount(frame)
         self._learn_demographics(frame)
+        self._swap(Snapshot.of(model, version))
         log.info("model version %s active (%.2fs)", version["id"], seconds)
         return version
 
@@ -426,17 +539,18 @@ class Engine:
             raise UnknownIdError(f"unknown model version {version_id}")
         model = self._load(row)
         row = self.storage.activate_model_version(version_id)
-        self.snapshot = Snapshot.of(model, row)
+        self._swap(Snapshot.of(model, row))
         return row
 
     def follow(self, stop: threading.Event, every_s: float = 0.1) -> None:
-        """Keep the live state fresh from the database (popularity, the catalogue, the
-        running experiment) until ``stop`` is set: run in a background thread, so requests
-        find it fresh instead of paying for the reads themselves."""
+        """Keep the live state fresh from the database (popularity and cached user states
+        from the events other processes stored or deleted, the catalogue, the running
+        experiment, the active version) until ``stop`` is set: run in a background thread,
+        so requests find it fresh instead of paying for the reads themselves."""
         checked_version = time.monotonic()
         while not stop.wait(every_s):
             try:
-                self._sync_counts()
+                self._follow_events()
                 self.catalog.get(())
                 self.running_experiment()
                 if time.monotonic() - checked_version >= 1.0:
@@ -459,10 +573,10 @@ class Engine:
         except TastebudError as err:
             log.warning("cannot load the active model version %s: %s", active["id"], err)
             return
-        self.snapshot = Snapshot.of(model, active)
         frame = self.storage.events_frame()
         self._recount(frame)
         self._learn_demographics(frame)
+        self._swap(Snapshot.of(model, active))
         log.info("model version %s active (activated elsewhere)", active["id"])
 
     # -- experiments -----------------------------------------------------------------------
@@ -505,8 +619,35 @@ class Engine:
     def user_state(self, user_id: str) -> UserState:
         """The user's positive history (value summed per item, in first-seen order), their
         recent positive items (newest first) and the items whose latest event is a dislike
-        or a low rating (left out of the history and of their lists). Plain Python on one
-        lean query: this runs on every request."""
+        or a low rating (left out of the history and of their lists).
+
+        Read from their latest ``history_limit`` events and kept (``state_cache_users``
+        users, for at most ``state_cache_s``) until their events change: this process's
+        writes drop it at once, the other processes' when :meth:`follow` sees them."""
+        capacity = self.settings.state_cache_users
+        if capacity > 0:
+            now = time.monotonic()
+            with self._states_lock:
+                entry = self._states.get(user_id)
+                if entry is not None and entry[1] > now:
+                    self._states.move_to_end(user_id)
+                    self.state_cache_hits += 1
+                    return UserState.unpack(entry[0])
+                epoch = self._states_epoch  # before the read: a drop during it wins
+            self.state_cache_misses += 1
+        state = self._read_state(user_id)
+        if capacity > 0:
+            expires = time.monotonic() + self.settings.state_cache_s
+            with self._states_lock:
+                if self._states_epoch == epoch:
+                    self._states[user_id] = (state.key, expires)
+                    self._states.move_to_end(user_id)
+                    while len(self._states) > capacity:
+                        self._states.popitem(last=False)
+        return state
+
+    def _read_state(self, user_id: str) -> UserState:
+        """:meth:`user_state` from the database: plain Python on one lean query."""
         events = self.storage.recent_events(user_id, self.settings.history_limit)
         last: dict[str, bool] = {}
         for item, kind, value in events:  # oldest first: the last word on an item wins
@@ -552,6 +693,7 @@ class Engine:
         filters: Filters | None = None,
         exclude: Iterable[str] = (),
         attributes: Callable[[], Mapping[str, Any] | None] | None = None,
+        keep_rest: bool = True,
     ) -> Recommendations:
         """The top ``k`` of the pipeline (module :mod:`tastebud.service.pipeline`) for a
         state; never its history's items, its dislikes, ``exclude``, unavailable or deleted
@@ -561,30 +703,47 @@ class Engine:
         again for the same history (every event of the user changes it, so their own events
         show at once), model version, options, filters and ``k``, after checking its items
         are still available; other users' events and new items reach it when it expires.
-        Lists of users without a usable history follow live popularity and are not kept."""
+        Lists of users without a usable history follow live popularity and are not kept.
+        ``keep_rest=False`` (no exploration slot to fill) leaves ``rest`` empty: cheaper."""
         snapshot = self.snapshot if snapshot is None else snapshot
         options = self.settings.pipeline if options is None else options
         filters = Filters() if filters is None else filters
         key = None
         if self.settings.list_cache_s > 0 and snapshot.model is not None and state.values:
+            # only atomic values (text, numbers, tuples of them) in keys and entries: the
+            # garbage collector stops tracking those, so a full cache adds nothing to the
+            # walk of its full collections (Candidate objects did: 80 per list)
             key = (
-                id(snapshot),
-                options.model_dump_json(),
-                filters,
+                id(snapshot),  # the entry holds the snapshot: its id is not reused meanwhile
+                None if options is self.settings.pipeline else options.model_dump_json(),
+                filters or None,
                 k,
-                frozenset(exclude),
-                tuple(state.values.items()),
-                frozenset(state.disliked),
-                tuple(state.recent[: options.recent_items]),
+                tuple(sorted(exclude)),
+                state.key,
+                keep_rest,
             )
             hit = self._cached_list(key)
             if hit is not None:
                 return hit
-        result, scored = self._recommend(state, k, snapshot, options, filters, exclude, attributes)
+        result, scored = self._recommend(
+            state, k, snapshot, options, filters, exclude, attributes, keep_rest
+        )
         if key is not None and scored:
+            now = time.monotonic()
+            entry = (
+                now + self.settings.list_cache_s,
+                snapshot,
+                tuple(c.packed() for c in result.chosen),
+                tuple(c.packed() for c in result.rest),
+            )
             with self._lists_lock:
-                self._lists[key] = (time.monotonic() + self.settings.list_cache_s, result)
-                while len(self._lists) > 50_000:
+                # kept in insertion order, which is expiry order (one lifetime for all):
+                # expired lists go from the front, so the heap holds only live ones
+                self._lists.pop(key, None)
+                self._lists[key] = entry
+                while self._lists and (
+                    len(self._lists) > 50_000 or next(iter(self._lists.values()))[0] < now
+                ):
                     self._lists.popitem(last=False)
         return result
 
@@ -594,14 +753,21 @@ class Engine:
         if entry is None or entry[0] < time.monotonic():
             self.list_cache_misses += 1
             return None
-        cached = entry[1]
-        rows = self.catalog.get(c.item for c in (*cached.chosen, *cached.rest))
-        if any(not rows.get(c.item, {}).get("available") for c in cached.chosen):
+        _, snapshot, chosen, rest = entry
+        rows = self.catalog.get(c[0] for c in chosen)
+        if len(rows) < len(chosen) or not all(row["available"] for row in rows.values()):
             self.list_cache_misses += 1  # an item was deleted or made unavailable: rebuild
             return None
         self.list_cache_hits += 1
-        rest = [c for c in cached.rest if rows.get(c.item, {}).get("available")]
-        return Recommendations(cached.chosen, rest, rows, cached.snapshot)
+
+        def still_available() -> list[Candidate]:
+            more = self.catalog.get(c[0] for c in rest)
+            rows.update(more)
+            return [Candidate.unpack(c) for c in rest if more.get(c[0], {}).get("available")]
+
+        return Recommendations(
+            [Candidate.unpack(c) for c in chosen], still_available, rows, snapshot
+        )
 
     def _recommend(
         self,
@@ -612,6 +778,7 @@ class Engine:
         filters: Filters,
         exclude: Iterable[str],
         attributes: Callable[[], Mapping[str, Any] | None] | None,
+        keep_rest: bool = True,
     ) -> tuple[Recommendations, bool]:
         """The pipeline itself; also says whether the model scored the history."""
         model = snapshot.model
@@ -620,6 +787,7 @@ class Engine:
         pool = Pool()
 
         row: np.ndarray | None = None  # the model's scores of every item for this history
+        history = np.zeros(0, dtype=np.int64)  # the model's indices of the blocked items
         if model is not None and state.values:
             index = snapshot.index
             known = [(index[i], v) for i, v in state.values.items() if i in index]
@@ -634,14 +802,16 @@ class Engine:
                     [index[i] for i in reversed(state.recent) if i in index], dtype=np.int64
                 )
                 row = np.array(model._score_sequences([ordered], matrix), dtype=np.float64)[0]
-                row[cols] = -np.inf  # the history itself
+                # the history itself, dislikes and exclusions: never proposed
+                history = np.array([index[i] for i in blocked if i in index], dtype=np.int64)
+                row[history] = -np.inf
         sizes = {name: n for name, n in gens.items() if n > 0}
         for attempt in range(3):  # widen when filters leave fewer than k
             grow = 4**attempt
             if row is not None and "model" in sizes:
                 pool.add("model", _top(snapshot, row, sizes["model"] * grow + k))
             if attempt == 0 and row is not None:
-                self._item_to_item(pool, snapshot, state.recent, options, sizes, blocked)
+                self._item_to_item(pool, snapshot, state.recent, options, sizes, blocked, history)
             if "popular" in sizes:
                 wanted = sizes["popular"] * grow + k
                 pool.add("popular", self.popular(wanted, skip=blocked, current=row is None))
@@ -654,14 +824,17 @@ class Engine:
             survivors, rows = self._filter(pool, blocked, filters, options)
             if len(survivors) >= k or (row is None and attempt == 0):
                 break
-        cats = {c.item: self._categories(c.item, rows, options) for c in survivors}
+        cats: dict[str, frozenset[str]] = {}
+        if options.max_per_category is not None or options.diversity > 0:  # they read them
+            cats = {c.item: self._categories(c.item, rows, options) for c in survivors}
         scores: dict[str, float] = {}
         if row is not None:
             index = snapshot.index
-            for cand in survivors:
-                i = index.get(cand.item)
-                if i is not None and np.isfinite(row[i]):
-                    scores[cand.item] = float(row[i])
+            known_items = [c.item for c in survivors if c.item in index]
+            picked = row[[index[item] for item in known_items]].tolist()
+            scores = {
+                item: v for item, v in zip(known_items, picked, strict=True) if math.isfinite(v)
+            }
         rank(survivors, scores)
         created = {c.item: float(rows[c.item]["created_at"]) for c in survivors}
         boost_fresh(survivors, created, options, time.time())
@@ -669,8 +842,10 @@ class Engine:
         if model is not None and model.supports_similar_items and options.diversity > 0:
             similarity = functools.partial(_pairwise, snapshot)
         chosen = select(survivors, k, options, cats, similarity)
-        taken = {c.item for c in chosen}
-        rest = sorted((c for c in survivors if c.item not in taken), key=lambda c: -c.score)
+        rest: list[Candidate] = []
+        if keep_rest:
+            taken = {c.item for c in chosen}
+            rest = sorted((c for c in survivors if c.item not in taken), key=lambda c: -c.score)
         return Recommendations(chosen, rest, rows, snapshot), row is not None
 
     def _categories(
@@ -700,8 +875,10 @@ class Engine:
         options: PipelineSettings,
         sizes: Mapping[str, int],
         blocked: set[str],
+        history: np.ndarray,
     ) -> None:
-        """Up to ``ceil(n / seeds)`` unblocked neighbours of each recent item."""
+        """Up to ``ceil(n / seeds)`` unblocked neighbours of each recent item (``history``:
+        the model's indices of the blocked items, never proposed)."""
         n = sizes.get("item_to_item", 0)
         model = snapshot.model
         if n <= 0 or model is None or not model.supports_similar_items:
@@ -711,9 +888,10 @@ class Engine:
             return
         idx = np.array([snapshot.index[i] for i in seeds], dtype=np.int64)
         sims = np.array(model._similar(idx), dtype=np.float64)
-        sims[np.arange(len(idx)), idx] = -np.inf
+        sims[:, history] = -np.inf
         per_seed = max(1, -(-n // len(seeds)))
-        top, val = top_k(sims, min(per_seed + len(blocked), sims.shape[1]))
+        extra = len(blocked) - len(history)  # blocked items the model does not know
+        top, val = top_k(sims, min(per_seed + max(0, extra), sims.shape[1]))
         ids = snapshot.ids
         for seed, items, values in zip(seeds, top, val, strict=True):
             pairs = (
@@ -728,16 +906,15 @@ class Engine:
     ) -> tuple[list[Candidate], dict[str, dict[str, Any]]]:
         """The candidates that may be shown, and their item rows."""
         rows = self.catalog.get(c.item for c in pool if c.item not in blocked)
-        out = []
-        for cand in pool:
-            item = rows.get(cand.item)
-            if item is None or not item["available"]:
-                continue
-            if filters:
-                attrs = item["attributes"] or {}
-                if not filters.keep(self._categories(cand.item, rows, options), attrs):
-                    continue
-            out.append(cand)
+        out = [c for c in pool if c.item in rows and rows[c.item]["available"]]
+        if filters:
+            out = [
+                c
+                for c in out
+                if filters.keep(
+                    self._categories(c.item, rows, options), rows[c.item]["attributes"] or {}
+                )
+            ]
         return out, rows
 
     def explain(
@@ -795,22 +972,54 @@ class _FileLock:
 @dataclasses.dataclass(frozen=True)
 class UserState:
     """What a list is built from: the positive history (item → value, first-seen order),
-    the disliked items, and the recent positive items, newest first."""
+    the disliked items, and the recent positive items, newest first. Not to be changed once
+    made: the service caches it."""
 
     values: dict[str, float]
     disliked: set[str]
     recent: list[str]
 
+    @functools.cached_property
+    def key(self) -> tuple[Any, ...]:
+        """The state as a tuple of text and numbers: hashable (the list cache's key), and
+        left alone by the garbage collector's walks (how the state cache keeps it)."""
+        return (tuple(self.values.items()), tuple(sorted(self.disliked)), tuple(self.recent))
 
-@dataclasses.dataclass(frozen=True)
+    @classmethod
+    def unpack(cls, key: tuple[Any, ...]) -> UserState:
+        """The state of a :attr:`key`."""
+        values, disliked, recent = key
+        state = cls(dict(values), set(disliked), list(recent))
+        state.__dict__["key"] = key  # cached_property's slot: no second packing
+        return state
+
+
 class Recommendations:
     """A pipeline's answer: the chosen candidates, the rest that passed the filters (best
-    first; the exploration slot draws from them), the item rows, the snapshot used."""
+    first; the exploration slot draws from them), the item rows, the snapshot used.
 
-    chosen: list[Candidate]
-    rest: list[Candidate]
-    rows: dict[str, dict[str, Any]]
-    snapshot: Snapshot
+    ``rest`` may be given as a function: a cached list builds it (and adds its rows) only
+    when asked, which is only when exploration is on."""
+
+    __slots__ = ("_rest", "chosen", "rows", "snapshot")
+
+    def __init__(
+        self,
+        chosen: list[Candidate],
+        rest: list[Candidate] | Callable[[], list[Candidate]],
+        rows: dict[str, dict[str, Any]],
+        snapshot: Snapshot,
+    ) -> None:
+        self.chosen = chosen
+        self._rest = rest
+        self.rows = rows
+        self.snapshot = snapshot
+
+    @property
+    def rest(self) -> list[Candidate]:
+        if callable(self._rest):
+            self._rest = self._rest()
+        return self._rest
 
 
 def _top(snapshot: Snapshot, row: np.ndarray, n: int) -> list[tuple[str, float]]:

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy import stats
 
 from tastebud.errors import InvalidInputError
-from tastebud.service.storage import Storage
+from tastebud.service.storage import Storage, exposure_row
 
 log = logging.getLogger("tastebud.service")
 
@@ -252,7 +252,7 @@ class ExposureLog:
     def __init__(self, storage: Storage, flush_every_s: float = 0.5) -> None:
         self.storage = storage
         self.flush_every_s = flush_every_s
-        self._rows: list[dict[str, Any]] = []
+        self._rows: list[tuple[Any, ...]] = []
         self._lock = threading.Lock()  # guards _rows
         self._flushing = threading.Lock()  # one write at a time
         self._stop = threading.Event()
@@ -267,8 +267,21 @@ class ExposureLog:
             self._thread.start()
 
     def add(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Exposure objects (``Storage.log_exposures``' rows), checked now: a bad one is
+        logged and left out, so it never blocks the others."""
+        now = time.time()
+        checked = []
+        for pos, row in enumerate(rows):
+            try:
+                checked.append(exposure_row(row, pos, now))
+            except InvalidInputError as err:
+                log.error("dropped an exposure: %s", err)
+        self.add_rows(checked)
+
+    def add_rows(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Checked tuples in ``EXPOSURE_COLUMNS`` order (the service's own lists)."""
         with self._lock:
-            self._rows.extend(dict(r) for r in rows)
+            self._rows.extend(rows)
 
     def flush(self) -> int:
         """Write what is buffered now; returns how many rows were written. When it returns,
@@ -280,7 +293,7 @@ class ExposureLog:
             if not rows:
                 return 0
             try:
-                return self.storage.log_exposures(rows)
+                return self.storage.log_exposure_rows(rows)
             except InvalidInputError:  # a bad row would block every later flush: drop them
                 log.exception("dropped %d exposures the database refused", len(rows))
                 return 0

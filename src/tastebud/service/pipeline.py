@@ -251,7 +251,7 @@ def _split_list(values: Iterable[str]) -> list[str]:
 
 
 # -- candidates ------------------------------------------------------------------------------
-@dataclass
+@dataclass(slots=True)
 class Candidate:
     """One proposed item on its way through the stages."""
 
@@ -263,6 +263,24 @@ class Candidate:
     exploration: bool = False
     lead: str | None = None  # the generator that gave most of the relevance
 
+    def packed(self) -> tuple[Any, ...]:
+        """The candidate as a tuple of atomic values (which the garbage collector does not
+        track: how cached lists are kept); :meth:`unpack` turns it back."""
+        return (
+            self.item,
+            tuple(self.scores.items()),
+            self.because,
+            self.relevance,
+            self.score,
+            self.exploration,
+            self.lead,
+        )
+
+    @classmethod
+    def unpack(cls, packed: tuple[Any, ...]) -> Candidate:
+        item, scores, because, relevance, score, exploration, lead = packed
+        return cls(item, dict(scores), because, relevance, score, exploration, lead)
+
     @property
     def sources(self) -> list[str]:
         names = [g for g in GENERATORS if g in self.scores]
@@ -272,7 +290,9 @@ class Candidate:
     def source(self) -> str:
         if self.exploration:
             return "exploration"
-        return self.lead or self.sources[0]
+        if self.lead:
+            return self.lead
+        return next(g for g in GENERATORS if g in self.scores)
 
 
 class Pool:
@@ -284,15 +304,21 @@ class Pool:
     def add(
         self, generator: str, proposals: Iterable[tuple[str, float]], because: str | None = None
     ) -> None:
+        by_item = self.by_item
+        seed = because if generator == "item_to_item" else None
         for raw, score in proposals:
-            item = str(raw)  # a model holds "7" as 7 when every id spells an integer
-            cand = self.by_item.get(item)
+            # a model holds "7" as 7 when every id spells an integer
+            item = raw if type(raw) is str else str(raw)
+            cand = by_item.get(item)
             if cand is None:
-                cand = self.by_item[item] = Candidate(item)
-            if score > cand.scores.get(generator, -math.inf):
+                if score > -math.inf:
+                    by_item[item] = Candidate(item, {generator: float(score)}, seed)
+                else:
+                    by_item[item] = Candidate(item)
+            elif score > cand.scores.get(generator, -math.inf):
                 cand.scores[generator] = float(score)
-                if generator == "item_to_item":
-                    cand.because = because
+                if seed is not None:
+                    cand.because = seed
 
     def __len__(self) -> int:
         return len(self.by_item)

@@ -88,6 +88,18 @@ class Settings(BaseSettings):
         description="Serve a warm user's list again for this long while their history, the "
         "model version and the request stay the same (0: always rebuild)",
     )
+    state_cache_users: int = Field(
+        20_000,
+        ge=0,
+        description="Keep the state read from this many users' latest events until their "
+        "events change (0: read them on every request)",
+    )
+    state_cache_s: float = Field(
+        60.0,
+        gt=0,
+        description="Read a kept user state again after this long at the latest (a safety "
+        "net: changes are followed within a second)",
+    )
     evaluate_on_retrain: bool = Field(
         True, description="Score each new version on a holdout first (offline metrics)"
     )

@@ -23,6 +23,7 @@ import hashlib
 import json
 import math
 import random
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
@@ -163,7 +164,33 @@ EXPERIMENTS = sa.Table(
     sa.Column("stopped_at", _TIME, nullable=True),
 )
 
+#: Events deleted with a user or an item, one row per deletion, written in the deleting
+#: transaction: how the other serving processes learn that a user's history changed (new
+#: events they see by ``seq``; deleted ones leave no row behind).
+DELETIONS = sa.Table(
+    "deletions",
+    METADATA,
+    sa.Column("seq", _BIGID, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.Text, nullable=True),  # a user's events were deleted
+    sa.Column("item_id", sa.Text, nullable=True),  # an item's events were deleted
+    sa.Column("ts", _TIME, nullable=False),
+    sqlite_autoincrement=True,
+)
+
 _DATA_TABLES = (USERS, ITEMS, EVENTS, MODEL_VERSIONS, EXPOSURES, FEEDBACK)
+
+#: Built once (the event and request paths run them on every call): which ids of a list
+#: exist, and the stored events of a list of client event ids.
+_IDS_IN = {
+    table.name: sa.select(table.c.id).where(table.c.id.in_(sa.bindparam("ids", expanding=True)))
+    for table in (USERS, ITEMS)
+}
+_STORED_CLIENT_IDS = sa.select(EVENTS.c.client_event_id, EVENTS.c.seq).where(
+    EVENTS.c.client_event_id.in_(sa.bindparam("ids", expanding=True))
+)
+#: One event in, its seq out (RETURNING: SQLite 3.35 and newer).
+_INSERT_EVENT_RETURNING = sa.insert(EVENTS).returning(EVENTS.c.seq)
+_SQLITE_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
 
 #: Built once: the request path runs it on every call.
 _RECENT_EVENTS = (
@@ -220,11 +247,17 @@ def _migration_3(conn: Connection) -> None:
         index.create(conn, checkfirst=True)
 
 
+def _migration_4(conn: Connection) -> None:
+    """Version 4: the deletions log, so serving processes can follow deleted histories."""
+    DELETIONS.create(conn, checkfirst=True)
+
+
 #: Ordered migrations: ``MIGRATIONS[v]`` turns a version ``v - 1`` database into version ``v``.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _migration_1,
     2: _migration_2,
     3: _migration_3,
+    4: _migration_4,
 }
 #: The schema version this code writes and reads.
 SCHEMA_VERSION = max(MIGRATIONS)
@@ -537,15 +570,27 @@ class Storage:
         with self._engine.connect() as conn:
             return fn(conn)
 
-    def _write(self, fn: Callable[[Connection], T]) -> T:
-        """Run ``fn`` in one write transaction, committed on return, rerun when it lost a race."""
+    def _write(self, fn: Callable[[Connection], T], *, durable: bool = True) -> T:
+        """Run ``fn`` in one write transaction, committed on return, rerun when it lost a race.
+
+        ``durable=False`` (telemetry such as exposures) commits without waiting for the disk
+        on SQLite (``synchronous=NORMAL`` for that transaction: atomic and safe from a
+        process crash, but the last commits may be lost to a power cut), so the write lock
+        it holds is not held through an fsync that the events behind it wait for."""
         for attempt in range(1, _WRITE_ATTEMPTS + 1):
             try:
                 with self._engine.connect() as conn:
                     if self.backend == "sqlite":
                         conn.execution_options(tastebud_write=True)
-                    with conn.begin():
-                        return fn(conn)
+                    raw = conn.connection.driver_connection  # outside any transaction
+                    if raw is not None and self.backend == "sqlite" and not durable:
+                        raw.execute("PRAGMA synchronous = NORMAL")
+                    try:
+                        with conn.begin():
+                            return fn(conn)
+                    finally:
+                        if raw is not None and self.backend == "sqlite" and not durable:
+                            raw.execute("PRAGMA synchronous = FULL")
             except sa_exc.DBAPIError as err:
                 if attempt == _WRITE_ATTEMPTS or not _is_retryable(err):
                     raise
@@ -603,8 +648,13 @@ class Storage:
     def _existing(conn: Connection, column: sa.Column[Any], values: Sequence[str]) -> set[str]:
         """Which of ``values`` appear in ``column`` (queried in chunks)."""
         found: set[str] = set()
+        table = column.table.name
+        prebuilt = _IDS_IN.get(table) if column.name == "id" else None
         for chunk in _chunks(values):
-            found.update(conn.execute(sa.select(column).where(column.in_(chunk))).scalars())
+            if prebuilt is not None:
+                found.update(conn.execute(prebuilt, {"ids": list(chunk)}).scalars())
+            else:
+                found.update(conn.execute(sa.select(column).where(column.in_(chunk))).scalars())
         return found
 
     # -- schema ------------------------------------------------------------------------------------
@@ -708,6 +758,8 @@ class Storage:
             conn.execute(sa.delete(EXPOSURES).where(EXPOSURES.c.user_id == uid))
             conn.execute(sa.delete(FEEDBACK).where(FEEDBACK.c.user_id == uid))
             user = conn.execute(sa.delete(USERS).where(USERS.c.id == uid)).rowcount
+            if events:
+                conn.execute(sa.insert(DELETIONS).values(user_id=uid, ts=time.time()))
             return bool(user or events)
 
         return self._write(run)
@@ -813,6 +865,8 @@ class Storage:
         def run(conn: Connection) -> bool:
             events = conn.execute(sa.delete(EVENTS).where(EVENTS.c.item_id == iid)).rowcount
             item = conn.execute(sa.delete(ITEMS).where(ITEMS.c.id == iid)).rowcount
+            if events:
+                conn.execute(sa.insert(DELETIONS).values(item_id=iid, ts=time.time()))
             return bool(item or events)
 
         return self._write(run)
@@ -953,10 +1007,8 @@ class Storage:
         client_ids = [r["client_event_id"] for r in rows if r["client_event_id"] is not None]
         stored: dict[str, int] = {}
         for chunk in _chunks(sorted(set(client_ids))):
-            query = sa.select(EVENTS.c.client_event_id, EVENTS.c.seq).where(
-                EVENTS.c.client_event_id.in_(chunk)
-            )
-            stored.update({cid: int(seq) for cid, seq in conn.execute(query)})
+            found = conn.execute(_STORED_CLIENT_IDS, {"ids": list(chunk)})
+            stored.update({cid: int(seq) for cid, seq in found})
 
         answers: list[dict[str, Any] | None] = [None] * len(rows)
         first: dict[str, int] = {}  # client_event_id -> batch position that stores it
@@ -1003,6 +1055,8 @@ class Storage:
             batch = [{**rows[p], "seq": s} for p, s in zip(positions, seqs, strict=True)]
             self._bulk_insert(conn, EVENTS, batch)
             return seqs
+        if len(positions) == 1 and _SQLITE_RETURNING:  # the usual case: one statement
+            return [int(conn.execute(_INSERT_EVENT_RETURNING, rows[positions[0]]).scalar_one())]
         # SQLite: this transaction holds the write lock and AUTOINCREMENT hands out increasing
         # seqs above every stored one, so the new rows are exactly those above the old maximum,
         # in insertion order.
@@ -1070,6 +1124,45 @@ class Storage:
                 "seq": np.array(columns[5], dtype=np.int64),
             }
         )
+
+    def events_after(
+        self, seq: int, also: Iterable[int] = (), limit: int = 10_000
+    ) -> list[tuple[int, str, str, str, float | None]]:
+        """The first ``limit`` events with ``seq`` above ``seq``, and those among the seqs
+        ``also`` (at most 1,000; gaps seen earlier that a slow transaction may fill yet), as
+        ``(seq, user_id, item_id, type, value)`` ordered by ``seq``: how serving processes
+        follow the events table."""
+        after = _check_int(seq, "seq")
+        _check_limit(limit)
+        extra = sorted({int(s) for s in also})[:1000]
+        cond = EVENTS.c.seq > after
+        if extra:
+            cond = sa.or_(cond, EVENTS.c.seq.in_(extra))
+        stmt = (
+            sa.select(
+                EVENTS.c.seq, EVENTS.c.user_id, EVENTS.c.item_id, EVENTS.c.type, EVENTS.c.value
+            )
+            .where(cond)
+            .order_by(EVENTS.c.seq)
+            .limit(limit)
+        )
+        return self._read(lambda conn: [tuple(row) for row in conn.execute(stmt)])
+
+    def deletions_after(self, seq: int) -> list[tuple[int, str | None, str | None]]:
+        """The deletions log after ``seq``: ``(seq, user_id, item_id)`` ordered by ``seq``
+        (a user's events, or an item's, were deleted)."""
+        after = _check_int(seq, "seq")
+        stmt = (
+            sa.select(DELETIONS.c.seq, DELETIONS.c.user_id, DELETIONS.c.item_id)
+            .where(DELETIONS.c.seq > after)
+            .order_by(DELETIONS.c.seq)
+        )
+        return self._read(lambda conn: [tuple(row) for row in conn.execute(stmt)])
+
+    def last_deletion(self) -> int:
+        """The largest ``seq`` of the deletions log, 0 when it is empty."""
+        stmt = sa.select(sa.func.max(DELETIONS.c.seq))
+        return self._read(lambda conn: int(conn.execute(stmt).scalar() or 0))
 
     def count_events(self) -> int:
         """Number of stored events."""
@@ -1159,12 +1252,23 @@ class Storage:
         optionally ``source``, ``model_version``, ``experiment``, ``variant``, ``ts``.
         """
         now = time.time()
-        clean = [_clean_exposure(row, pos, now) for pos, row in enumerate(rows)]
+        return self.log_exposure_rows([exposure_row(row, pos, now) for pos, row in enumerate(rows)])
+
+    def log_exposure_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Store exposures given as tuples in :data:`EXPOSURE_COLUMNS` order, already
+        checked (:func:`exposure_row`, or the service's own lists): the cheap path, one
+        ``executemany`` on SQLite. Returns how many rows were written."""
+        if not rows:
+            return 0
 
         def run(conn: Connection) -> int:
-            return self._bulk_insert(conn, EXPOSURES, clean)
+            if self.backend == "sqlite":
+                conn.exec_driver_sql(_INSERT_EXPOSURES_SQLITE, list(rows))
+                return len(rows)
+            as_dicts = [dict(zip(EXPOSURE_COLUMNS, row, strict=True)) for row in rows]
+            return self._bulk_insert(conn, EXPOSURES, as_dicts)
 
-        return self._write(run) if clean else 0
+        return self._write(run, durable=False)
 
     def log_feedback(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """Store one outcome (``user_id``, ``item_id``, ``type`` like click or like; optionally
@@ -1516,34 +1620,39 @@ def _clean_event(event: Any, pos: int, now: float) -> dict[str, Any]:
     }
 
 
-_EXPOSURE_FIELDS = {
+#: The order of an exposure tuple (:meth:`Storage.log_exposure_rows`).
+EXPOSURE_COLUMNS = (
     "request_id", "user_id", "item_id", "position", "source", "model_version", "experiment",
     "variant", "ts",
-}  # fmt: skip
+)  # fmt: skip
+_INSERT_EXPOSURES_SQLITE = (
+    f"INSERT INTO exposures ({', '.join(EXPOSURE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(EXPOSURE_COLUMNS))})"
+)
 
 
-def _clean_exposure(row: Any, pos: int, now: float) -> dict[str, Any]:
+def exposure_row(row: Any, pos: int, now: float) -> tuple[Any, ...]:
+    """One exposure object as a checked tuple in :data:`EXPOSURE_COLUMNS` order (``ts``
+    defaults to ``now``), or an :class:`InvalidInputError` naming its position."""
     where = f"exposure {pos}"
     if not isinstance(row, Mapping):
         raise InvalidInputError(f"{where}: expected an object, got {type(row).__name__}")
-    _no_extra_keys(row, _EXPOSURE_FIELDS, where)
+    _no_extra_keys(row, set(EXPOSURE_COLUMNS), where)
     position = _check_int(row.get("position"), f"{where}: position")
     if position is None or position < 0:
         raise InvalidInputError(f"{where}: position must be >= 0")
     ts = _check_number(row.get("ts"), f"{where}: ts")
-    return {
-        "request_id": _check_id(row.get("request_id"), f"{where}: request_id"),
-        "user_id": _check_id(row.get("user_id"), f"{where}: user_id"),
-        "item_id": _check_id(row.get("item_id"), f"{where}: item_id"),
-        "position": position,
-        "source": _check_optional_id(row.get("source"), f"{where}: source"),
-        "model_version": _check_int(
-            row.get("model_version"), f"{where}: model_version", optional=True
-        ),
-        "experiment": _check_optional_id(row.get("experiment"), f"{where}: experiment"),
-        "variant": _check_optional_id(row.get("variant"), f"{where}: variant"),
-        "ts": now if ts is None else ts,
-    }
+    return (
+        _check_id(row.get("request_id"), f"{where}: request_id"),
+        _check_id(row.get("user_id"), f"{where}: user_id"),
+        _check_id(row.get("item_id"), f"{where}: item_id"),
+        position,
+        _check_optional_id(row.get("source"), f"{where}: source"),
+        _check_int(row.get("model_version"), f"{where}: model_version", optional=True),
+        _check_optional_id(row.get("experiment"), f"{where}: experiment"),
+        _check_optional_id(row.get("variant"), f"{where}: variant"),
+        now if ts is None else ts,
+    )
 
 
 def _dataset_values(dataset: Dataset, value: str) -> np.ndarray | None:
