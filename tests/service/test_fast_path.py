@@ -34,10 +34,10 @@ def test_the_fast_path_and_the_route_give_the_same_answers(
     calls = 0
     answer = app_module._RecommendationsFastPath.__call__
 
-    async def counting(self: Any, scope: Any, receive: Any, send: Any) -> None:
+    async def counting(self: Any, *args: Any) -> None:
         nonlocal calls
-        calls += app_module._RECOMMEND_URL.fullmatch(scope.get("path", "")) is not None
-        await answer(self, scope, receive, send)
+        calls += 1
+        await answer(self, *args)
 
     monkeypatch.setattr(app_module._RecommendationsFastPath, "__call__", counting)
     # a root_path is one thing the fast path leaves to the route

@@ -36,6 +36,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import exc as sa_exc
+from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -416,6 +417,12 @@ class _Metrics:
             registry=self.registry,
         )
 
+    def record(self, scope: Scope, route: str, status: int, seconds: float) -> None:
+        """One answered request."""
+        self.requests.labels(route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+        log.debug("%s %s %d %.1fms", scope.get("method"), route, status, seconds * 1e3)
+
 
 class _Guard:
     """Pure ASGI middleware: the body size limit (declared or streamed) and request metrics.
@@ -468,10 +475,7 @@ class _Guard:
             await self.app(scope, receive_limited, send_counting)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
-            seconds = time.perf_counter() - start
-            self.metrics.requests.labels(route, str(status)).inc()
-            self.metrics.latency.labels(route).observe(seconds)
-            log.debug("%s %s %d %.1fms", scope.get("method"), route, status, seconds * 1e3)
+            self.metrics.record(scope, route, status, time.perf_counter() - start)
 
 
 class _RequestIds:
@@ -492,46 +496,74 @@ _RECOMMEND_URL = re.compile(r"/users/([^/]{1,256})/recommendations")
 
 
 class _RecommendationsFastPath:
-    """Pure ASGI middleware: answers ``GET /users/{user_id}/recommendations`` -- the request
-    that carries the load -- without FastAPI's routing (a regex per route) and dependency
-    solving (the path parameter and the key header), which cost more than a cached list.
+    """Answers ``GET /users/{user_id}/recommendations`` -- the request that carries the
+    load -- in front of everything FastAPI and Starlette put between the server and a route
+    (their middleware, routing by a regex per route, dependency solving), which together
+    cost more than a kept list.
 
     It does what the documented route does, through the same functions: the read-key check,
-    the answer, and errors turned into responses by the app's own exception handlers. Any
-    request it does not recognise exactly (another method, a ``root_path``, an id longer
-    than the route accepts) goes on to the app unchanged."""
+    the answer, errors turned into responses by the app's own exception handlers, and the
+    request metrics. A request it does not recognise exactly (another method, a body, a
+    ``root_path``, an id longer than the route accepts) goes the usual way."""
 
     def __init__(
         self,
-        app: ASGIApp,
         *,
         route: Any,
         check_key: Callable[[str | None], Awaitable[None]],
         answer: Callable[[str, QueryParams], Response],
+        metrics: _Metrics,
     ) -> None:
-        self.app = app
         self.route = route
         self.check_key = check_key
         self.answer = answer
+        self.metrics = metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        match = None
-        if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
-            match = _RECOMMEND_URL.fullmatch(scope["path"])
-        if match is None:
-            await self.app(scope, receive, send)
-            return
-        scope["route"] = self.route  # what _Guard labels its metrics with
+    @staticmethod
+    def match(scope: Scope) -> re.Match[str] | None:
+        if scope["type"] != "http" or scope["method"] != "GET" or scope.get("root_path"):
+            return None
+        for name, _ in scope["headers"]:
+            if name in (b"content-length", b"transfer-encoding"):
+                return None
+        return _RECOMMEND_URL.fullmatch(scope["path"])
+
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, user_id: str, app: Starlette
+    ) -> None:
+        start = time.perf_counter()
+        scope["app"] = app  # as Starlette sets it: the exception handlers' request.app
+        scope["route"] = self.route
         request = Request(scope, receive)
         try:
             await self.check_key(request.headers.get("x-api-key"))
-            response = self.answer(match.group(1), request.query_params)
+            response = self.answer(user_id, request.query_params)
         except Exception as err:
-            handler = _exception_handler(request.app, err)
+            handler = _exception_handler(app, err)
             if handler is None:  # pragma: no cover - the app handles Exception itself
                 raise
             response = await handler(request, err)
-        await response(scope, receive, send)
+        try:
+            await response(scope, receive, send)
+        finally:
+            self.metrics.record(
+                scope, self.route.path, response.status_code, time.perf_counter() - start
+            )
+
+
+class _ServiceApp(FastAPI):
+    """The service's FastAPI app, with :class:`_RecommendationsFastPath` ahead of it."""
+
+    fast_path: _RecommendationsFastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast = self.fast_path
+        match = None if fast is None else fast.match(scope)
+        if match is None:
+            await super().__call__(scope, receive, send)
+            return
+        assert fast is not None
+        await fast(scope, receive, send, match.group(1), self)
 
 
 def _exception_handler(app: Any, err: Exception) -> Any:
@@ -653,7 +685,7 @@ def create_app(
             except Exception:
                 log.exception("scheduled retrain failed")
 
-    app = FastAPI(
+    app = _ServiceApp(
         title="tastebud",
         version="0.1.0",
         description="Recommendations over HTTP, learning from every event.",
@@ -1258,14 +1290,13 @@ def create_app(
             "rate": answered / shown if shown else None,
         }
 
-    # outermost last: _Guard (metrics, size limit) sees what the fast path answers
-    app.add_middleware(
-        _RecommendationsFastPath,
+    app.add_middleware(_Guard, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    app.fast_path = _RecommendationsFastPath(
         route=next(r for r in app.routes if getattr(r, "path", None) == _RECOMMEND_PATH),
         check_key=check_read_key,
         answer=_recommend_user,
+        metrics=metrics,
     )
-    app.add_middleware(_Guard, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     return app
 
 

@@ -68,18 +68,54 @@ _MAX_GAPS = 1000
 _TAIL_BATCH = 10_000
 #: Popularity is sorted again at most this often (seconds) while events come in.
 _RERANK_S = 1.0
+#: Neighbours kept per item for the item-to-item generator, and items kept per snapshot.
+NEIGHBOURS = 50
+NEIGHBOUR_ITEMS = 20_000
 
 
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
     """An immutable serving state: the model (None before the first training), its version
     row, and the model's item ids as text (``ids[i]``) and back (``index[id]``) -- plain
-    dict lookups for the request path."""
+    dict lookups for the request path -- and the nearest neighbours of the items asked
+    for so far (:meth:`neighbours`)."""
 
     model: Recommender | None
     version: dict[str, Any] | None
     ids: list[str] = dataclasses.field(default_factory=list)
     index: dict[str, int] = dataclasses.field(default_factory=dict)
+    _neighbours: OrderedDict[int, list[tuple[str, float]]] = dataclasses.field(
+        default_factory=OrderedDict, repr=False, compare=False
+    )
+    _neighbours_lock: threading.Lock = dataclasses.field(
+        default_factory=threading.Lock, repr=False, compare=False
+    )
+
+    def neighbours(self, item: int) -> list[tuple[str, float]]:
+        """The :data:`NEIGHBOURS` items most similar to item index ``item`` by the model
+        (itself and non-finite similarities left out), best first, ties to the lower index:
+        worked out once per item and snapshot (at most :data:`NEIGHBOUR_ITEMS` items kept,
+        least recently used out first), as ids and similarities."""
+        with self._neighbours_lock:
+            found = self._neighbours.get(item)
+            if found is not None:
+                self._neighbours.move_to_end(item)
+                return found
+        assert self.model is not None
+        sims = np.array(self.model._similar(np.array([item])), dtype=np.float64)
+        sims[0, item] = -np.inf
+        top, val = top_k(sims, min(NEIGHBOURS, sims.shape[1]))
+        ids = self.ids
+        found = [
+            (ids[i], v)
+            for i, v in zip(top[0].tolist(), val[0].tolist(), strict=True)
+            if i >= 0 and math.isfinite(v)
+        ]
+        with self._neighbours_lock:
+            self._neighbours[item] = found
+            while len(self._neighbours) > NEIGHBOUR_ITEMS:
+                self._neighbours.popitem(last=False)
+        return found
 
     @classmethod
     def of(cls, model: Recommender | None, version: dict[str, Any] | None) -> Snapshot:
@@ -787,7 +823,6 @@ class Engine:
         pool = Pool()
 
         row: np.ndarray | None = None  # the model's scores of every item for this history
-        history = np.zeros(0, dtype=np.int64)  # the model's indices of the blocked items
         if model is not None and state.values:
             index = snapshot.index
             known = [(index[i], v) for i, v in state.values.items() if i in index]
@@ -803,15 +838,14 @@ class Engine:
                 )
                 row = np.array(model._score_sequences([ordered], matrix), dtype=np.float64)[0]
                 # the history itself, dislikes and exclusions: never proposed
-                history = np.array([index[i] for i in blocked if i in index], dtype=np.int64)
-                row[history] = -np.inf
+                row[[index[i] for i in blocked if i in index]] = -np.inf
         sizes = {name: n for name, n in gens.items() if n > 0}
         for attempt in range(3):  # widen when filters leave fewer than k
             grow = 4**attempt
             if row is not None and "model" in sizes:
                 pool.add("model", _top(snapshot, row, sizes["model"] * grow + k))
             if attempt == 0 and row is not None:
-                self._item_to_item(pool, snapshot, state.recent, options, sizes, blocked, history)
+                self._item_to_item(pool, snapshot, state.recent, options, sizes, blocked)
             if "popular" in sizes:
                 wanted = sizes["popular"] * grow + k
                 pool.add("popular", self.popular(wanted, skip=blocked, current=row is None))
@@ -836,7 +870,9 @@ class Engine:
                 item: v for item, v in zip(known_items, picked, strict=True) if math.isfinite(v)
             }
         rank(survivors, scores)
-        created = {c.item: float(rows[c.item]["created_at"]) for c in survivors}
+        created: dict[str, float] = {}
+        if options.freshness > 0:  # the only reader
+            created = {c.item: float(rows[c.item]["created_at"]) for c in survivors}
         boost_fresh(survivors, created, options, time.time())
         similarity = None
         if model is not None and model.supports_similar_items and options.diversity > 0:
@@ -875,31 +911,43 @@ class Engine:
         options: PipelineSettings,
         sizes: Mapping[str, int],
         blocked: set[str],
-        history: np.ndarray,
     ) -> None:
-        """Up to ``ceil(n / seeds)`` unblocked neighbours of each recent item (``history``:
-        the model's indices of the blocked items, never proposed)."""
+        """The ``ceil(n / seeds)`` most similar unblocked items to each recent item: from
+        the seed's kept neighbours, or worked out over the catalogue when blocked items
+        leave fewer than that among them."""
         n = sizes.get("item_to_item", 0)
         model = snapshot.model
         if n <= 0 or model is None or not model.supports_similar_items:
             return
-        seeds = [i for i in recent if i in snapshot.index][: options.recent_items]
+        index = snapshot.index
+        seeds = [i for i in recent if i in index][: options.recent_items]
         if not seeds:
             return
-        idx = np.array([snapshot.index[i] for i in seeds], dtype=np.int64)
-        sims = np.array(model._similar(idx), dtype=np.float64)
-        sims[:, history] = -np.inf
         per_seed = max(1, -(-n // len(seeds)))
-        extra = len(blocked) - len(history)  # blocked items the model does not know
-        top, val = top_k(sims, min(per_seed + max(0, extra), sims.shape[1]))
+        for seed in seeds:
+            near = snapshot.neighbours(index[seed])
+            picked = list(itertools.islice((p for p in near if p[0] not in blocked), per_seed))
+            if len(picked) < per_seed and len(near) == NEIGHBOURS:  # the list ran short
+                picked = self._nearest_unblocked(snapshot, index[seed], blocked, per_seed)
+            pool.add("item_to_item", picked, because=seed)
+
+    @staticmethod
+    def _nearest_unblocked(
+        snapshot: Snapshot, seed: int, blocked: set[str], n: int
+    ) -> list[tuple[str, float]]:
+        """The ``n`` items most similar to ``seed`` that are not ``blocked`` (nor itself)."""
+        assert snapshot.model is not None
+        sims = np.array(snapshot.model._similar(np.array([seed])), dtype=np.float64)
+        index = snapshot.index
+        masked = [seed, *(index[i] for i in blocked if i in index)]
+        sims[0, masked] = -np.inf
+        top, val = top_k(sims, min(n, sims.shape[1]))
         ids = snapshot.ids
-        for seed, items, values in zip(seeds, top, val, strict=True):
-            pairs = (
-                (ids[i], v)
-                for i, v in zip(items.tolist(), values.tolist(), strict=True)
-                if i >= 0 and math.isfinite(v) and ids[i] not in blocked
-            )
-            pool.add("item_to_item", itertools.islice(pairs, per_seed), because=seed)
+        return [
+            (ids[i], v)
+            for i, v in zip(top[0].tolist(), val[0].tolist(), strict=True)
+            if i >= 0 and math.isfinite(v)
+        ]
 
     def _filter(
         self, pool: Pool, blocked: set[str], filters: Filters, options: PipelineSettings
