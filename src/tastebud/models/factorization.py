@@ -269,14 +269,16 @@ class _FactorModel(Recommender):
         """User vectors (and user offsets) for non-empty history rows, item side fixed."""
 
     def _score_histories(self, histories: sp.csr_matrix) -> np.ndarray:
-        h = sp.csr_matrix(histories, dtype=np.float64)
-        out = np.empty((h.shape[0], len(self.items_)), dtype=np.float64)
+        h = histories
+        if not isinstance(h, sp.csr_matrix) or h.dtype != np.float64:  # else no copy
+            h = sp.csr_matrix(histories, dtype=np.float64)
         empty = np.diff(h.indptr) == 0
-        if empty.any():  # nothing to fold in: answer like for an unknown user
-            out[empty] = self._fallback_scores(int(empty.sum()), None)
         if not empty.any():  # the usual case: no row copy
             vectors, offsets = self._fold_in(h)
             return self._scores_for(vectors, offsets, None)
+        out = np.empty((h.shape[0], len(self.items_)), dtype=np.float64)
+        # nothing to fold in: answer like for an unknown user
+        out[empty] = self._fallback_scores(int(empty.sum()), None)
         rows = np.flatnonzero(~empty)
         if len(rows):
             vectors, offsets = self._fold_in(h[rows])
@@ -778,7 +780,11 @@ class ALS(_ImplicitEngineModel):
     def _fold_in(self, histories: sp.csr_matrix) -> tuple[np.ndarray, None]:
         Y = self.item_factors_  # float32: only the history's rows are widened
         n_factors = Y.shape[1]
-        base = self.item_gram_ + self.reg_ * np.eye(n_factors)
+        cached = self.__dict__.get("_fold_base")  # YᵀY + λI, once per set of factors
+        if cached is None or cached[0] is not self.item_gram_ or cached[1] != self.reg_:
+            base_ = self.item_gram_ + self.reg_ * np.eye(n_factors)
+            cached = self.__dict__["_fold_base"] = (self.item_gram_, self.reg_, base_)
+        base = cached[2]
         vectors = np.empty((histories.shape[0], n_factors))
         for row, (items, values) in enumerate(_row_slices(histories)):
             x = np.ones(len(items)) if self.value_kind_ == "binary" else np.maximum(values, 0)

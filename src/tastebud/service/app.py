@@ -607,6 +607,15 @@ def worker_app() -> FastAPI:
     return serving_app(settings)
 
 
+#: How often a serving process freezes what survived (``create_app(freeze_heap=True)``).
+REFREEZE_S = 10.0
+
+
+def _collect_and_freeze() -> None:
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(
     settings: Settings, storage: Storage | None = None, *, freeze_heap: bool = False
 ) -> FastAPI:
@@ -615,16 +624,18 @@ def create_app(
     migrated at start-up either way.
 
     ``freeze_heap`` (what ``tastebud serve`` does: one app per process) hides everything
-    alive once the app has started, and again after each model swap, from the cyclic
-    garbage collector (``gc.freeze``): its full collections otherwise walk every object of
-    every imported module -- about 300,000, 140 ms on ML-100K, a stalled request each time
-    -- where they now walk only what requests allocated since. Cyclic garbage alive at a
-    freeze is never collected, so an app in a long-lived process that makes many apps (a
-    test suite) leaves it off."""
+    alive from the cyclic garbage collector (``gc.freeze``) once the app has started, after
+    each model swap and every :data:`REFREEZE_S` seconds, each time right after a full
+    collection (so no cyclic garbage is frozen with it): its full collections otherwise
+    walk every object of every imported module -- about 300,000, 140 ms on ML-100K, a
+    stalled request each time -- and then every cache entry, where they now walk only what
+    was allocated since the last freeze (a few ms every 10 s). An app in a long-lived
+    process that makes many apps (a test suite) leaves it off: what a frozen app leaves
+    behind is never collected."""
     store = storage if storage is not None else Storage(settings.db)
     engine = Engine(settings, store)
     if freeze_heap:
-        engine.after_swap = gc.freeze
+        engine.after_swap = _collect_and_freeze
     explorer = Explorer(settings.exploration, store)
     exposures = ExposureLog(store)
     new_request_id = _RequestIds()
@@ -642,18 +653,18 @@ def create_app(
         threading.Thread(
             target=engine.follow, args=(stop_following,), name="tastebud-follow", daemon=True
         ).start()
+        tasks = []
         if freeze_heap:
-            gc.collect()  # once, before the first request: start-up's garbage goes first
-            gc.freeze()
+            _collect_and_freeze()  # before the first request: start-up's garbage goes first
+            tasks.append(asyncio.create_task(_refreeze()))
         ready.set()
-        task = None
         if settings.retrain_every_s > 0:
-            task = asyncio.create_task(_scheduled_retrain())
+            tasks.append(asyncio.create_task(_scheduled_retrain()))
         try:
             yield
         finally:
             ready.clear()
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -673,6 +684,13 @@ def create_app(
                 log.exception("retrain failed")
 
         threading.Thread(target=background, name="tastebud-retrain", daemon=True).start()
+
+    async def _refreeze() -> None:
+        """On the event loop, between requests: what lived through the last few seconds
+        (cache entries, mostly) is frozen too."""
+        while True:
+            await asyncio.sleep(REFREEZE_S)
+            _collect_and_freeze()
 
     async def _scheduled_retrain() -> None:
         while True:

@@ -68,6 +68,8 @@ _MAX_GAPS = 1000
 _TAIL_BATCH = 10_000
 #: Popularity is sorted again at most this often (seconds) while events come in.
 _RERANK_S = 1.0
+#: Serial numbers of snapshots.
+_SNAPSHOTS = itertools.count(1)
 #: Neighbours kept per item for the item-to-item generator, and items kept per snapshot.
 NEIGHBOURS = 50
 NEIGHBOUR_ITEMS = 20_000
@@ -84,14 +86,16 @@ class Snapshot:
     version: dict[str, Any] | None
     ids: list[str] = dataclasses.field(default_factory=list)
     index: dict[str, int] = dataclasses.field(default_factory=dict)
-    _neighbours: OrderedDict[int, list[tuple[str, float]]] = dataclasses.field(
+    #: a number no other snapshot of this process has (what cached lists are keyed by)
+    serial: int = dataclasses.field(default_factory=lambda: next(_SNAPSHOTS), compare=False)
+    _neighbours: OrderedDict[int, tuple[tuple[str, float], ...]] = dataclasses.field(
         default_factory=OrderedDict, repr=False, compare=False
     )
     _neighbours_lock: threading.Lock = dataclasses.field(
         default_factory=threading.Lock, repr=False, compare=False
     )
 
-    def neighbours(self, item: int) -> list[tuple[str, float]]:
+    def neighbours(self, item: int) -> tuple[tuple[str, float], ...]:
         """The :data:`NEIGHBOURS` items most similar to item index ``item`` by the model
         (itself and non-finite similarities left out), best first, ties to the lower index:
         worked out once per item and snapshot (at most :data:`NEIGHBOUR_ITEMS` items kept,
@@ -106,11 +110,11 @@ class Snapshot:
         sims[0, item] = -np.inf
         top, val = top_k(sims, min(NEIGHBOURS, sims.shape[1]))
         ids = self.ids
-        found = [
+        found = tuple(  # a tuple of text and numbers: the garbage collector stops tracking it
             (ids[i], v)
             for i, v in zip(top[0].tolist(), val[0].tolist(), strict=True)
             if i >= 0 and math.isfinite(v)
-        ]
+        )
         with self._neighbours_lock:
             self._neighbours[item] = found
             while len(self._neighbours) > NEIGHBOUR_ITEMS:
@@ -750,7 +754,7 @@ class Engine:
             # garbage collector stops tracking those, so a full cache adds nothing to the
             # walk of its full collections (Candidate objects did: 80 per list)
             key = (
-                id(snapshot),  # the entry holds the snapshot: its id is not reused meanwhile
+                snapshot.serial,
                 None if options is self.settings.pipeline else options.model_dump_json(),
                 filters or None,
                 k,
@@ -758,7 +762,7 @@ class Engine:
                 state.key,
                 keep_rest,
             )
-            hit = self._cached_list(key)
+            hit = self._cached_list(key, snapshot)
             if hit is not None:
                 return hit
         result, scored = self._recommend(
@@ -768,7 +772,6 @@ class Engine:
             now = time.monotonic()
             entry = (
                 now + self.settings.list_cache_s,
-                snapshot,
                 tuple(c.packed() for c in result.chosen),
                 tuple(c.packed() for c in result.rest),
             )
@@ -783,13 +786,14 @@ class Engine:
                     self._lists.popitem(last=False)
         return result
 
-    def _cached_list(self, key: tuple[Any, ...]) -> Recommendations | None:
+    def _cached_list(self, key: tuple[Any, ...], snapshot: Snapshot) -> Recommendations | None:
+        """The kept list of ``key`` (made with ``snapshot``: its serial is in the key)."""
         with self._lists_lock:
             entry = self._lists.get(key)
         if entry is None or entry[0] < time.monotonic():
             self.list_cache_misses += 1
             return None
-        _, snapshot, chosen, rest = entry
+        _, chosen, rest = entry
         rows = self.catalog.get(c[0] for c in chosen)
         if len(rows) < len(chosen) or not all(row["available"] for row in rows.values()):
             self.list_cache_misses += 1  # an item was deleted or made unavailable: rebuild

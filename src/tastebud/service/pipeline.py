@@ -311,10 +311,11 @@ class Pool:
             item = raw if type(raw) is str else str(raw)
             cand = by_item.get(item)
             if cand is None:
-                if score > -math.inf:
-                    by_item[item] = Candidate(item, {generator: float(score)}, seed)
-                else:
-                    by_item[item] = Candidate(item)
+                by_item[item] = (
+                    Candidate(item, {generator: float(score)}, seed)
+                    if score > -math.inf
+                    else Candidate(item)
+                )
             elif score > cand.scores.get(generator, -math.inf):
                 cand.scores[generator] = float(score)
                 if seed is not None:
