@@ -24,7 +24,12 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def sample_server(
-    tmp_path: Path, *, with_model: bool = True, timeout_s: float = 120, **env_extra: str
+    tmp_path: Path,
+    *,
+    with_model: bool = True,
+    timeout_s: float = 120,
+    workers: int = 1,
+    **env_extra: str,
 ) -> Iterator[str]:
     """``tastebud serve --sample`` on a free port, yielding its base URL once it is ready
     (and serves a trained model, unless ``with_model`` is false). ``env_extra`` are
@@ -40,7 +45,7 @@ def sample_server(
     env.update(env_extra)
     proc = subprocess.Popen(
         [TASTEBUD, "serve", "--sample", "--db", f"sqlite:///{tmp_path / 'sample.db'}",
-         "--port", str(port)],
+         "--port", str(port), "--workers", str(workers)],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"

@@ -4,6 +4,7 @@ models, the FastAPI app with its lifespan. Nothing of tastebud is mocked."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import threading
 import time
@@ -158,7 +159,7 @@ def test_core_flow_trains_and_serves_explained_lists(
 
     ready = ok(client.get("/health/ready"))
     assert ready["status"] == "ready" and ready["model_version"] == version["id"]
-    assert ok(client.get("/health/live")) == {"status": "alive"}
+    assert ok(client.get("/health/live")) == {"status": "alive", "pid": os.getpid()}
 
     # without explain=true there are no explanations
     plain = recs(client, "u0", k=5)
@@ -478,7 +479,7 @@ def test_not_ready_before_start_up(tmp_path: Path) -> None:
     app = create_app(make_settings(tmp_path))
     client = TestClient(app)  # no `with`: the lifespan did not run
     assert error(client.get("/health/ready"), 503)["type"] == "starting"
-    assert ok(client.get("/health/live")) == {"status": "alive"}
+    assert ok(client.get("/health/live")) == {"status": "alive", "pid": os.getpid()}
     app.state.storage.close()
 
 

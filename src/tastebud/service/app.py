@@ -747,13 +747,14 @@ def create_app(
 
     # -- health and metrics ----------------------------------------------------------------
     @app.get("/health/live", tags=["health"])
-    def live() -> dict[str, str]:
-        """The process answers."""
-        return {"status": "alive"}
+    def live() -> dict[str, Any]:
+        """The process answers (``pid``: which one, with ``tastebud serve --workers N``)."""
+        return {"status": "alive", "pid": os.getpid()}
 
     @app.get("/health/ready", tags=["health"])
     def health_ready() -> JSONResponse:
-        """Started and the database answers; names the active model version."""
+        """Started and the database answers; names the active model version this process
+        serves (``pid``: which process, with ``tastebud serve --workers N``)."""
         if not ready.is_set():
             return _error(503, "starting", "the service is starting")
         try:
@@ -767,6 +768,7 @@ def create_app(
                 "status": "ready",
                 "model_version": None if version is None else version["id"],
                 "training": engine.training,
+                "pid": os.getpid(),
             }
         )
 
