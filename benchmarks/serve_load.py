@@ -851,7 +851,15 @@ def _start_profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[byte
         _log("py-spy not found; --profile ignored")
         return None
     command = [py_spy, "record", "--pid", str(pid), "--duration", str(int(seconds))]
-    command += ["--rate", "200", "--threads", "--nonblocking", "--output", str(out)]
+    command += [
+        "--rate",
+        "200",
+        "--threads",
+        "--nonblocking",
+        "--subprocesses",
+        "--output",
+        str(out),
+    ]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -1,0 +1,205 @@
+"""Benchmark: the service's CPU per recommendation list, in one process, by path.
+
+What ``benchmarks/serve_load.py`` measures end to end (HTTP, two processes, a load client
+on the same two cores) is the sum of a few paths; this script times them one at a time, so a
+change to one shows without the noise of the load test:
+
+- ``kept``: ``GET /users/{id}/recommendations?k=10`` through the ASGI app (the fast path,
+  the kept user state, the kept list, the answer's JSON, the exposure rows), no server;
+- ``rebuilt``: the same request with the list cache off (``list_cache_s=0``): the whole
+  pipeline -- fold-in, generators, filters, ranking -- runs for every request;
+- ``pipeline``: ``Engine.recommend`` alone on a kept state with the list cache off;
+- ``state read``: ``Engine.user_state`` with the state cache off (one indexed read of the
+  user's latest events and their values).
+
+ML-100K (943 users, 1,682 items, 100,000 ratings) is imported into a fresh SQLite file in a
+temporary folder and ALS (the service's default model) is trained on it once. Each path runs
+over every user, ``--repeats`` times; the report gives the main thread's CPU time per request
+(``time.thread_time``: other threads and processes do not count), best and median of the
+repeats. BLAS runs on one thread, as in ``tastebud serve``.
+
+Run from the project root::
+
+    .venv/bin/python benchmarks/serve_paths.py              # about a minute
+    .venv/bin/python benchmarks/serve_paths.py --quick      # the sample data, seconds
+
+Writes ``serve_paths.json`` and ``serve_paths.md`` to ``--out`` (``serve_paths.quick.*``
+with ``--quick``) and prints the markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from _results import write_results
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _request(app: Any, path: str) -> Callable[[], Awaitable[int]]:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"k=10",
+        "root_path": "",
+        "headers": [(b"host", b"bench")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+
+    async def call() -> int:
+        status = 0
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+
+        await app(dict(scope), receive, send)
+        return status
+
+    return call
+
+
+def _cpu_per_call(run: Callable[[], None], n: int, repeats: int) -> dict[str, float]:
+    run()  # warm: caches filled, code paths compiled
+    per_call = []
+    for _ in range(repeats):
+        start = time.thread_time()
+        run()
+        per_call.append(1e6 * (time.thread_time() - start) / n)
+    return {"best_us": round(min(per_call), 1), "median_us": round(statistics.median(per_call), 1)}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from threadpoolctl import threadpool_limits
+
+    from tastebud.data import load_movielens_100k, load_sample
+    from tastebud.service.app import create_app
+    from tastebud.service.settings import Settings
+    from tastebud.service.storage import Storage
+
+    dataset = load_sample() if args.quick else load_movielens_100k()
+    users = [str(u) for u in dataset.users.ids.tolist()]
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="serve_paths-") as tmp:
+        db = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        with Storage(db) as storage:
+            storage.migrate()
+            storage.import_dataset(dataset, event_type="rating")
+        base = Settings(db=db, model_dir=Path(tmp) / "models", log_level="warning")
+        trained = False
+        for name, overrides in (("kept", {}), ("rebuilt", {"list_cache_s": 0.0})):
+            app = create_app(base.model_copy(update=overrides))
+            threadpool_limits(1, user_api="blas")
+
+            async def measure(app: Any = app, name: str = name) -> None:
+                nonlocal trained
+                async with app.router.lifespan_context(app):
+                    engine = app.state.engine
+                    if not trained:
+                        engine.retrain(wait=True)
+                        trained = True
+                    while engine.snapshot.model is None:  # the second app loads it
+                        await asyncio.sleep(0.05)
+                    calls = [_request(app, f"/users/{u}/recommendations") for u in users]
+
+                    async def all_users() -> None:
+                        for call in calls:
+                            status = await call()
+                            assert status == 200, status
+
+                    per_call = []
+                    await all_users()
+                    for _ in range(args.repeats):
+                        start = time.thread_time()
+                        await all_users()
+                        per_call.append(1e6 * (time.thread_time() - start) / len(users))
+                    results[name] = {
+                        "best_us": round(min(per_call), 1),
+                        "median_us": round(statistics.median(per_call), 1),
+                    }
+                    if name == "rebuilt":
+                        states = {u: engine.user_state(u) for u in users}
+                        results["pipeline"] = _cpu_per_call(
+                            lambda: [
+                                engine.recommend(states[u], 10, keep_rest=False) for u in users
+                            ],
+                            len(users),
+                            args.repeats,
+                        )
+                        off = engine.settings.model_copy(update={"state_cache_users": 0})
+                        engine.settings = off
+                        results["state read"] = _cpu_per_call(
+                            lambda: [engine.user_state(u) for u in users], len(users), args.repeats
+                        )
+
+            asyncio.run(measure())
+    return {
+        "benchmark": "serve_paths",
+        "quick": args.quick,
+        "machine": {
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        },
+        "data": {"name": str(dataset.name), "users": len(users), "items": dataset.n_items},
+        "model": "als (the service default)",
+        "repeats": args.repeats,
+        "cpu_per_request": results,
+    }
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    data = result["data"]
+    lines = [
+        "# Service CPU per recommendation list, by path (one process, no HTTP server)",
+        "",
+        f"{result['machine']['platform']}, Python {result['machine']['python']}; "
+        f"{result['machine']['date']}.",
+        "",
+        f"Data: {data['name']} ({data['users']:,} users, {data['items']:,} items) in SQLite; "
+        f"model {result['model']}. Main-thread CPU per request over every user, best and "
+        f"median of {result['repeats']} repeats, in µs.",
+        "",
+        "| path | best | median |",
+        "|---|---:|---:|",
+    ]
+    for name, row in result["cpu_per_request"].items():
+        lines.append(f"| {name} | {row['best_us']:.0f} | {row['median_us']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="sample data (seconds)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    args = parser.parse_args(argv)
+    result = run(args)
+    markdown = to_markdown(result)
+    write_results(args.out, "serve_paths.quick" if args.quick else "serve_paths", result, markdown)
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
