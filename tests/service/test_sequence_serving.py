@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from tests.service.test_app import ids, make_settings, ok, recs, serve
 
+from tastebud.ann import faiss_or_none
+
 pytestmark = pytest.mark.neural
 
 SMALL = {"factors": 32, "epochs": 40, "learning_rate": 0.01, "patience": 0, "max_len": 10}
@@ -43,3 +45,52 @@ def test_sasrec_served_answers_from_the_order_of_the_likes(tmp_path: Path) -> No
                 event = {"user_id": user, "item_id": item, "type": "like", "ts": 1e6 + step}
                 ok(client.post("/events", json=event), 201)
             assert ids(recs(client, user, k=1, generators="model")) == [following]
+
+
+@pytest.mark.skipif(faiss_or_none() is None, reason="faiss is not installed")
+def test_a_two_tower_model_with_an_ann_index_serves_from_the_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an approximate index the service searches it for the model's candidates and
+    scores only the candidates: it never scores the whole catalogue (which a catalogue of
+    millions cannot afford per list). On a small catalogue the index is an exact scan, so
+    the lists equal those of the same model scoring every item."""
+    from tastebud.models.neural.two_tower import TwoTower
+
+    rng = np.random.default_rng(1)
+    events = [
+        {"user_id": f"u{u}", "item_id": f"{'ab'[u % 2]}{i}", "type": "like"}
+        for u in range(80)
+        for i in rng.choice(15, size=6, replace=False)
+    ]
+    params = {"factors": 16, "layers": [32], "epochs": 15, "patience": 0, "index": "ann"}
+    settings = make_settings(tmp_path, model="two-tower", model_params=params)
+    with serve(settings) as client:
+        for side in "ab":
+            for i in range(15):
+                ok(client.put(f"/items/{side}{i}", json={"title": f"{side}{i}"}))
+        ok(client.post("/events/batch", json={"events": events}), 201)
+        assert ok(client.post("/admin/retrain", params={"wait": "true"}))["status"] == "done"
+        model = client.app.state.engine.snapshot.model
+        assert model.vector_index().backend == "faiss"
+        whole = model._score_sequences
+
+        def refused(*args: object) -> np.ndarray:
+            raise AssertionError("the whole catalogue was scored")
+
+        monkeypatch.setattr(TwoTower, "_score_sequences", refused)
+        ok(client.post("/events", json={"user_id": "new", "item_id": "a3", "type": "like"}), 201)
+        ok(client.post("/events", json={"user_id": "new", "item_id": "a7", "type": "like"}), 201)
+        served = recs(client, "new", k=5, explain="true")
+        assert not {"a3", "a7"} & set(ids(served))
+
+        monkeypatch.setattr(TwoTower, "_score_sequences", whole)
+        model.__dict__["_retriever"] = lambda *args: None  # the same model, every item scored
+        engine = client.app.state.engine
+        engine.settings = engine.settings.model_copy(update={"list_cache_s": 0.0})
+        everything = recs(client, "new", k=5)
+        del model.__dict__["_retriever"]
+        assert ids(served) == ids(everything)
+        assert [r["score"] for r in served["items"]] == pytest.approx(
+            [r["score"] for r in everything["items"]], rel=1e-4
+        )

@@ -29,7 +29,7 @@ import types
 import typing
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Protocol, Self
 
 import numpy as np
 import pandas as pd
@@ -181,6 +181,19 @@ def _top_k_rows(
     keep = vals > -np.inf  # masked (and NaN) entries are never recommended
     out_idx[at[rows[keep]], pos[keep]] = cols[keep]
     out_score[at[rows[keep]], pos[keep]] = vals[keep]
+
+
+class Retriever(Protocol):
+    """One user's search over a model's catalogue (:meth:`Recommender._retriever`)."""
+
+    def top(self, n: int, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n`` best items (internal indices) and their scores, best first, none of
+        the indices in ``exclude``; fewer when the catalogue has fewer."""
+        ...
+
+    def score(self, items: np.ndarray) -> np.ndarray:
+        """The scores of the given item indices, on the scale of :meth:`top`'s."""
+        ...
 
 
 def mask_rows(
@@ -453,6 +466,13 @@ class Recommender(abc.ABC):
         rows as a matrix. Other models ignore the order."""
         return self._score_histories(histories)
 
+    def _retriever(self, sequences: list[np.ndarray], histories: sp.csr_matrix) -> Retriever | None:
+        """Optional hook for models that search their catalogue through an approximate index
+        rather than score every item (two-tower with a faiss index): a :class:`Retriever`
+        for the one history given (as in :meth:`_score_sequences`), or ``None`` to have
+        every item scored. The service asks it before each fold-in."""
+        return None
+
     def history_matrix(self, items: Any, values: Any = None) -> sp.csr_matrix:
         """A one-row ``(1, n_items)`` CSR history from item ids (unknown items are dropped) and
         optional values (ratings or weights; 1 when omitted)."""
@@ -550,6 +570,16 @@ class Recommender(abc.ABC):
     def _similar(self, items: np.ndarray) -> np.ndarray:
         """Optional hook: item-to-item scores ``(len(items), n_items)``."""
         raise TastebudError(f"{type(self).__name__} does not compute item similarities")
+
+    def _neighbours(self, item: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` items most similar to item index ``item`` -- itself and non-finite
+        similarities left out, best first, ties to the lower index -- as indices and
+        similarities (fewer when fewer qualify). Models with a search index override it."""
+        sims = np.array(self._similar(np.array([item])), dtype=np.float64)
+        sims[0, item] = -np.inf
+        top, val = top_k(sims, min(k, sims.shape[1]))
+        keep = (top[0] >= 0) & np.isfinite(val[0])
+        return top[0][keep], val[0][keep]
 
     def similar_items(self, items: Any, k: int = 10) -> pd.DataFrame:
         """The ``k`` items most similar to each of ``items``: columns ``item, similar, score,

@@ -41,7 +41,7 @@ import scipy.sparse as sp
 from tastebud.data.dataset import Dataset
 from tastebud.errors import ModelFileError, TastebudError, UnknownIdError
 from tastebud.models import Recommender, create, load
-from tastebud.models.base import top_k
+from tastebud.models.base import Retriever, top_k
 from tastebud.service.catalog import Catalog
 from tastebud.service.pipeline import (
     SECONDS_PER_DAY,
@@ -106,14 +106,10 @@ class Snapshot:
                 self._neighbours.move_to_end(item)
                 return found
         assert self.model is not None
-        sims = np.array(self.model._similar(np.array([item])), dtype=np.float64)
-        sims[0, item] = -np.inf
-        top, val = top_k(sims, min(NEIGHBOURS, sims.shape[1]))
+        top, val = self.model._neighbours(item, NEIGHBOURS)
         ids = self.ids
         found = tuple(  # a tuple of text and numbers: the garbage collector stops tracking it
-            (ids[i], v)
-            for i, v in zip(top[0].tolist(), val[0].tolist(), strict=True)
-            if i >= 0 and math.isfinite(v)
+            (ids[i], v) for i, v in zip(top.tolist(), val.tolist(), strict=True)
         )
         with self._neighbours_lock:
             self._neighbours[item] = found
@@ -826,7 +822,7 @@ class Engine:
         blocked = set(state.values) | state.disliked | set(exclude)
         pool = Pool()
 
-        row: np.ndarray | None = None  # the model's scores of every item for this history
+        row: _Scores | None = None  # the model's scores for this history
         if model is not None and state.values:
             index = snapshot.index
             known = [(index[i], v) for i, v in state.values.items() if i in index]
@@ -840,14 +836,14 @@ class Engine:
                 ordered = np.array(
                     [index[i] for i in reversed(state.recent) if i in index], dtype=np.int64
                 )
-                row = np.array(model._score_sequences([ordered], matrix), dtype=np.float64)[0]
                 # the history itself, dislikes and exclusions: never proposed
-                row[[index[i] for i in blocked if i in index]] = -np.inf
+                masked = np.array([index[i] for i in blocked if i in index], dtype=np.int64)
+                row = _Scores.of(model, ordered, matrix, masked)
         sizes = {name: n for name, n in gens.items() if n > 0}
         for attempt in range(3):  # widen when filters leave fewer than k
             grow = 4**attempt
             if row is not None and "model" in sizes:
-                pool.add("model", _top(snapshot, row, sizes["model"] * grow + k))
+                pool.add("model", row.top(snapshot, sizes["model"] * grow + k))
             if attempt == 0 and row is not None:
                 self._item_to_item(pool, snapshot, state.recent, options, sizes, blocked)
             if "popular" in sizes:
@@ -869,7 +865,7 @@ class Engine:
         if row is not None:
             index = snapshot.index
             known_items = [c.item for c in survivors if c.item in index]
-            picked = row[[index[item] for item in known_items]].tolist()
+            picked = row.at([index[item] for item in known_items])
             scores = {
                 item: v for item, v in zip(known_items, picked, strict=True) if math.isfinite(v)
             }
@@ -939,19 +935,13 @@ class Engine:
     def _nearest_unblocked(
         snapshot: Snapshot, seed: int, blocked: set[str], n: int
     ) -> list[tuple[str, float]]:
-        """The ``n`` items most similar to ``seed`` that are not ``blocked`` (nor itself)."""
+        """The ``n`` items most similar to ``seed`` that are not ``blocked`` (nor itself):
+        the first ``n`` unblocked ones among its ``n + len(blocked)`` nearest."""
         assert snapshot.model is not None
-        sims = np.array(snapshot.model._similar(np.array([seed])), dtype=np.float64)
-        index = snapshot.index
-        masked = [seed, *(index[i] for i in blocked if i in index)]
-        sims[0, masked] = -np.inf
-        top, val = top_k(sims, min(n, sims.shape[1]))
+        top, val = snapshot.model._neighbours(seed, n + len(blocked))
         ids = snapshot.ids
-        return [
-            (ids[i], v)
-            for i, v in zip(top[0].tolist(), val[0].tolist(), strict=True)
-            if i >= 0 and math.isfinite(v)
-        ]
+        near = ((ids[i], v) for i, v in zip(top.tolist(), val.tolist(), strict=True))
+        return list(itertools.islice((p for p in near if p[0] not in blocked), n))
 
     def _filter(
         self, pool: Pool, blocked: set[str], filters: Filters, options: PipelineSettings
@@ -1074,15 +1064,52 @@ class Recommendations:
         return self._rest
 
 
-def _top(snapshot: Snapshot, row: np.ndarray, n: int) -> list[tuple[str, float]]:
-    """The ``n`` best-scored items of a score row (finite scores only)."""
-    idx, val = top_k(row[None, :], min(n, len(row)))
-    ids = snapshot.ids
-    return [
-        (ids[i], v)
-        for i, v in zip(idx[0].tolist(), val[0].tolist(), strict=True)
-        if i >= 0 and math.isfinite(v)
-    ]
+class _Scores:
+    """The model's scores for one history: a row over the whole catalogue, or for models
+    that search theirs through an approximate index (:meth:`Recommender._retriever`), that
+    search and the scores of the items asked for -- so a large catalogue is never scored
+    whole for a list."""
+
+    def __init__(
+        self, row: np.ndarray | None, retriever: Retriever | None, masked: np.ndarray
+    ) -> None:
+        self.row, self.retriever, self.masked = row, retriever, masked
+
+    @classmethod
+    def of(
+        cls, model: Recommender, ordered: np.ndarray, matrix: sp.csr_matrix, masked: np.ndarray
+    ) -> _Scores:
+        retriever = model._retriever([ordered], matrix)
+        if retriever is not None:
+            return cls(None, retriever, masked)
+        row = np.array(model._score_sequences([ordered], matrix), dtype=np.float64)[0]
+        row[masked] = -np.inf
+        return cls(row, None, masked)
+
+    def top(self, snapshot: Snapshot, n: int) -> list[tuple[str, float]]:
+        """The ``n`` best-scored unmasked items (finite scores only)."""
+        if self.retriever is not None:
+            idx, val = self.retriever.top(n, self.masked)
+        else:
+            assert self.row is not None
+            found, scores = top_k(self.row[None, :], min(n, len(self.row)))
+            idx, val = found[0], scores[0]
+        ids = snapshot.ids
+        return [
+            (ids[i], v)
+            for i, v in zip(idx.tolist(), val.tolist(), strict=True)
+            if i >= 0 and math.isfinite(v)
+        ]
+
+    def at(self, items: list[int]) -> list[float]:
+        """The scores of these item indices (-inf for masked ones)."""
+        if self.row is not None:
+            return list(self.row[items].tolist())
+        assert self.retriever is not None
+        idx = np.asarray(items, dtype=np.int64)
+        scores = self.retriever.score(idx)
+        scores[np.isin(idx, self.masked)] = -np.inf
+        return list(scores.tolist())
 
 
 def _pairwise(snapshot: Snapshot, items: Sequence[str]) -> np.ndarray:

@@ -357,9 +357,29 @@ class TwoTower(RecentItemsRecommender):
             self.temperature
         )
 
+    def _retriever(
+        self, sequences: list[np.ndarray], histories: sp.csr_matrix
+    ) -> _IndexRetriever | None:
+        """Through the vector index when it is approximate (the service then never scores
+        the whole catalogue for a list); ``None`` (every item scored) otherwise."""
+        index = self.vector_index()
+        if index.backend == "exact" or len(sequences) != 1:
+            return None
+        vector = self._user_vectors(np.full(1, -1, dtype=np.int64), sequences)[0]
+        return _IndexRetriever(index, self.item_vectors_, vector, float(self.temperature))
+
     def _similar(self, items: np.ndarray) -> np.ndarray:
         v = self.item_vectors_
         return np.asarray(v[items] @ v.T, dtype=np.float64)
+
+    def _neighbours(self, item: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Through the vector index when it is approximate."""
+        index = self.vector_index()
+        if index.backend == "exact":
+            return super()._neighbours(item, k)
+        found, scores = index.search(self.item_vectors_[[item]], k + 1)
+        keep = (found[0] >= 0) & (found[0] != item)
+        return found[0][keep][:k], scores[0][keep][:k].astype(np.float64)
 
     def similar_items(self, items: Any, k: int = 10) -> pd.DataFrame:
         """Through the vector index when it is approximate, else the exact path."""
@@ -389,3 +409,20 @@ class TwoTower(RecentItemsRecommender):
                 C.RANK: np.asarray(ranks, dtype=np.int64),
             }
         )
+
+
+class _IndexRetriever:
+    """One user vector's search over the item vectors' index (a :class:`Retriever`)."""
+
+    def __init__(
+        self, index: VectorIndex, items: np.ndarray, vector: np.ndarray, temperature: float
+    ) -> None:
+        self.index, self.items, self.vector, self.temperature = index, items, vector, temperature
+
+    def top(self, n: int, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        found, scores = self.index.search(self.vector[None, :], n + len(exclude))
+        keep = (found[0] >= 0) & ~np.isin(found[0], exclude)
+        return found[0][keep][:n], scores[0][keep][:n].astype(np.float64) / self.temperature
+
+    def score(self, items: np.ndarray) -> np.ndarray:
+        return np.asarray(self.items[items] @ self.vector, dtype=np.float64) / self.temperature
