@@ -687,10 +687,21 @@ def create_app(
 
     async def _refreeze() -> None:
         """On the event loop, between requests: what lived through the last few seconds
-        (cache entries, mostly) is frozen too."""
+        (cache entries, mostly) is frozen too -- not while a retrain runs (its temporaries
+        would be frozen with it; the swap collects and freezes after it). A frozen object
+        that later turns into cyclic garbage is never collected, so when the frozen heap
+        has grown by half since the last look at all of it, the whole heap is collected
+        once (about 0.1 s on ML-100K)."""
+        looked_at = gc.get_freeze_count()
         while True:
             await asyncio.sleep(REFREEZE_S)
+            if engine.training:
+                continue
             _collect_and_freeze()
+            if gc.get_freeze_count() > 1.5 * looked_at:
+                gc.unfreeze()
+                _collect_and_freeze()
+                looked_at = gc.get_freeze_count()
 
     async def _scheduled_retrain() -> None:
         while True:
