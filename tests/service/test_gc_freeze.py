@@ -25,10 +25,19 @@ SCRIPT = textwrap.dedent(
     class Node:
         pass
 
+    unfrozen = []
+    unfreeze = gc.unfreeze
+    gc.unfreeze = lambda: (unfrozen.append(1), unfreeze())[1]
+
     async def main():
         async with app.router.lifespan_context(app):
             start = gc.get_freeze_count()
             assert start > 1000, start  # start-up's heap is frozen
+            model = [[i] for i in range(start)]  # a swap's new model: growth, not garbage
+            app.state.engine.after_swap()
+            await asyncio.sleep(0.2)
+            assert not unfrozen, "a swap's growth made the heap be looked at whole"
+            start = gc.get_freeze_count()
             cycle = Node()
             cycle.me = cycle  # a cycle, alive now
             gone = []
@@ -43,7 +52,8 @@ SCRIPT = textwrap.dedent(
             while not gone and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             assert gone, "the cycle was never collected"
-            print("ok", len(ballast))
+            assert unfrozen
+            print("ok", len(ballast), len(model))
 
     asyncio.run(main())
     """

@@ -611,9 +611,31 @@ def worker_app() -> FastAPI:
 REFREEZE_S = 10.0
 
 
-def _collect_and_freeze() -> None:
-    gc.collect()
-    gc.freeze()
+class _Freezer:
+    """Keeps the heap frozen for the garbage collector (``create_app(freeze_heap=True)``).
+
+    :meth:`freeze` collects fully, then freezes what is left (after start-up and after a
+    model swap). :meth:`refresh` does the same every :data:`REFREEZE_S` -- what lived
+    through the last seconds (cache entries, mostly) is frozen too -- except while a
+    retrain runs (its temporaries would be frozen with it). A frozen object that later turns
+    into cyclic garbage is never collected, so when the frozen heap has grown by half since
+    the last start-up, swap or full look, it is unfrozen and collected whole once (about
+    0.1 s on ML-100K). A swap resets that mark: a new model is growth, not garbage."""
+
+    def __init__(self) -> None:
+        self.mark = 0
+
+    def freeze(self) -> None:
+        gc.collect()
+        gc.freeze()
+        self.mark = gc.get_freeze_count()
+
+    def refresh(self) -> None:
+        gc.collect()
+        gc.freeze()
+        if gc.get_freeze_count() > 1.5 * self.mark:
+            gc.unfreeze()
+            self.freeze()
 
 
 def create_app(
@@ -625,17 +647,17 @@ def create_app(
 
     ``freeze_heap`` (what ``tastebud serve`` does: one app per process) hides everything
     alive from the cyclic garbage collector (``gc.freeze``) once the app has started, after
-    each model swap and every :data:`REFREEZE_S` seconds, each time right after a full
-    collection (so no cyclic garbage is frozen with it): its full collections otherwise
-    walk every object of every imported module -- about 300,000, 140 ms on ML-100K, a
-    stalled request each time -- and then every cache entry, where they now walk only what
-    was allocated since the last freeze (a few ms every 10 s). An app in a long-lived
-    process that makes many apps (a test suite) leaves it off: what a frozen app leaves
-    behind is never collected."""
+    each model swap and every :data:`REFREEZE_S` seconds (:class:`_Freezer`): its full
+    collections otherwise walk every object of every imported module -- about 300,000,
+    140 ms on ML-100K, a stalled request each time -- and then every cache entry, where
+    they now walk only what was allocated since the last freeze (a few ms every 10 s). An
+    app in a long-lived process that makes many apps (a test suite) leaves it off: what a
+    frozen app leaves behind is not collected until the heap is looked at whole."""
     store = storage if storage is not None else Storage(settings.db)
     engine = Engine(settings, store)
+    freezer = _Freezer()
     if freeze_heap:
-        engine.after_swap = _collect_and_freeze
+        engine.after_swap = freezer.freeze
     explorer = Explorer(settings.exploration, store)
     exposures = ExposureLog(store)
     new_request_id = _RequestIds()
@@ -655,7 +677,7 @@ def create_app(
         ).start()
         tasks = []
         if freeze_heap:
-            _collect_and_freeze()  # before the first request: start-up's garbage goes first
+            freezer.freeze()  # before the first request: start-up's garbage goes first
             tasks.append(asyncio.create_task(_refreeze()))
         ready.set()
         if settings.retrain_every_s > 0:
@@ -686,22 +708,11 @@ def create_app(
         threading.Thread(target=background, name="tastebud-retrain", daemon=True).start()
 
     async def _refreeze() -> None:
-        """On the event loop, between requests: what lived through the last few seconds
-        (cache entries, mostly) is frozen too -- not while a retrain runs (its temporaries
-        would be frozen with it; the swap collects and freezes after it). A frozen object
-        that later turns into cyclic garbage is never collected, so when the frozen heap
-        has grown by half since the last look at all of it, the whole heap is collected
-        once (about 0.1 s on ML-100K)."""
-        looked_at = gc.get_freeze_count()
+        """:meth:`_Freezer.refresh` on the event loop, between requests."""
         while True:
             await asyncio.sleep(REFREEZE_S)
-            if engine.training:
-                continue
-            _collect_and_freeze()
-            if gc.get_freeze_count() > 1.5 * looked_at:
-                gc.unfreeze()
-                _collect_and_freeze()
-                looked_at = gc.get_freeze_count()
+            if not engine.training:
+                freezer.refresh()
 
     async def _scheduled_retrain() -> None:
         while True:
