@@ -571,12 +571,17 @@ class Recommender(abc.ABC):
         """Optional hook: item-to-item scores ``(len(items), n_items)``."""
         raise TastebudError(f"{type(self).__name__} does not compute item similarities")
 
-    def _neighbours(self, item: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` items most similar to item index ``item`` -- itself and non-finite
-        similarities left out, best first, ties to the lower index -- as indices and
-        similarities (fewer when fewer qualify). Models with a search index override it."""
+    def _neighbours(
+        self, item: int, k: int, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` items most similar to item index ``item`` -- itself, the indices in
+        ``exclude`` and non-finite similarities left out, best first, ties to the lower
+        index -- as indices and similarities (fewer when fewer qualify). Models with a
+        search index override it."""
         sims = np.array(self._similar(np.array([item])), dtype=np.float64)
         sims[0, item] = -np.inf
+        if exclude is not None:
+            sims[0, exclude] = -np.inf
         top, val = top_k(sims, min(k, sims.shape[1]))
         keep = (top[0] >= 0) & np.isfinite(val[0])
         return top[0][keep], val[0][keep]

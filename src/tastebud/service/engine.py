@@ -935,13 +935,13 @@ class Engine:
     def _nearest_unblocked(
         snapshot: Snapshot, seed: int, blocked: set[str], n: int
     ) -> list[tuple[str, float]]:
-        """The ``n`` items most similar to ``seed`` that are not ``blocked`` (nor itself):
-        the first ``n`` unblocked ones among its ``n + len(blocked)`` nearest."""
+        """The ``n`` items most similar to ``seed`` that are not ``blocked`` (nor itself)."""
         assert snapshot.model is not None
-        top, val = snapshot.model._neighbours(seed, n + len(blocked))
+        index = snapshot.index
+        masked = np.array([index[i] for i in blocked if i in index], dtype=np.int64)
+        top, val = snapshot.model._neighbours(seed, n, masked)
         ids = snapshot.ids
-        near = ((ids[i], v) for i, v in zip(top.tolist(), val.tolist(), strict=True))
-        return list(itertools.islice((p for p in near if p[0] not in blocked), n))
+        return [(ids[i], v) for i, v in zip(top.tolist(), val.tolist(), strict=True)]
 
     def _filter(
         self, pool: Pool, blocked: set[str], filters: Filters, options: PipelineSettings
