@@ -42,14 +42,21 @@ def import_torch() -> Any:
 
 
 def pick_device(device: str) -> torch.device:
-    """``"auto"``: CUDA when present, else the CPU; otherwise the named device."""
+    """``"auto"``: CUDA when present, else the CPU; otherwise the named device (a CUDA
+    device on a machine without CUDA is a clear error, not torch's at the first tensor)."""
     torch = import_torch()
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        picked = torch.device(device)
     except RuntimeError as err:
         raise TastebudError(f"unknown device {device!r}: {err}") from None
+    if picked.type == "cuda" and not torch.cuda.is_available():
+        raise TastebudError(
+            f"device {device!r}: this machine has no CUDA device that torch can use; "
+            "use device='auto' or 'cpu'"
+        )
+    return picked
 
 
 def time_ordered(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
