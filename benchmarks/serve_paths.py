@@ -79,12 +79,16 @@ def _request(app: Any, path: str) -> Callable[[], Awaitable[int]]:
     return call
 
 
-def _cpu_per_call(run: Callable[[], None], n: int, repeats: int) -> dict[str, float]:
-    run()  # warm: caches filled, code paths compiled
+async def _cpu_per_call(
+    run: Callable[[], Awaitable[None]], n: int, repeats: int
+) -> dict[str, float]:
+    """Main-thread CPU per call of ``run`` (``n`` calls each), best and median of
+    ``repeats``, after one warm-up (caches filled, code paths compiled)."""
+    await run()
     per_call = []
     for _ in range(repeats):
         start = time.thread_time()
-        run()
+        await run()
         per_call.append(1e6 * (time.thread_time() - start) / n)
     return {"best_us": round(min(per_call), 1), "median_us": round(statistics.median(per_call), 1)}
 
@@ -127,29 +131,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             status = await call()
                             assert status == 200, status
 
-                    per_call = []
-                    await all_users()
-                    for _ in range(args.repeats):
-                        start = time.thread_time()
-                        await all_users()
-                        per_call.append(1e6 * (time.thread_time() - start) / len(users))
-                    results[name] = {
-                        "best_us": round(min(per_call), 1),
-                        "median_us": round(statistics.median(per_call), 1),
-                    }
+                    results[name] = await _cpu_per_call(all_users, len(users), args.repeats)
                     if name == "rebuilt":
                         states = {u: engine.user_state(u) for u in users}
-                        results["pipeline"] = _cpu_per_call(
-                            lambda: [
-                                engine.recommend(states[u], 10, keep_rest=False) for u in users
-                            ],
-                            len(users),
-                            args.repeats,
+
+                        async def pipeline() -> None:
+                            for u in users:
+                                engine.recommend(states[u], 10, keep_rest=False)
+
+                        async def state_reads() -> None:
+                            for u in users:
+                                engine.user_state(u)
+
+                        results["pipeline"] = await _cpu_per_call(
+                            pipeline, len(users), args.repeats
                         )
-                        off = engine.settings.model_copy(update={"state_cache_users": 0})
-                        engine.settings = off
-                        results["state read"] = _cpu_per_call(
-                            lambda: [engine.user_state(u) for u in users], len(users), args.repeats
+                        engine.settings = engine.settings.model_copy(
+                            update={"state_cache_users": 0}
+                        )
+                        results["state read"] = await _cpu_per_call(
+                            state_reads, len(users), args.repeats
                         )
 
             asyncio.run(measure())

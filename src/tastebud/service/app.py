@@ -261,6 +261,9 @@ class StatsOut(BaseModel):
     experiment: str | None
     exploration: str
     list_cache: dict[str, int] = Field(description="Lists served again / rebuilt")
+    state_cache: dict[str, int] = Field(
+        description="User histories kept in memory / read from the database"
+    )
 
 
 class ExperimentOut(BaseModel):
@@ -765,7 +768,8 @@ def create_app(
     admin = settings.admin_key or settings.api_key
     admin_key = Depends(_key_check(admin))
     write_key = Depends(_key_check(settings.api_key, admin))
-    read_key = Depends(_key_check(settings.read_key, settings.api_key, admin))
+    check_read_key = _key_check(settings.read_key, settings.api_key, admin)
+    read_key = Depends(check_read_key)
 
     # -- health and metrics ----------------------------------------------------------------
     @app.get("/health/live", tags=["health"])
@@ -1108,8 +1112,6 @@ def create_app(
         k, explain, stages = _recommend_query(query)
         state = engine.user_state(user_id)
         return JSONResponse(_serve(user_id, state, _k(k), explain, stages))
-
-    check_read_key = _key_check(settings.read_key, settings.api_key, admin)
 
     @app.post(
         "/recommendations",

@@ -302,14 +302,11 @@ class Engine:
                 self._take_events(rows)
             if deletions:
                 self._deletions_seen = deletions[-1][0]
-                users = {user for _, user, _ in deletions if user is not None}
-                items = [item for _, _, item in deletions if item is not None]
-                if items:  # an item's events went from many histories: drop them all
-                    self.forget_states()
-                    for item in items:
+                for _, user, item in deletions:
+                    if item is not None:  # from many histories: forget_item drops all states
                         self.forget_item(item)
-                elif users:
-                    self.forget_states(users)
+                    if user is not None:
+                        self.forget_states([user])
             now = time.monotonic()
             if any(now - first > _GAP_S for first in self._gaps.values()):
                 self._gaps = {q: t for q, t in self._gaps.items() if now - t <= _GAP_S}

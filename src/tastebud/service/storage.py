@@ -25,7 +25,7 @@ import math
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -179,8 +179,8 @@ DELETIONS = sa.Table(
 
 _DATA_TABLES = (USERS, ITEMS, EVENTS, MODEL_VERSIONS, EXPOSURES, FEEDBACK)
 
-#: Built once (the event and request paths run them on every call): which ids of a list
-#: exist, and the stored events of a list of client event ids.
+#: Built once (the event path runs them on every call): which of a list of user or item ids
+#: are stored, and the stored events of a list of client event ids.
 _IDS_IN = {
     table.name: sa.select(table.c.id).where(table.c.id.in_(sa.bindparam("ids", expanding=True)))
     for table in (USERS, ITEMS)
@@ -645,16 +645,11 @@ class Storage:
         return written
 
     @staticmethod
-    def _existing(conn: Connection, column: sa.Column[Any], values: Sequence[str]) -> set[str]:
-        """Which of ``values`` appear in ``column`` (queried in chunks)."""
+    def _existing(conn: Connection, table: sa.Table, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are stored in ``table`` (users or items; queried in chunks)."""
         found: set[str] = set()
-        table = column.table.name
-        prebuilt = _IDS_IN.get(table) if column.name == "id" else None
-        for chunk in _chunks(values):
-            if prebuilt is not None:
-                found.update(conn.execute(prebuilt, {"ids": list(chunk)}).scalars())
-            else:
-                found.update(conn.execute(sa.select(column).where(column.in_(chunk))).scalars())
+        for chunk in _chunks(ids):
+            found.update(conn.execute(_IDS_IN[table.name], {"ids": list(chunk)}).scalars())
         return found
 
     # -- schema ------------------------------------------------------------------------------------
@@ -963,7 +958,7 @@ class Storage:
         """Check that the users/items the events name exist, creating them if allowed."""
         table = USERS if kind == "user" else ITEMS
         wanted = sorted({row[key] for row in rows})  # sorted: one lock order for all writers
-        known = self._existing(conn, table.c.id, wanted)
+        known = self._existing(conn, table, wanted)
         missing = [k for k in wanted if k not in known]
         if not missing:
             return
@@ -1588,7 +1583,7 @@ def _mapping(value: Any, what: str) -> Mapping[str, Any]:
     return value
 
 
-def _no_extra_keys(row: Mapping[str, Any], allowed: set[str], what: str) -> None:
+def _no_extra_keys(row: Mapping[str, Any], allowed: Set[str], what: str) -> None:
     extra = sorted(str(k) for k in row if k not in allowed)
     if extra:
         raise InvalidInputError(
@@ -1625,6 +1620,7 @@ EXPOSURE_COLUMNS = (
     "request_id", "user_id", "item_id", "position", "source", "model_version", "experiment",
     "variant", "ts",
 )  # fmt: skip
+_EXPOSURE_FIELDS = frozenset(EXPOSURE_COLUMNS)
 _INSERT_EXPOSURES_SQLITE = (
     f"INSERT INTO exposures ({', '.join(EXPOSURE_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(EXPOSURE_COLUMNS))})"
@@ -1637,7 +1633,7 @@ def exposure_row(row: Any, pos: int, now: float) -> tuple[Any, ...]:
     where = f"exposure {pos}"
     if not isinstance(row, Mapping):
         raise InvalidInputError(f"{where}: expected an object, got {type(row).__name__}")
-    _no_extra_keys(row, set(EXPOSURE_COLUMNS), where)
+    _no_extra_keys(row, _EXPOSURE_FIELDS, where)
     position = _check_int(row.get("position"), f"{where}: position")
     if position is None or position < 0:
         raise InvalidInputError(f"{where}: position must be >= 0")
