@@ -176,8 +176,10 @@ def test_loading_checks_class_and_version(fitted, tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelFileError, match="version 99"):
         load(folder)
-    with pytest.raises(ModelFileError, match=r"no config\.json"):
+    with pytest.raises(ModelFileError, match="no such folder"):
         load(tmp_path / "missing")
+    with pytest.raises(ModelFileError, match=r"no config\.json"):
+        load(tmp_path)
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tastebud.models.base import Recommender, read_model_files
+from tastebud.models.base import Recommender, model_class_of, read_model_files
 from tastebud.models.registry import available, create, get_class, register
 
 
 def load(path: str | Path) -> Recommender:
     """Load a model saved with :meth:`Recommender.save`, whatever its class."""
     config, _arrays = read_model_files(path)
-    return get_class(str(config.get("model", ""))).load(path)
+    return model_class_of(path, config).load(path)
 
 
 __all__ = ["Recommender", "available", "create", "get_class", "load", "register"]

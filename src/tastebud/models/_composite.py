@@ -6,7 +6,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -46,14 +46,11 @@ class Composite(Recommender):
             model.save(folder / "members" / str(i))
         return folder
 
-    @classmethod
-    def load(cls, path: str | Path) -> Self:
+    def _restore_parts(self, folder: Path) -> None:
         from tastebud.models import load as load_any
 
-        model = super().load(path)
-        folder = Path(path) / "members"
+        members = folder / "members"
         try:
-            model._members = [load_any(folder / str(i)) for i in range(len(model._member_specs()))]
+            self._members = [load_any(members / str(i)) for i in range(len(self._member_specs()))]
         except ModelFileError as err:
-            raise ModelFileError(f"{path}: a member model is missing or broken: {err}") from None
-        return model
+            raise ModelFileError(f"{folder}: a member model is missing or broken: {err}") from None

