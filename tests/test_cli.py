@@ -59,7 +59,7 @@ def test_fit_then_recommend_round_trip(tmp_path):
     res = run("recommend", str(model_dir), "--user", "u001", "--user", "stranger", "--k", "3")
     assert res.returncode == 0, res.stderr
     recs = pd.read_csv(pd.io.common.StringIO(res.stdout))
-    assert list(recs.columns) == ["user", "item", "score", "rank"]
+    assert list(recs.columns) == ["user", "item", "score", "rank"]  # the sample has no titles
     assert recs.groupby("user").size().to_dict() == {"stranger": 3, "u001": 3}
     out = tmp_path / "recs.json"
     assert (
@@ -78,7 +78,7 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path):
     )
     assert res.returncode == 2 and "must be a number" in res.stderr
     res = run("recommend", str(tmp_path / "nothing"), "--user", "1")
-    assert res.returncode == 2 and "no config.json" in res.stderr
+    assert res.returncode == 2 and "no such folder" in res.stderr
     assert "Traceback" not in res.stderr
 
 
@@ -168,7 +168,7 @@ def test_import_loads_the_sample_once_and_refuses_a_bad_database(tmp_path):
     assert again.returncode == 0 and "0 events" in again.stdout
     bad = run("import", "--db", "mysql://nowhere/x", "--dataset", "sample")
     assert bad.returncode == 2
-    assert bad.stderr.startswith("error: setting db (given as an argument): must be sqlite")
+    assert bad.stderr.startswith("error: setting db (--db): must be sqlite")
     assert len(bad.stderr.splitlines()) == 1
     wrong_type = run("import", "--db", db, "--dataset", "sample", "--event-type", "hug")
     assert wrong_type.returncode == 2 and "--event-type 'hug'" in wrong_type.stderr
@@ -193,3 +193,148 @@ def test_serve_answers_over_http_and_learns_from_a_like(tmp_path):
         assert liked not in [r["item"] for r in after["items"]]
         assert after["items"][0]["source"] == "model"
         assert after["items"][0]["explanation"].startswith("because you liked ")
+
+
+# -- the command line in the user's language (in-process: main() is the console script) -------
+def _main(capsys, *args: str) -> tuple[int, str, str]:
+    from tastebud.cli import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as done:
+        code = int(done.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_version():
+    from tastebud import __version__
+
+    res = run("--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"tastebud {__version__}"
+
+
+def test_help_shows_flags_without_placeholders_and_lists_models_and_metrics(capsys):
+    from tastebud.metrics.ranking import RANKING_METRICS
+    from tastebud.models import available
+
+    code, text, _ = _main(capsys, "evaluate", "--help")
+    assert code == 0
+    assert "<bool>" not in text and "list[str]" not in text
+    flat = " ".join(text.split())
+    assert "--json print JSON only" in flat and "--on-bad-rows <raise|skip>" in flat
+    squashed = "".join(text.split())  # help wraps long lists, also at hyphens
+    assert all(name in squashed for name in available())
+    assert all(name in squashed for name in RANKING_METRICS)
+    code, text, _ = _main(capsys, "recommend", "--help")
+    assert "--include-seen also recommend" in " ".join(text.split()) and "<bool>" not in text
+
+
+EVALUATE = ["evaluate", "--dataset", "sample", "-m", "popularity"]
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        ([*EVALUATE, "--test-size", "2"], "--test-size"),
+        ([*EVALUATE, "--test-size", "0"], "--test-size"),
+        ([*EVALUATE, "--seed", "-1"], "--seed"),
+        ([*EVALUATE, "--k", "0"], "--k"),
+        ([*EVALUATE, "--split", "x"], "--split"),
+        ([*EVALUATE, "--metric", "x"], "--metric"),
+        ([*EVALUATE, "--on-bad-rows", "x"], "--on-bad-rows"),
+        ([*EVALUATE, "--encoding", "klingon"], "--encoding"),
+        ([*EVALUATE, "--relevance-threshold", "x"], "--relevance-threshold"),
+        ([*EVALUATE, "--binarize", "9"], "--binarize"),
+        ([*EVALUATE, "--fairness-by", "x"], "--fairness-by"),
+        (["evaluate", "--dataset", "nope", "-m", "popularity"], "--dataset"),
+        (["recommend", ".", "--user", "a", "--k", "-3"], "--k"),
+        (["recommend", ".", "--users-file", "nowhere.txt"], "--users-file"),
+        (["serve", "--port", "70000"], "--port"),
+        (["experiments", "report", "x", "--alpha", "1.5"], "--alpha"),
+    ],
+)
+def test_errors_name_the_flag_the_user_typed(capsys, tmp_path, monkeypatch, args, flag):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _main(capsys, *args)
+    assert code == 2, err
+    assert flag in err and "Traceback" not in err
+    assert "n_trials" not in err and "test_size" not in err and "on_bad_rows" not in err
+
+
+def test_the_split_choices_are_the_library_splitters():
+    import typing
+
+    from tastebud.cli import evaluate
+    from tastebud.split import SPLITTERS
+
+    hint = typing.get_type_hints(evaluate, include_extras=True)["split"]
+    assert typing.get_args(typing.get_args(hint)[0]) == tuple(SPLITTERS)
+
+
+def test_an_unexpected_error_is_one_line_and_a_debug_switch_shows_it(capsys, monkeypatch):
+    import tastebud.data.catalog as catalog
+
+    def broken(name):
+        raise RuntimeError("disk on fire\nsecond line")
+
+    monkeypatch.setattr(catalog, "load_dataset", broken)
+    monkeypatch.setattr("tastebud.cli.load_dataset", broken)
+    code, _, err = _main(capsys, "fit", "--dataset", "sample", "-m", "popularity", "--out", "x")
+    assert code == 1 and err.count("\n") == 1
+    assert "unexpected RuntimeError: disk on fire second line" in err and "TASTEBUD_DEBUG" in err
+    monkeypatch.setenv("TASTEBUD_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        _main(capsys, "fit", "--dataset", "sample", "-m", "popularity", "--out", "x")
+
+
+def test_recommend_shows_titles_rounded_scores_and_the_models_id_types(capsys, tmp_path):
+    from tastebud import Dataset
+    from tastebud.models import create
+
+    events = pd.DataFrame(
+        {"user": [1, 1, 2, 2, 3, 3, 3], "item": [10, 20, 10, 30, 20, 30, 40],
+         "weight": [1.0, 2.0, 3.0, 1.0, 2.0, 2.0, 1.0]}
+    )  # fmt: skip
+    items = pd.DataFrame(
+        {"title": ["Kind of Blue", "Blue Train", "Giant [Steps]", None]},
+        index=pd.Index([10, 20, 30, 40], name="item"),
+    )
+    ds = Dataset.from_frame(events, weight="weight", items=items)
+    folder = create("item-knn").fit(ds).save(tmp_path / "knn")
+    out = tmp_path / "recs.json"
+    code, _, err = _main(
+        capsys, "recommend", str(folder), "-u", "1", "-u", "3", "-u", "77", "--k", "3",
+        "--out", str(out),
+    )  # fmt: skip
+    assert code == 0 and "1 unknown user" in err
+    rows = json.loads(out.read_text())
+    assert {type(r["user"]) for r in rows} == {int}  # "1" typed on the command line is user 1
+    assert {type(r["item"]) for r in rows} == {int}
+    assert [r["user"] for r in rows[:1]] == [1] and rows[-1]["user"] == 77
+    titles = {r["item"]: r["title"] for r in rows}
+    assert titles[30] == "Giant [Steps]" and titles.get(40) is None
+    assert all(float(f"{r['score']:.6g}") == r["score"] for r in rows)
+    code, text, _ = _main(capsys, "recommend", str(folder), "-u", "1", "--k", "2")
+    table = pd.read_csv(pd.io.common.StringIO(text))
+    assert list(table.columns) == ["user", "item", "title", "score", "rank"]
+
+
+def test_demo_names_the_models_it_leaves_out_and_how_to_add_them(monkeypatch):
+    from tastebud.cli import _demo_models
+    from tastebud.models import available, get_class
+
+    torch_models = [n for n in available() if get_class(n).extra == "neural"]
+    assert {"sasrec", "bert4rec", "ncf", "two-tower", "hybrid-bpr"} <= set(torch_models)
+    for name in [*torch_models, "embedding"]:
+        cls = get_class(name)
+        monkeypatch.setattr(cls, "needs_modules", ("no_such_module_here",))
+    models, line = _demo_models(None)
+    assert set(models) == set(available()) - {*torch_models, "embedding"}
+    assert "\n" not in line and line.startswith(f"skipped {len(torch_models) + 1} models:")
+    assert "pip install 'tastebud[neural]'" in line and "pip install 'tastebud[embeddings]'" in line
+    with pytest.raises(
+        Exception, match=r"--model sasrec needs an extra: pip install 'tastebud\[neural\]'"
+    ):
+        _demo_models(["sasrec"])

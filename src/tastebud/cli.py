@@ -6,18 +6,20 @@ Every error a user can cause ends as one line on stderr and exit code 2 -- never
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from tastebud._io import output_folder, to_json
 from tastebud.data.catalog import DATASETS, load_dataset
@@ -30,8 +32,11 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: flags without a value placeholder, no boxes
 )
-out = Console()
+#: Plain text: ids and titles print as they are (no rich markup like "[Live]" eaten), and a
+#: line stays one line when piped or on a narrow terminal.
+out = Console(soft_wrap=True, markup=False, highlight=False)
 
 
 # -- shared helpers ------------------------------------------------------------------------------
@@ -63,6 +68,40 @@ def _parse_models(models: list[str], params: list[str]) -> dict[str, Any]:
         label = name if not pairs else f"{name}({', '.join(f'{k}={v}' for k, v in pairs.items())})"
         result[label] = create(name, **parse_params(name, pairs))
     return result
+
+
+def _check_metrics(names: list[str]) -> None:
+    from tastebud.metrics.ranking import RANKING_METRICS
+
+    for name in names:
+        if name.lower() not in RANKING_METRICS:
+            raise InvalidInputError(
+                f"--metric {name}: unknown metric; choose from {', '.join(RANKING_METRICS)}"
+            )
+
+
+def _binarized(ds: Dataset, threshold: float | None) -> Dataset:
+    """``--binarize``: ratings >= threshold as implicit positives (an error, naming the
+    flag, when nothing is left)."""
+    if threshold is None:
+        return ds
+    out = ds.to_implicit(threshold)
+    if len(out) == 0:
+        raise InvalidInputError(
+            f"--binarize {threshold:g}: no rating in {ds.name} is >= {threshold:g}, so nothing "
+            "is left to train on"
+        )
+    return out
+
+
+def _check_attribute(ds: Dataset, name: str | None) -> None:
+    """``--fairness-by``: the column must be a user attribute of the training data."""
+    columns = [] if ds.user_features is None else [str(c) for c in ds.user_features.columns]
+    if name is not None and name not in columns:
+        known = f"attributes: {', '.join(columns)}" if columns else "it has no user attributes"
+        raise InvalidInputError(
+            f"--fairness-by {name}: {ds.name} has no such user attribute ({known})"
+        )
 
 
 def _split_pair(text: str) -> tuple[str, str]:
@@ -101,8 +140,6 @@ class _Reading:
             if role not in columns:
                 raise InvalidInputError(f"--column {pair}: role must be one of {', '.join(_ROLES)}")
             columns[role] = name
-        if on_bad_rows not in ("raise", "skip"):
-            raise InvalidInputError("--on-bad-rows must be 'raise' or 'skip'")
         return cls(columns, sep, encoding, header, on_bad_rows)
 
     def read(self, path: Path) -> Dataset:
@@ -122,93 +159,166 @@ class _Reading:
     def load(self, dataset: str | None, data: Path | None) -> Dataset:
         if (dataset is None) == (data is None):
             raise InvalidInputError("give either --dataset NAME or --data FILE")
-        return load_dataset(dataset) if data is None else self.read(data)  # type: ignore[arg-type]
+        if data is not None:
+            return self.read(data)
+        try:
+            return load_dataset(dataset)  # type: ignore[arg-type]
+        except InvalidInputError as err:
+            raise InvalidInputError(f"--dataset {dataset}: {err}") from None
 
 
-def _print_board(board: pd.DataFrame, columns: list[str]) -> None:
-    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    table.add_column("model", no_wrap=True)
-    for c in columns:
-        table.add_column(c, justify="right", no_wrap=True)
-    for model, row in board.iterrows():
-        table.add_row(str(model), *[f"{row[c]:.3f}" if pd.notna(row[c]) else "-" for c in columns])
-    Console(width=max(out.width, 120)).print(table)  # never squeeze numbers
+def _print_board(board: pd.DataFrame) -> None:
+    """The leaderboard in the terminal: the report's main columns (plus rating errors when
+    models predict ratings), numbers formatted as the report formats them."""
+    from tastebud.report import column_title, format_value, main_columns
 
-
-def _main_columns(board: pd.DataFrame, k: int) -> list[str]:
-    """The leaderboard columns worth a terminal's width."""
-    wanted = [
-        f"NDCG@{k}",
-        f"Recall@{k}",
-        f"Precision@{k}",
-        f"MAP@{k}",
-        f"HitRate@{k}",
-        f"Coverage@{k}",
-        f"Novelty@{k}",
-        "RMSE",
-        "MAE",
+    columns = main_columns(board) + [
+        c for c in ("RMSE", "MAE") if c in board.columns and board[c].notna().any()
     ]
-    return [c for c in wanted if c in board.columns and board[c].notna().any()]
+    rows = [[str(m)] + [format_value(c, row[c]) for c in columns] for m, row in board.iterrows()]
+    titles = ["model"] + [column_title(c) for c in columns]
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for i, title in enumerate(titles):
+        table.add_column(title, justify="left" if i == 0 else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    widths = [max(len(cells[i]) for cells in [titles, *rows]) for i in range(len(titles))]
+    # as wide as the numbers need, whatever the terminal: a squeezed number is a wrong one
+    Console(width=sum(widths) + 2 * len(widths), markup=False, highlight=False).print(table)
 
 
-SepOpt = Annotated[str | None, typer.Option(help="field separator (sniffed if omitted)")]
-EncodingOpt = Annotated[str, typer.Option(help="text encoding of data files, e.g. latin-1")]
+def _fraction(value: float) -> float:
+    if not 0 < value < 1:
+        raise typer.BadParameter(f"{value:g} is not strictly between 0 and 1")
+    return value
+
+
+def _check_encoding(value: str) -> str:
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        raise typer.BadParameter(
+            f"{value!r} is not a text encoding (e.g. utf-8, latin-1)"
+        ) from None
+    return value
+
+
+SepOpt = Annotated[
+    str | None, typer.Option(metavar="SEP", help="field separator (sniffed if omitted)")
+]
+EncodingOpt = Annotated[
+    str,
+    typer.Option(
+        metavar="ENCODING",
+        callback=_check_encoding,
+        help="text encoding of data files, e.g. latin-1",
+    ),
+]
 HeaderOpt = Annotated[
     bool | None,
     typer.Option("--header/--no-header", help="whether files start with a header (guessed)"),
 ]
 BadRowsOpt = Annotated[
-    str, typer.Option(help="raise: stop at the first bad row; skip: drop and count bad rows")
+    Literal["raise", "skip"],
+    typer.Option(help="raise: stop at the first bad row; skip: drop and count bad rows"),
 ]
 ColumnsOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--column",
         "-c",
-        help="ROLE=NAME, e.g. user=userId (roles: user, item, rating, weight, timestamp); "
+        metavar="ROLE=NAME",
+        help="e.g. user=userId (roles: user, item, rating, weight, timestamp); "
         "inferred from the file's header when omitted",
     ),
 ]
+KOpt = Annotated[int, typer.Option("--k", min=1, metavar="K", help="list length")]
+DatasetOpt = Annotated[
+    str | None, typer.Option(metavar="NAME", help="named data set (see `tastebud datasets`)")
+]
+DataOpt = Annotated[Path | None, typer.Option(metavar="FILE", help="interactions file")]
+ParamOpt = Annotated[
+    list[str] | None,
+    typer.Option("--param", "-p", metavar="KEY=VALUE", help="model parameter (or model.key=value)"),
+]
+BinarizeOpt = Annotated[
+    float | None,
+    typer.Option(metavar="RATING", help="train on ratings >= this as implicit positives"),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON only")]
 
 
 # -- commands ------------------------------------------------------------------------------------
 @app.command()
 def demo(
-    out_dir: Annotated[Path, typer.Option("--out", help="folder for the report")] = Path(
-        "tastebud-report"
-    ),
-    k: Annotated[int, typer.Option(help="list length")] = 10,
+    out_dir: Annotated[
+        Path, typer.Option("--out", metavar="FOLDER", help="folder for the report")
+    ] = Path("tastebud-report"),
+    k: KOpt = 10,
+    model: Annotated[
+        list[str] | None,
+        _listing_option(
+            "model",
+            "--model",
+            "-m",
+            help="fit only these models (repeatable; default: every model installed)",
+        ),
+    ] = None,
 ) -> None:
-    """Build the sample music store, fit several models, print a leaderboard, write a report."""
+    """Build the sample music store, fit every installed model, print a leaderboard, write a
+    report."""
     from tastebud.data.sample import load_sample
     from tastebud.evaluation import evaluate, leaderboard
-    from tastebud.models import available, create
     from tastebud.report import write_report
     from tastebud.split import random_split
 
+    models, skipped = _demo_models(model)
     ds = load_sample()
-    out.print(f"[bold]tastebud demo[/bold] -- {ds}")
+    out.print(Text.assemble(("tastebud demo", "bold"), f" -- {ds}"))
+    if skipped:
+        out.print(skipped)
     split = random_split(ds, 0.2, seed=0)
-    models = {name: create(name) for name in available()}
     results = evaluate(models, split, k=k, fairness_by="gender")
     board = leaderboard(results)
-    _print_board(board, _main_columns(board, k))
+    _print_board(board)
     paths = write_report(
         results, out_dir, title="tastebud demo: music store", dataset=ds.describe()
     )
     best = str(board.index[0])
-    model = models[best]
+    chosen = models[best]
     user = split.test["user"].iloc[0]
-    recs = model.recommend(user, k=5)
-    out.print(f"\nTop 5 for listener {user} by the best model, [bold]{best}[/bold]:")
+    recs = chosen.recommend(user, k=5)
+    out.print(
+        Text.assemble(f"\nTop 5 for listener {user} by the best model, ", (best, "bold"), ":")
+    )
     reasons = (
-        model.explain(user, recs["item"])["reason"].tolist()
-        if _can_explain(model)
+        chosen.explain(user, recs["item"])["reason"].tolist()
+        if _can_explain(chosen)
         else [""] * len(recs)
     )
     for rank, item, why in zip(recs["rank"], recs["item"], reasons, strict=True):
-        out.print(f"  {rank}. {item}" + (f"  -- {why}" if why else ""), highlight=False)
+        out.print(f"  {rank}. {item}" + (f"  -- {why}" if why else ""))
     out.print(f"\nReport: {paths['markdown']} (plots: {paths['plot']}, data: {paths['json']})")
+
+
+def _demo_models(names: list[str] | None) -> tuple[dict[str, Any], str]:
+    """The demo's models -- those named, else every registered model whose extra is
+    installed -- and one line naming the models left out and how to add them."""
+    from tastebud.models import available, create, get_class
+
+    wanted = [get_class(n).name for n in names] if names else available()
+    models: dict[str, Any] = {}
+    left_out: dict[str, list[str]] = {}
+    for name in wanted:
+        hint = get_class(name).missing_extra()
+        if hint is None:
+            models[name] = create(name)
+        elif names:
+            raise InvalidInputError(f"--model {name} needs an extra: {hint}")
+        else:
+            left_out.setdefault(hint, []).append(name)
+    line = "; ".join(f"{', '.join(n)} (add with: {hint})" for hint, n in left_out.items())
+    return models, f"skipped {sum(map(len, left_out.values()))} models: {line}" if line else ""
 
 
 def _can_explain(model: Any) -> bool:
@@ -230,37 +340,56 @@ def datasets() -> None:
 @app.command()
 def evaluate(
     model: Annotated[
-        list[str], typer.Option("--model", "-m", help="model name, optionally name:key=value,...")
+        list[str],
+        _listing_option(
+            "model",
+            "--model",
+            "-m",
+            metavar="NAME[:KEY=VALUE,...]",
+            help="model, optionally with parameters (repeatable)",
+        ),
     ],
-    dataset: Annotated[
-        str | None, typer.Option(help="named data set (see `tastebud datasets`)")
+    dataset: DatasetOpt = None,
+    data: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="interactions file to split")
     ] = None,
-    data: Annotated[Path | None, typer.Option(help="interactions file to split")] = None,
-    train: Annotated[Path | None, typer.Option(help="training interactions file")] = None,
-    test: Annotated[Path | None, typer.Option(help="test interactions file (with --train)")] = None,
+    train: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="training interactions file")
+    ] = None,
+    test: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="test interactions file (with --train)")
+    ] = None,
     split: Annotated[
-        str, typer.Option(help="random | temporal | leave-last-out | cold-user | cold-item")
+        Literal["random", "temporal", "leave-last-out", "cold-user", "cold-item"],
+        typer.Option(help="how to split --data or --dataset into train and test"),
     ] = "random",
-    test_size: Annotated[float, typer.Option(help="test fraction for the split")] = 0.2,
-    seed: Annotated[int, typer.Option(help="random seed of the split")] = 0,
-    param: Annotated[
-        list[str] | None, typer.Option("--param", "-p", help="key=value or model.key=value")
+    test_size: Annotated[
+        float,
+        typer.Option(
+            callback=_fraction, metavar="FRACTION", help="share of each user's data held out"
+        ),
+    ] = 0.2,
+    seed: Annotated[int, typer.Option(min=0, metavar="SEED", help="random seed of the split")] = 0,
+    param: ParamOpt = None,
+    k: KOpt = 10,
+    metric: Annotated[
+        list[str] | None, _listing_option("metric", "--metric", help="ranking metric (repeatable)")
     ] = None,
-    k: Annotated[int, typer.Option(help="list length")] = 10,
-    metric: Annotated[list[str] | None, typer.Option(help="ranking metric (repeatable)")] = None,
     relevance_threshold: Annotated[
         float | None,
-        typer.Option(help="test ratings >= this are relevant (default: all test items)"),
+        typer.Option(
+            metavar="RATING", help="test ratings >= this are relevant (default: all test items)"
+        ),
     ] = None,
-    binarize: Annotated[
-        float | None, typer.Option(help="train on ratings >= this as implicit positives")
-    ] = None,
+    binarize: BinarizeOpt = None,
     fairness_by: Annotated[
-        str | None, typer.Option(help="user feature to compare groups by")
+        str | None, typer.Option(metavar="COLUMN", help="user attribute to compare groups by")
     ] = None,
     beyond: Annotated[bool, typer.Option(help="beyond-accuracy metrics")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON only")] = False,
-    report: Annotated[Path | None, typer.Option(help="write a report folder")] = None,
+    as_json: JsonOpt = False,
+    report: Annotated[
+        Path | None, typer.Option(metavar="FOLDER", help="write a report folder")
+    ] = None,
     column: ColumnsOpt = None,
     sep: SepOpt = None,
     encoding: EncodingOpt = "utf-8",
@@ -274,6 +403,7 @@ def evaluate(
 
     reading = _Reading.from_options(column, sep, encoding, header, on_bad_rows)
     models = _parse_models(model, param or [])
+    _check_metrics(metric or [])
     if train is not None or test is not None:
         if train is None or test is None or dataset is not None or data is not None:
             raise InvalidInputError("--train and --test go together, without --dataset/--data")
@@ -282,8 +412,6 @@ def evaluate(
         the_split = Split(train=train_ds, test=test_table, name=f"{train.name} / {test.name}")
     else:
         ds = reading.load(dataset, data)
-        if split not in SPLITTERS:
-            raise InvalidInputError(f"unknown split {split!r}; choose from {', '.join(SPLITTERS)}")
         splitter = SPLITTERS[split]
         if split == "leave-last-out":
             the_split = splitter(ds)
@@ -293,8 +421,9 @@ def evaluate(
             the_split = splitter(ds, test_size, seed=seed)
     if binarize is not None:
         the_split = Split(
-            train=the_split.train.to_implicit(binarize), test=the_split.test, name=the_split.name
+            train=_binarized(the_split.train, binarize), test=the_split.test, name=the_split.name
         )
+    _check_attribute(the_split.train, fairness_by)
     results = run_evaluation(
         models,
         the_split,
@@ -320,21 +449,30 @@ def evaluate(
         sys.stdout.write(to_json(payload) + "\n")
         return
     board = leaderboard(results)
-    _print_board(board, _main_columns(board, k))
+    _print_board(board)
     protocol = results.attrs["protocol"]
-    out.print(", ".join(f"{key}: {value}" for key, value in protocol.items()), highlight=False)
+    out.print(", ".join(f"{key}: {value}" for key, value in protocol.items()))
 
 
 @app.command()
 def fit(
-    model: Annotated[str, typer.Option("--model", "-m", help="model name")],
-    out_dir: Annotated[Path, typer.Option("--out", help="folder to write the model to")],
-    dataset: Annotated[str | None, typer.Option(help="named data set")] = None,
-    data: Annotated[Path | None, typer.Option(help="interactions file")] = None,
-    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="key=value")] = None,
-    binarize: Annotated[
-        float | None, typer.Option(help="train on ratings >= this as implicit positives")
-    ] = None,
+    model: Annotated[
+        str,
+        _listing_option(
+            "model",
+            "--model",
+            "-m",
+            metavar="NAME[:KEY=VALUE,...]",
+            help="model, optionally with parameters",
+        ),
+    ],
+    out_dir: Annotated[
+        Path, typer.Option("--out", metavar="FOLDER", help="folder to write the model to")
+    ],
+    dataset: DatasetOpt = None,
+    data: DataOpt = None,
+    param: ParamOpt = None,
+    binarize: BinarizeOpt = None,
     column: ColumnsOpt = None,
     sep: SepOpt = None,
     encoding: EncodingOpt = "utf-8",
@@ -344,8 +482,7 @@ def fit(
     """Fit one model on all the data and save it to a folder."""
     reading = _Reading.from_options(column, sep, encoding, header, on_bad_rows)
     ds = reading.load(dataset, data)
-    if binarize is not None:
-        ds = ds.to_implicit(binarize)
+    ds = _binarized(ds, binarize)
     ((_label, recommender),) = _parse_models([model], param or []).items()
     recommender.fit(ds)
     path = recommender.save(out_dir)
@@ -388,8 +525,7 @@ def tune(
 
     reading = _Reading.from_options(column, sep, encoding, header, on_bad_rows)
     ds = reading.load(dataset, data)
-    if binarize is not None:
-        ds = ds.to_implicit(binarize)
+    ds = _binarized(ds, binarize)
     fixed = parse_params(model, dict(_split_pair(p) for p in param or []))
     result = run_tune(
         model,
@@ -419,64 +555,93 @@ def tune(
         table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
     Console(width=max(out.width, 120)).print(table)
     best = f"best {result.metric}: {result.best_score:.4f} with {result.best_params}"
-    out.print(best, highlight=False)
+    out.print(best)
     if out_dir is not None:
         out.print(f"fitted the best setting on all of {ds.name}; saved to {out_dir}")
 
 
 @app.command()
 def recommend(
-    model_dir: Annotated[Path, typer.Argument(help="folder written by `tastebud fit`")],
+    model_dir: Annotated[
+        Path, typer.Argument(metavar="MODEL_DIR", help="folder written by `tastebud fit`")
+    ],
     user: Annotated[
-        list[str] | None, typer.Option("--user", "-u", help="user id (repeatable)")
+        list[str] | None,
+        typer.Option("--user", "-u", metavar="ID", help="user id (repeatable)"),
     ] = None,
-    users_file: Annotated[Path | None, typer.Option(help="file with one user id per line")] = None,
+    users_file: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="file with one user id per line")
+    ] = None,
     all_users: Annotated[
         bool, typer.Option("--all-users", help="every user the model knows")
     ] = False,
-    k: Annotated[int, typer.Option(help="list length")] = 10,
+    k: KOpt = 10,
     include_seen: Annotated[
-        bool, typer.Option(help="also recommend items the user already has")
+        bool, typer.Option("--include-seen", help="also recommend items the user already has")
     ] = False,
     output: Annotated[
-        Path | None, typer.Option("--out", help="write .csv or .json (default: CSV to stdout)")
+        Path | None,
+        typer.Option("--out", metavar="FILE", help="write .csv or .json (default: CSV to stdout)"),
     ] = None,
 ) -> None:
-    """Recommend with a saved model; writes CSV (or JSON) of user, item, score, rank."""
+    """Recommend with a saved model: CSV (or JSON) of user, item, title (when the training
+    data had titles), score, rank."""
     from tastebud.models import load
 
-    recommender = load(model_dir)
     ids: list[Any] = list(user or [])
     if users_file is not None:
         if not users_file.is_file():
-            raise InvalidInputError(f"{users_file}: no such file")
+            raise InvalidInputError(f"--users-file {users_file}: no such file")
         ids += [line.strip() for line in users_file.read_text().splitlines() if line.strip()]
+    recommender = load(model_dir)
     if all_users:
-        ids_all = recommender.users_.ids.tolist()
+        ids = recommender.users_.ids.tolist()
     elif not ids:
         raise InvalidInputError("name users with --user, --users-file or --all-users")
-    else:
-        ids_all = ids  # text ids match integer ids too ("7" finds 7)
-    unknown = int((recommender.users_.to_index(ids_all, on_unknown="ignore") < 0).sum())
+    ids, unknown = _model_ids(recommender.users_, ids)
     if unknown:
         sys.stderr.write(f"warning: {unknown} unknown user(s) got the fallback (popular) list\n")
-    recs = recommender.recommend(ids_all, k=k, exclude_seen=not include_seen)
+    recs = recommender.recommend(ids, k=k, exclude_seen=not include_seen)
+    titles = recommender.item_titles(recs["item"])
+    if any(t is not None for t in titles):
+        recs.insert(2, "title", titles)
+    recs["score"] = [float(f"{v:.6g}") for v in recs["score"]]  # noise digits say nothing
     if output is None:
         recs.to_csv(sys.stdout, index=False)
+        return
+    output_folder(output.parent)
+    if output.is_dir():
+        raise InvalidInputError(f"--out {output} is a folder; give a file ending .csv or .json")
+    if output.suffix.lower() == ".json":
+        output.write_text(to_json(recs.to_dict(orient="records")))
     else:
-        output_folder(output.parent)
-        if output.is_dir():
-            raise InvalidInputError(f"{output} is a folder; give a file name ending .csv or .json")
-        if output.suffix.lower() == ".json":
-            output.write_text(to_json(recs.to_dict(orient="records")))
+        recs.to_csv(output, index=False)
+
+
+def _model_ids(ids_map: Any, given: list[Any]) -> tuple[list[Any], int]:
+    """Ids as the model holds them (typed command-line text -- "7" -- becomes the model's id,
+    7, so JSON output has one id type), and how many the model does not know (integer-like
+    text becomes an integer for a model with integer ids)."""
+    index = ids_map.to_index(given, on_unknown="ignore")
+    known = ids_map.to_ids(index[index >= 0]).tolist()
+    integer_ids = ids_map.ids.dtype.kind in "iu"
+    out, position = [], 0
+    for value, idx in zip(given, index, strict=True):
+        if idx >= 0:
+            out.append(known[position])
+            position += 1
+        elif integer_ids and isinstance(value, str) and value.lstrip("-").isdigit():
+            out.append(int(value))
         else:
-            recs.to_csv(output, index=False)
+            out.append(value)
+    return out, int((index < 0).sum())
 
 
 DbOpt = Annotated[
     str | None,
     typer.Option(
         "--db",
+        metavar="URL",
         help="database URL: sqlite:///file.db (default) or postgresql+psycopg://user@host/db",
     ),
 ]
@@ -485,12 +650,17 @@ DbOpt = Annotated[
 @app.command("import")
 def import_(
     db: DbOpt = None,
-    dataset: Annotated[str | None, typer.Option(help="named data set")] = None,
-    data: Annotated[Path | None, typer.Option(help="interactions file")] = None,
+    dataset: DatasetOpt = None,
+    data: DataOpt = None,
     event_type: Annotated[
-        str, typer.Option(help="event type of the imported rows (rating, like, view...)")
+        str,
+        typer.Option(
+            metavar="TYPE", help="event type of the imported rows (rating, like, view...)"
+        ),
     ] = "rating",
-    config: Annotated[Path | None, typer.Option(help="service config file (TOML/JSON)")] = None,
+    config: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="service config file (TOML/JSON)")
+    ] = None,
     column: ColumnsOpt = None,
     sep: SepOpt = None,
     encoding: EncodingOpt = "utf-8",
@@ -517,17 +687,23 @@ def import_(
         out.print(
             f"imported {ds.name} into {storage.url}: "
             + ", ".join(f"{v:,} {k}" for k, v in counts.items()),
-            highlight=False,
         )
 
 
 @app.command()
 def serve(
     db: DbOpt = None,
-    config: Annotated[Path | None, typer.Option(help="service config file (TOML/JSON)")] = None,
-    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port")] = 8000,
-    model: Annotated[str | None, typer.Option(help="model retrained from the events")] = None,
+    config: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="service config file (TOML/JSON)")
+    ] = None,
+    host: Annotated[str, typer.Option(metavar="ADDRESS", help="address to listen on")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port")] = 8000,
+    model: Annotated[
+        str | None,
+        _listing_option("model", "--model", help="model retrained from the events"),
+    ] = None,
     sample: Annotated[
         bool, typer.Option("--sample", help="import the built-in music-store sample first")
     ] = False,
@@ -535,6 +711,7 @@ def serve(
         int,
         typer.Option(
             min=1,
+            metavar="N",
             help="processes serving requests (one per core; one of them trains at a time)",
         ),
     ] = 1,
@@ -556,11 +733,10 @@ def serve(
         from tastebud.data.sample import load_sample
 
         counts = storage.import_dataset(load_sample(), event_type="rating")
-        out.print(f"sample data: {counts}", highlight=False)
+        out.print(f"sample data: {counts}")
     out.print(
         f"tastebud serving {storage.url} on http://{host}:{port} "
         f"(API docs: http://{host}:{port}/docs)",
-        highlight=False,
     )
     if workers == 1:
         uvicorn.run(
@@ -609,7 +785,9 @@ def _storage(db: str | None, config: Path | None) -> Any:
     return storage
 
 
-ConfigOpt = Annotated[Path | None, typer.Option(help="service config file (TOML/JSON)")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option(metavar="FILE", help="service config file (TOML/JSON)")
+]
 
 
 @experiments_app.command("list")
@@ -625,17 +803,18 @@ def experiments_list(db: DbOpt = None, config: ConfigOpt = None) -> None:
             + (f" (version {v['model_version']})" if v.get("model_version") else "")
             for v in row["variants"]
         )
-        out.print(f"{row['name']}  {row['status']}  {variants}", highlight=False)
+        out.print(f"{row['name']}  {row['status']}  {variants}")
 
 
 @experiments_app.command("start")
 def experiments_start(
-    name: Annotated[str, typer.Argument(help="experiment name")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="experiment name")],
     variant: Annotated[
         list[str],
         typer.Option(
-            help="NAME=SHARE or NAME=SHARE@VERSION (model version; default the active one); "
-            "repeat for each variant, the first is the control"
+            metavar="NAME=SHARE[@VERSION]",
+            help="a variant's share of users and model version (default: the active one); "
+            "repeat for each variant, the first is the control",
         ),
     ],
     db: DbOpt = None,
@@ -676,29 +855,32 @@ def experiments_start(
                     f"variant {v.name}: unknown model version {v.model_version}"
                 )
         storage.create_experiment(spec.name, [v.model_dump() for v in spec.variants])
-    out.print(f"experiment {spec.name} running", highlight=False)
+    out.print(f"experiment {spec.name} running")
 
 
 @experiments_app.command("stop")
 def experiments_stop(
-    name: Annotated[str, typer.Argument(help="experiment name")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="experiment name")],
     db: DbOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Stop an experiment (its logs stay for the report)."""
     with _storage(db, config) as storage:
         storage.stop_experiment(name)
-    out.print(f"experiment {name} stopped", highlight=False)
+    out.print(f"experiment {name} stopped")
 
 
 @experiments_app.command("report")
 def experiments_report(
-    name: Annotated[str, typer.Argument(help="experiment name")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="experiment name")],
     outcome: Annotated[
-        str | None, typer.Option(help="feedback type that counts (default click)")
+        str | None,
+        typer.Option(metavar="TYPE", help="feedback type that counts (default click)"),
     ] = None,
-    alpha: Annotated[float, typer.Option(help="significance level")] = 0.05,
-    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    alpha: Annotated[
+        float, typer.Option(callback=_fraction, metavar="FRACTION", help="significance level")
+    ] = 0.05,
+    json_out: JsonOpt = False,
     db: DbOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -733,7 +915,6 @@ def experiments_report(
         out.print(
             f"{test['method']}: statistic {test['statistic']:.3f}, p = {test['p_value']:.4f} "
             f"-> {verdict} at alpha {test['alpha']}",
-            highlight=False,
         )
 
 
@@ -748,13 +929,76 @@ def _show_warning(
     sys.stderr.write(f"warning: {message}\n")
 
 
-def main() -> None:
-    """Entry point: run the app, turning tastebud errors into one line and exit code 2."""
+def _version(value: bool) -> None:
+    if value:
+        from tastebud import __version__
+
+        out.print(f"tastebud {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """tastebud: fit recommenders, prove how good they are, and serve them."""
+
+
+#: Whether options list the model and metric names in their help: only when help is asked
+#: for, since listing the models imports every model module (seconds). The annotations of the
+#: commands are evaluated when typer builds the command (``from __future__ import
+#: annotations``), after :func:`main` has set this.
+_help_names = False
+
+
+def _listing_option(kind: str, *decls: str, help: str, metavar: str = "NAME") -> Any:
+    if _help_names:
+        help = f"{help} ({_names(kind)})"
+    return typer.Option(*decls, help=help, metavar=metavar)
+
+
+def _names(kind: str) -> str:
+    if kind == "model":
+        from tastebud.models import available
+
+        return "models: " + ", ".join(available())
+    from tastebud.metrics.ranking import RANKING_METRICS
+
+    return "metrics: " + ", ".join(RANKING_METRICS)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: every error a user can cause ends as one line ``error: ...`` on stderr
+    and exit code 2 (click's usage errors name the flag); an unexpected one is one line and
+    exit 1 (``TASTEBUD_DEBUG=1`` shows its traceback)."""
     warnings.showwarning = _show_warning
+    args = sys.argv[1:] if argv is None else argv
+    global _help_names
+    _help_names = "--help" in args
     try:
-        app()
+        app(args=args, prog_name="tastebud")
     except TastebudError as error:
-        sys.stderr.write(f"error: {error}\n")  # one line, never wrapped
+        sys.stderr.write(f"error: {_one_line(error)}\n")  # one line, never wrapped
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    except Exception as error:
+        if os.environ.get("TASTEBUD_DEBUG"):
+            raise
+        sys.stderr.write(
+            f"error: unexpected {type(error).__name__}: {_one_line(error)} -- this is a bug in "
+            "tastebud; "
+            "run again with TASTEBUD_DEBUG=1 for the traceback and report it\n"
+        )
+        raise SystemExit(1) from None
+
+
+def _one_line(error: BaseException) -> str:
+    """An error's message on one line (a wrapped library message folded, whitespace kept
+    single)."""
+    return " ".join(str(error).split())

@@ -250,7 +250,7 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
         loc = [str(part) for part in first["loc"]]
         name = loc[0] if loc else ""
         if name in explicit:
-            source = " (given as an argument)"
+            source = f" (--{name.replace('_', '-')})"  # the command-line flag that set it
         elif name in from_env:
             source = f" (environment variable {_env_name(name)})"
         elif name in from_file:
