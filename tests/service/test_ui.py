@@ -68,6 +68,55 @@ def test_the_pages_and_assets_are_served(tmp_path: Path) -> None:
     assert not [p for p in paths if p == "/" or p.startswith("/ui")], "the UI is not API"
 
 
+def test_the_api_docs_are_served_from_the_package(tmp_path: Path) -> None:
+    """/docs and /redoc load Swagger UI and ReDoc from the app itself, never from a CDN,
+    and stay open when keys guard the API (like /openapi.json, they hold no data)."""
+    import warnings
+
+    from tastebud.service.app import create_app
+    from tastebud.service.settings import Settings
+    from tastebud.service.ui import DOCS_ASSETS, DOCS_STATIC, mount_docs
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+        from fastapi.testclient import TestClient
+
+    settings = Settings(
+        db=f"sqlite:///{tmp_path / 'docs.db'}",
+        model_dir=tmp_path / "m",
+        read_key="r",
+        api_key="w",
+        admin_key="a",
+    )
+    app = create_app(settings)
+    mount_docs(app)  # a no-op where create_app did it already
+    assert sum(getattr(r, "path", None) == "/docs" for r in app.routes) == 1
+    client = TestClient(app)
+    assert client.get("/users").status_code == 401, "the API itself is guarded"
+    assets = {
+        "/docs": ("swagger-ui-bundle.js", "swagger-ui.css"),
+        "/redoc": ("redoc.standalone.js",),
+    }
+    for page, files in assets.items():
+        answer = client.get(page)
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("text/html")
+        assert "default-src 'none'" in answer.headers["content-security-policy"]
+        assert "http://" not in answer.text and "https://" not in answer.text, page
+        assert "'/openapi.json'" in answer.text or '"/openapi.json"' in answer.text
+        for name in files:
+            assert f"{DOCS_STATIC}/{name}" in answer.text
+            served = client.get(f"{DOCS_STATIC}/{name}")
+            assert served.status_code == 200
+            assert served.content == (DOCS_ASSETS / name).read_bytes()
+    assert "'validatorUrl': null" in client.get("/docs").text.replace('"', "'")
+    assert client.get("/openapi.json").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert not [p for p in paths if p.startswith(("/docs", "/redoc"))], "the docs are not API"
+    assert client.get(f"{DOCS_STATIC}/nothing.js").status_code == 404
+    app.state.storage.close()
+
+
 @contextlib.contextmanager
 def _serve(tmp_path: Path, *, with_model: bool = True, **env_extra: str) -> Iterator[str]:
     """``tastebud serve --sample`` that serves the UI. A fixed regularisation: reg="auto"
@@ -148,6 +197,21 @@ def _recs(driver: Any) -> list[str]:
     return [li.get_attribute("data-item") for li in _by(driver, "rec")]
 
 
+def _options(driver: Any) -> list[str]:
+    """The user picker's options (shown or not)."""
+    return [o.get_attribute("data-user") for o in _by(driver, "user-option")]
+
+
+def _retype(field: Any, text: str) -> None:
+    """Replace a field's text the way a person does (select all, type), so that the page
+    sees input events."""
+    from selenium.webdriver.common.keys import Keys
+
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys(Keys.BACKSPACE)
+    field.send_keys(text)
+
+
 def _settled(driver: Any) -> bool:
     """No request of the page's is in flight."""
     return driver.find_element("tag name", "html").get_attribute("data-pending") == "0"
@@ -160,14 +224,53 @@ def _severe(driver: Any) -> list[dict[str, Any]]:
 @pytest.mark.browser
 @pytest.mark.slow
 def test_user_and_admin_pages_end_to_end(browser: Any, server: str) -> None:
+    from selenium.webdriver.common.keys import Keys
+
     driver = browser
     driver.get(f"{server}/")
     assert driver.current_url == f"{server}/ui/", "GET / redirects to the user page"
+
+    # the user picker asks the server for the users whose id starts with what is typed
+    search = _by(driver, "user-search")[0]
+    search.send_keys("u2")
+    first = [u["id"] for u in httpx.get(f"{server}/users?q=u2&limit=20", timeout=30).json()]
+    assert first == [f"u{n}" for n in range(200, 220)]  # of the sample's u200..u299
+    _wait(driver, "the first 20 users starting u2", lambda: _options(driver) == first)
+    assert _by(driver, "user-note")[0].text.startswith("The first 20 matches")
+    search.send_keys("9")
     _wait(
         driver,
-        "the sample's users in the picker",
-        lambda: len(_by(driver, "user-select")[0].find_elements("tag name", "option")) > 100,
+        "the ten users starting u29",
+        lambda: _options(driver) == [f"u{n}" for n in range(290, 300)],
     )
+    assert _by(driver, "user-note")[0].text == "10 matches."
+    # the keyboard: down twice, Enter picks the second option
+    search.send_keys(Keys.ARROW_DOWN, Keys.ARROW_DOWN, Keys.ENTER)
+    _wait(driver, "u291 to be current", lambda: _by(driver, "current-user")[0].text == "u291")
+    _wait(driver, "u291's recommendations", lambda: len(_recs(driver)) == 10)
+    assert not _by(driver, "user-options")[0].is_displayed()
+    # the mouse: a click on an option picks it
+    _retype(search, "u00")
+    option = _wait(
+        driver,
+        "u007 among the options",
+        lambda: [o for o in _by(driver, "user-option") if o.get_attribute("data-user") == "u007"],
+    )[0]
+    option.click()
+    _wait(driver, "u007 to be current", lambda: _by(driver, "current-user")[0].text == "u007")
+    # "More like this" says what its scores are (here: the model's item similarity)
+    _wait(driver, "u007's recommendations", lambda: len(_recs(driver)) == 10)
+    _by(driver, "rec-similar", _by(driver, "rec")[0])[0].click()
+    basis = _wait(driver, "the similar items' basis", lambda: _by(driver, "similar-basis"))[0]
+    assert basis.get_attribute("data-source") == "model"
+    assert basis.text.startswith("item similarity of model version")
+    assert len(_by(driver, "similar-item")) == 5
+    # an id typed whole opens that user; an unknown one is refused in words
+    _retype(search, "nobody-here")
+    _by(driver, "user-open")[0].click()
+    _wait(driver, "the refusal", lambda: _by(driver, "error")[0].is_displayed())
+    assert _by(driver, "error")[0].text == "no user “nobody-here”; create it below"
+    assert _by(driver, "current-user")[0].text == "u007"
 
     # create a user: a newcomer gets popular items and the onboarding box
     _by(driver, "new-user-id")[0].send_keys("ui-tester")
@@ -180,7 +283,7 @@ def test_user_and_admin_pages_end_to_end(browser: Any, server: str) -> None:
     _wait(driver, "ten popular recommendations", lambda: len(_recs(driver)) == 10)
     assert {s.text for s in _by(driver, "rec-source")} == {"popular"}
     assert _by(driver, "onboarding")[0].is_displayed()
-    assert _by(driver, "user-select")[0].get_attribute("value") == "ui-tester"
+    assert _by(driver, "user-search")[0].get_attribute("value") == "ui-tester"
 
     # search an item and like it from the results
     _by(driver, "search-input")[0].send_keys("Kind of Blue")
@@ -324,6 +427,23 @@ def test_user_and_admin_pages_end_to_end(browser: Any, server: str) -> None:
     assert 0 < float(ndcg) <= 1, "the offline NDCG@10 of the version is shown"
     users = _wait(driver, "the stats", lambda: _by(driver, "stat-users"))[0]
     assert users.find_element("tag name", "dd").text.replace(",", "").isdigit()
+    # the caches' counters as labelled numbers, not raw JSON
+    stats = httpx.get(f"{server}/admin/stats", timeout=30).json()
+    assert set(stats["list_cache"]) == {"hits", "misses"}
+    for cache, labels in (
+        ("list_cache", ("Kept lists", "served again", "built")),
+        ("state_cache", ("Kept user histories", "from memory", "read from the database")),
+    ):
+        box = _by(driver, f"stat-{cache}")[0]
+        assert box.find_element("tag name", "dt").text == labels[0]
+        text = box.find_element("tag name", "dd").text
+        assert "{" not in text and '"' not in text, text
+        for part, label in zip(("hits", "misses"), labels[1:], strict=True):
+            shown = _by(driver, f"stat-{cache}-{part}", box)[0]
+            number, _, words = shown.text.partition(" ")
+            assert number.replace(",", "").isdigit() and words == label, shown.text
+    rate = _by(driver, "stat-state_cache-rate")[0].text  # the user page's lists read states
+    assert rate.endswith("% hit rate") and 0 <= float(rate.split("%")[0]) <= 100
 
     # an A/B experiment started from the page shows its report, and can be stopped
     _wait(driver, "no experiments yet", lambda: _by(driver, "experiments-empty")[0].is_displayed())
@@ -361,11 +481,8 @@ def test_the_api_key_typed_in_the_page_is_sent(tmp_path: Path, browser: Any) -> 
         TASTEBUD_MIN_EVENTS_TO_TRAIN="1000000",
     ) as base:
         driver.get(f"{base}/ui/")
-        _wait(
-            driver,
-            "the users (reads need no key)",
-            lambda: len(_by(driver, "user-select")[0].find_elements("tag name", "option")) > 100,
-        )
+        _by(driver, "user-search")[0].click()  # focus: the first users are offered
+        _wait(driver, "the users (reads need no key)", lambda: len(_options(driver)) == 20)
         _by(driver, "new-user-id")[0].send_keys("keyed")
         _by(driver, "create-user")[0].click()
         error = _by(driver, "error")[0]
@@ -396,3 +513,76 @@ def test_the_api_key_typed_in_the_page_is_sent(tmp_path: Path, browser: Any) -> 
         assert not _by(driver, "error")[0].is_displayed(), _by(driver, "error")[0].text
         refused = [e for e in _severe(driver) if "401" not in e["message"]]
         assert refused == [], f"errors besides the expected 401: {refused}"
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_api_docs_render_offline(tmp_path: Path, browser: Any) -> None:
+    """This machine reaches no CDN (nor anything else off it), so operations rendered by
+    Swagger UI and ReDoc prove their assets came from the app -- with keys guarding the API
+    -- and a call made from Swagger UI reaches the API through the page's policy."""
+    driver = browser
+    with _serve(
+        tmp_path,
+        with_model=False,
+        TASTEBUD_READ_KEY="r",
+        TASTEBUD_API_KEY="w",
+        TASTEBUD_MIN_EVENTS_TO_TRAIN="1000000",
+    ) as base:
+        operations = sum(
+            len(entry)
+            for entry in httpx.get(f"{base}/openapi.json", timeout=60).json()["paths"].values()
+        )
+        assert operations >= 25
+        # the UI's "API docs" link
+        driver.get(f"{base}/ui/")
+        driver.find_element("link text", "API docs").click()
+        _wait(driver, "the docs page", lambda: driver.current_url == f"{base}/docs")
+        blocks = _wait(
+            driver,
+            "Swagger UI's operations",
+            lambda: (
+                (found := driver.find_elements("css selector", ".opblock"))
+                and len(found) == operations
+                and found
+            ),
+            timeout=60,  # 1.5 MB of script to parse on a busy machine
+        )
+        paths = {b.find_element("css selector", ".opblock-summary-path").text for b in blocks}
+        assert {"/users/{user_id}/recommendations", "/items/{item_id}/similar"} <= paths
+        # try /health/ready from the page: open it, "Try it out", "Execute"
+        ready = next(
+            b
+            for b in blocks
+            if b.find_element("css selector", ".opblock-summary-path").text == "/health/ready"
+        )
+        ready.find_element("css selector", ".opblock-summary").click()
+        _wait(driver, "Try it out", lambda: ready.find_elements("css selector", ".try-out__btn"))
+        ready.find_element("css selector", ".try-out__btn").click()
+        _wait(driver, "Execute", lambda: ready.find_elements("css selector", ".execute"))
+        ready.find_element("css selector", ".execute").click()
+        status = _wait(
+            driver,
+            "the live answer",
+            lambda: ready.find_elements(
+                "css selector", ".live-responses-table tr.response td.response-col_status"
+            ),
+        )[0]
+        assert status.text.startswith("200")
+        problems = _severe(driver)
+        assert problems == [], f"Swagger UI logged errors: {problems}"
+
+        driver.get(f"{base}/redoc")
+        _wait(
+            driver,
+            "ReDoc's operations",
+            lambda: (
+                len(driver.find_elements("css selector", "[data-section-id^='operation/']"))
+                == operations
+            ),
+            timeout=60,
+        )
+        # ReDoc's bundle hard-codes its maker's logo from their CDN; the page's policy
+        # refuses it (the logo hides itself) -- nothing else may be missing
+        problems = [e for e in _severe(driver) if "cdn.redoc.ly" not in e["message"]]
+        assert problems == [], f"ReDoc logged errors: {problems}"

@@ -42,6 +42,7 @@ from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tastebud import __version__
 from tastebud.errors import InvalidInputError, TastebudError, UnknownIdError
 from tastebud.service.engine import Engine, Snapshot, UserState
 from tastebud.service.experiments import (
@@ -55,7 +56,7 @@ from tastebud.service.experiments import (
 from tastebud.service.pipeline import GENERATORS, Candidate, Filters, PipelineSettings
 from tastebud.service.settings import Settings
 from tastebud.service.storage import MissingIdsError, Storage
-from tastebud.service.ui import mount_ui
+from tastebud.service.ui import mount_docs, mount_ui
 
 log = logging.getLogger("tastebud.service")
 
@@ -217,13 +218,20 @@ class RecommendationList(BaseModel):
 class Similar(BaseModel):
     item: str
     title: str | None
-    score: float
+    score: float = Field(description="Higher is closer; the list's basis says what it is")
     rank: int
-    source: str
+    source: str = Field(description="model, content or popular: the list's source")
 
 
 class SimilarList(BaseModel):
     item: str
+    source: str = Field(
+        description="model: the serving model's item similarity; content: the catalogue's "
+        "metadata (titles, attributes), before the first model exists, for items the model "
+        "has not learned, or under a model without item similarities; popular: neither can "
+        "tell, popular items instead"
+    )
+    basis: str = Field(description="What the scores are, in words")
     items: list[Similar]
 
 
@@ -264,6 +272,15 @@ class StatsOut(BaseModel):
     state_cache: dict[str, int] = Field(
         description="User histories kept in memory / read from the database"
     )
+
+
+class ReadyOut(BaseModel):
+    status: str = Field(description="ready")
+    serving: str = Field(description="What lists come from now, in words")
+    model_version: int | None = Field(description="The serving version; null before the first")
+    model: str | None = Field(description="Its model (als, item-knn...); null before the first")
+    training: bool = Field(description="A retrain runs now")
+    pid: int = Field(description="The answering process")
 
 
 class ExperimentOut(BaseModel):
@@ -730,9 +747,11 @@ def create_app(
 
     app = _ServiceApp(
         title="tastebud",
-        version="0.1.0",
+        version=__version__,
         description="Recommendations over HTTP, learning from every event.",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's pages load Swagger UI and ReDoc from a CDN: mount_docs
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.storage = store
@@ -740,6 +759,7 @@ def create_app(
     app.state.exposures = exposures
     _install_error_handlers(app)
     mount_ui(app)  # the web UI: /ui/ for users, /ui/admin
+    mount_docs(app)  # /docs and /redoc, with their assets served from the package
 
     # -- keys ------------------------------------------------------------------------------
     def _key_check(*accepted: str | None) -> Callable[[str | None], Awaitable[None]]:
@@ -777,10 +797,16 @@ def create_app(
         """The process answers (``pid``: which one, with ``tastebud serve --workers N``)."""
         return {"status": "alive", "pid": os.getpid()}
 
-    @app.get("/health/ready", tags=["health"])
+    @app.get("/health/ready", tags=["health"], response_model=ReadyOut)
     def health_ready() -> JSONResponse:
-        """Started and the database answers; names the active model version this process
-        serves (``pid``: which process, with ``tastebud serve --workers N``)."""
+        """200 once started with the database answering -- whether a model is trained yet
+        or not, since lists are served either way -- and 503 before start-up finishes or
+        while the database does not answer. The body says what is served: ``model_version``
+        and ``model`` (``null`` until the first model is trained), ``training`` (a retrain
+        runs now), and ``serving`` in words -- "model version 3 (als)" once a model serves;
+        before that "popular items (no model yet; the first is training)", or why none was
+        trained ("popular items (no model yet: too few positive events to train ...)").
+        ``pid``: which process answered, with ``tastebud serve --workers N``."""
         if not ready.is_set():
             return _error(503, "starting", "the service is starting")
         try:
@@ -789,11 +815,21 @@ def create_app(
             log.warning("readiness: database unreachable: %s", err)
             return _error(503, "database_unavailable", "the database does not answer")
         version = engine.snapshot.version
+        training = engine.training
+        if version is not None:
+            serving = f"model version {version['id']} ({version['model']})"
+        elif training:
+            serving = "popular items (no model yet; the first is training)"
+        else:
+            why = engine.retrain_problem
+            serving = "popular items (no model yet" + (f": {why})" if why else ")")
         return JSONResponse(
             {
                 "status": "ready",
+                "serving": serving,
                 "model_version": None if version is None else version["id"],
-                "training": engine.training,
+                "model": None if version is None else version["model"],
+                "training": training,
                 "pid": os.getpid(),
             }
         )
@@ -817,10 +853,19 @@ def create_app(
 
     @app.get("/users", tags=["users"], dependencies=[read_key], response_model=list[UserOut])
     def list_users(
+        q: Annotated[
+            str | None,
+            Query(
+                max_length=256,
+                description="Only users whose id starts with this (case-sensitive): a "
+                "type-ahead search, one index range however many users there are",
+            ),
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
     ) -> list[dict[str, Any]]:
-        return store.list_users(limit=limit, offset=offset)
+        """Users ordered by id (code point order with ``q``), one page."""
+        return store.list_users(limit=limit, offset=offset, prefix=q or None)
 
     @app.delete(
         "/users/{user_id}", tags=["users"], dependencies=[write_key], response_model=Deleted
@@ -1171,32 +1216,29 @@ def create_app(
         response_model=SimilarList,
     )
     def similar(item_id: Id, k: Annotated[int | None, Query(ge=1)] = None) -> dict[str, Any]:
-        """Items most similar to one (popular items when the model cannot tell)."""
+        """Items most similar to one, from the best source that can tell (``source``, and
+        ``basis`` says what the scores are): the serving model's learned similarity; the
+        catalogue's metadata (titles, attributes; cosine of TF-IDF or attribute vectors)
+        for an item the model has not learned, before the first model exists, or under a
+        model without item similarities; popular items, labelled so and scored as a share
+        of the most popular one's events, only when neither can tell. Unavailable items are
+        left out."""
         k = _k(k)
         if store.get_item(item_id) is None:
             raise UnknownIdError(f"unknown item {item_id!r}")
-        snapshot = engine.snapshot
-        model = snapshot.model
-        source = "popular"
-        if model is not None and model.supports_similar_items and item_id in snapshot.index:
-            want = min(3 * k + 16, len(model.items_) - 1)
-            table = model.similar_items([item_id], k=max(want, 1))
-            pairs = [
-                (str(i), float(s)) for i, s in zip(table["similar"], table["score"], strict=True)
-            ]
-            source = "model"
-        else:
-            pairs = [(i, s) for i, s in engine.popular(3 * k + 16) if i != item_id]
-        items = engine.catalog.get(i for i, _ in pairs)
-        pairs = [(i, s) for i, s in pairs if i in items and items[i]["available"]][:k]
+        answer = engine.similar(item_id, 3 * k + 16)
+        items = engine.catalog.get(i for i, _ in answer.pairs)
+        pairs = [(i, s) for i, s in answer.pairs if i in items and items[i]["available"]][:k]
         return {
             "item": item_id,
+            "source": answer.source,
+            "basis": answer.basis,
             "items": [
                 {
                     "item": i,
                     "score": s,
                     "rank": r,
-                    "source": source,
+                    "source": answer.source,
                     "title": items[i].get("title"),
                 }
                 for r, (i, s) in enumerate(pairs, start=1)

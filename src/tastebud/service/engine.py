@@ -55,6 +55,13 @@ from tastebud.service.pipeline import (
     select,
 )
 from tastebud.service.settings import Settings
+from tastebud.service.similar import (
+    POPULAR_BASIS,
+    CatalogueContent,
+    SimilarAnswer,
+    item_feature_table,
+    popular_pairs,
+)
 from tastebud.service.storage import Storage
 
 log = logging.getLogger("tastebud.service")
@@ -125,29 +132,6 @@ class Snapshot:
         return cls(model, version, ids, {item: n for n, item in enumerate(ids)})
 
 
-def item_feature_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Catalogue rows as a feature table: ``item``, ``title`` and one column per attribute
-    (lists joined with ``|``, the multi-valued form content models read)."""
-
-    def flat(value: Any) -> Any:
-        if isinstance(value, list):
-            return "|".join(str(v) for v in value)
-        if isinstance(value, dict):
-            return None  # nested objects are not features
-        return value
-
-    records = [
-        {
-            **{str(k): flat(v) for k, v in (row.get("attributes") or {}).items()},
-            "item": row["id"],
-            "title": row.get("title"),
-        }
-        for row in rows
-    ]
-    table = pd.DataFrame.from_records(records) if records else pd.DataFrame({"item": []})
-    return table.dropna(axis=1, how="all").infer_objects()
-
-
 class Engine:
     """Owns the active snapshot, live popularity, and retraining."""
 
@@ -155,8 +139,12 @@ class Engine:
         self.settings = settings
         self.storage = storage
         self.catalog = Catalog(storage, settings.pipeline)
+        #: item similarities from the catalogue's metadata, for items no model can compare
+        self.content = CatalogueContent(storage)
         self.snapshot = Snapshot.of(None, None)  # replaced whole, never mutated
         self._train_lock = threading.Lock()
+        #: why the last retrain of this process made no version (None: it did, or none ran)
+        self.retrain_problem: str | None = None
         self._counts_lock = threading.Lock()
         self._positive_counts: Counter[str] = Counter()
         self._counted_seq = 0  # events with seq <= this are in _positive_counts
@@ -418,6 +406,25 @@ class Engine:
             return ranked[:n]
         return list(itertools.islice((p for p in ranked if p[0] not in skip), n))
 
+    def similar(self, item_id: str, n: int) -> SimilarAnswer:
+        """Up to ``n`` items similar to ``item_id`` (module :mod:`tastebud.service.similar`):
+        by the serving model when it can compare the item, else by the catalogue's metadata,
+        else popular items labelled as such. Unavailable items are not yet left out."""
+        snapshot = self.snapshot
+        model = snapshot.model
+        if model is not None and model.supports_similar_items and item_id in snapshot.index:
+            table = model.similar_items([item_id], k=max(1, min(n, len(model.items_) - 1)))
+            version = snapshot.version or {}
+            pairs = [
+                (str(i), float(s)) for i, s in zip(table["similar"], table["score"], strict=True)
+            ]
+            basis = f"item similarity of model version {version.get('id')} ({version.get('model')})"
+            return SimilarAnswer("model", basis, pairs)
+        content = self.content.similar(item_id, n)
+        if content is not None and content[1]:
+            return SimilarAnswer("content", content[0], content[1])
+        return SimilarAnswer("popular", POPULAR_BASIS, popular_pairs(self.popular, item_id, n))
+
     def _learn_demographics(self, frame: pd.DataFrame) -> None:
         users = self._all_rows(self.storage.list_users)
         attributes = {str(u["id"]): u["attributes"] or {} for u in users}
@@ -480,7 +487,18 @@ class Engine:
             return None
         try:
             with _FileLock(Path(self.settings.model_dir) / ".retrain.lock", wait) as locked:
-                return self._retrain() if locked else None
+                if not locked:
+                    return None
+                try:
+                    version = self._retrain()
+                except TastebudError as err:
+                    self.retrain_problem = str(err)
+                    raise
+                except Exception:
+                    self.retrain_problem = "the last retrain failed (see the server log)"
+                    raise
+                self.retrain_problem = None
+                return version
         finally:
             self._train_lock.release()
 

@@ -252,12 +252,21 @@ def _migration_4(conn: Connection) -> None:
     DELETIONS.create(conn, checkfirst=True)
 
 
+def _migration_5(conn: Connection) -> None:
+    """Version 5: on PostgreSQL, an index of user ids in code point order (``COLLATE "C"``),
+    which prefix searches of users read (:meth:`Storage.list_users`); SQLite's primary key
+    index is in that order already."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text('CREATE INDEX IF NOT EXISTS ix_users_id_c ON users (id COLLATE "C")'))
+
+
 #: Ordered migrations: ``MIGRATIONS[v]`` turns a version ``v - 1`` database into version ``v``.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _migration_1,
     2: _migration_2,
     3: _migration_3,
     4: _migration_4,
+    5: _migration_5,
 }
 #: The schema version this code writes and reads.
 SCHEMA_VERSION = max(MIGRATIONS)
@@ -370,6 +379,19 @@ def _check_limit(limit: int | None, offset: int = 0) -> None:
         raise InvalidInputError(f"limit must be a non-negative integer, got {limit!r}")
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise InvalidInputError(f"offset must be a non-negative integer, got {offset!r}")
+
+
+def _prefix_end(prefix: str) -> str | None:
+    """The least string above every string that starts with ``prefix``, in code point order
+    (its last character that can grow, grown by one; ``None`` when none can)."""
+    chars = list(prefix)
+    while chars:
+        code = ord(chars.pop()) + 1
+        if code == 0xD800:  # surrogates are not characters: UTF-8 cannot hold them
+            code = 0xE000
+        if code <= 0x10FFFF:
+            return "".join(chars) + chr(code)
+    return None
 
 
 def _like_pattern(text: str) -> str:
@@ -759,10 +781,30 @@ class Storage:
 
         return self._write(run)
 
-    def list_users(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
-        """Users ordered by id, one page."""
+    def list_users(
+        self, limit: int = 100, offset: int = 0, prefix: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Users ordered by id, one page; ``prefix`` keeps those whose id starts with it
+        (case-sensitive, ordered by code point).
+
+        A prefix is a range of the id index -- ``prefix <= id < the next string after every
+        id starting with it`` -- so a type-ahead search costs an index seek and ``limit``
+        rows however many users there are: SQLite compares text by code point already, and
+        PostgreSQL compares ``id COLLATE "C"`` under its own index (migration 5), since its
+        database collation may not keep the ids of a prefix together."""
         _check_limit(limit, offset)
-        stmt = sa.select(USERS).order_by(USERS.c.id).limit(limit).offset(offset)
+        if not prefix:
+            stmt = sa.select(USERS).order_by(USERS.c.id).limit(limit).offset(offset)
+            return self._read(lambda conn: _rows(conn.execute(stmt)))
+        start = _check_id(prefix, "prefix")
+        key: sa.ColumnElement[str] = USERS.c.id
+        if self.backend == "postgresql":
+            key = sa.collate(USERS.c.id, "C")
+        stmt = sa.select(USERS).where(key >= start)
+        stop = _prefix_end(start)
+        if stop is not None:
+            stmt = stmt.where(key < stop)
+        stmt = stmt.order_by(key).limit(limit).offset(offset)
         return self._read(lambda conn: _rows(conn.execute(stmt)))
 
     def count_users(self) -> int:

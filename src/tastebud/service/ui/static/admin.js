@@ -44,7 +44,49 @@ const STAT_LABELS = {
   training: "Training now",
   experiment: "Running experiment",
   exploration: "Exploration",
+  list_cache: "Kept lists",
+  state_cache: "Kept user histories",
 };
+
+/** The parts of a counter group, in words: {hits, misses} of the caches. */
+const PART_LABELS = {
+  list_cache: { hits: "served again", misses: "built" },
+  state_cache: { hits: "from memory", misses: "read from the database" },
+};
+
+/** A group of counters ({"hits": 12, "misses": 3}) as labelled numbers, with the hit rate
+ * where there are hits and misses. */
+function counterGroup(key, group) {
+  const labels = PART_LABELS[key] || {};
+  const parts = Object.entries(group).map(([name, value]) =>
+    el(
+      "span",
+      { class: "part", testid: `stat-${key}-${name}` },
+      el("span", { class: "part-value" }, valueText(value)),
+      " ",
+      el("span", { class: "part-label" }, labels[name] || name),
+    ),
+  );
+  const { hits, misses } = group;
+  const total = typeof hits === "number" && typeof misses === "number" ? hits + misses : 0;
+  const rate = total
+    ? el(
+        "span",
+        { class: "part rate", testid: `stat-${key}-rate` },
+        `${fmtNumber((100 * hits) / total, 1)}% hit rate`,
+      )
+    : null;
+  return [parts.flatMap((part, n) => (n ? [" · ", part] : [part])), rate ? [" · ", rate] : []];
+}
+
+function isCounterGroup(value) {
+  return (
+    value !== null &&
+    typeof value === "object" &&
+    !Array.isArray(value) &&
+    Object.values(value).every((v) => typeof v === "number")
+  );
+}
 
 async function loadStats() {
   const stats = await api("GET", "admin/stats");
@@ -54,14 +96,15 @@ async function loadStats() {
   ];
   fill(
     "stats-list",
-    keys.map((k) =>
-      el(
+    keys.map((k) => {
+      const group = isCounterGroup(stats[k]);
+      return el(
         "div",
-        { class: "stat", testid: `stat-${k}` },
+        { class: group ? "stat group" : "stat", testid: `stat-${k}` },
         el("dt", {}, STAT_LABELS[k] || k),
-        el("dd", {}, valueText(stats[k])),
-      ),
-    ),
+        el("dd", {}, group ? counterGroup(k, stats[k]) : valueText(stats[k])),
+      );
+    }),
   );
 }
 

@@ -39,25 +39,138 @@ function titleOf(id) {
   return state.titles.get(String(id)) || String(id);
 }
 
-// -- users -----------------------------------------------------------------------------------
-async function loadUsers() {
-  const users = await api("GET", "users", { query: { limit: 1000 } });
-  const select = $("user-select");
-  const ids = users.map((u) => String(u.id));
-  if (state.user && !ids.includes(state.user)) ids.unshift(state.user);
-  fill(
-    select,
-    el("option", { value: "" }, "— pick a user —"),
-    ids.map((id) => el("option", { value: id }, id)),
+// -- users: a type-ahead picker over GET /users?q=<prefix> ----------------------------------
+// The server searches (an index range of the ids), so the page never holds the user list:
+// it stays as quick with a million users as with ten.
+const PICKER_LIMIT = 20;
+const picker = {
+  ids: [], // the options shown, in order
+  active: -1, // the option under the keyboard, -1: none
+  generation: 0, // bumped on every search: late answers for older text are dropped
+  timer: null,
+};
+
+function scheduleUserSearch() {
+  clearTimeout(picker.timer);
+  picker.timer = setTimeout(() => guarded("users", searchUsers), 150);
+}
+
+async function searchUsers() {
+  const input = $("user-search");
+  const query = input.value.trim();
+  const generation = ++picker.generation;
+  const users = await api("GET", "users", { query: { q: query, limit: PICKER_LIMIT } });
+  if (generation !== picker.generation) return;
+  renderUserOptions(
+    (Array.isArray(users) ? users : []).map((u) => String(u.id)),
+    query,
   );
-  select.value = state.user || "";
+}
+
+function renderUserOptions(ids, query) {
+  picker.ids = ids;
+  picker.active = -1;
+  fill(
+    "user-options",
+    ids.map((id, n) =>
+      el(
+        "li",
+        {
+          id: `user-option-${n}`,
+          role: "option",
+          "aria-selected": "false",
+          testid: "user-option",
+          "data-user": id,
+          // keep the focus in the box: the click below picks, blur would close first
+          onmousedown: (event) => event.preventDefault(),
+          onclick: () => chooseUser(id),
+        },
+        id,
+      ),
+    ),
+  );
+  let note;
+  if (ids.length === 0) note = query ? `No user id starts with “${query}”.` : "No users yet.";
+  else if (ids.length === PICKER_LIMIT) note = `The first ${PICKER_LIMIT} matches; type more to narrow them.`;
+  else note = `${ids.length} match${ids.length === 1 ? "" : "es"}.`;
+  $("user-note").textContent = note;
+  setOptionsOpen(ids.length > 0 && document.activeElement === $("user-search"));
+}
+
+function setOptionsOpen(open) {
+  $("user-options").hidden = !open;
+  $("user-search").setAttribute("aria-expanded", String(open));
+  if (!open) setActiveOption(-1);
+}
+
+function setActiveOption(n) {
+  picker.active = n;
+  const input = $("user-search");
+  $("user-options")
+    .querySelectorAll("[role=option]")
+    .forEach((option, k) => {
+      option.setAttribute("aria-selected", String(k === n));
+      option.classList.toggle("active", k === n);
+      if (k === n) option.scrollIntoView({ block: "nearest" });
+    });
+  if (n >= 0) input.setAttribute("aria-activedescendant", `user-option-${n}`);
+  else input.removeAttribute("aria-activedescendant");
+}
+
+function onPickerKey(event) {
+  const open = !$("user-options").hidden;
+  const count = picker.ids.length;
+  if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+    event.preventDefault();
+    if (!count) return;
+    if (!open) setOptionsOpen(true);
+    const step = event.key === "ArrowDown" ? 1 : -1;
+    const from = picker.active < 0 && step < 0 ? count : picker.active;
+    setActiveOption((from + step + count) % count);
+  } else if (event.key === "Enter" && open && picker.active >= 0) {
+    event.preventDefault();
+    chooseUser(picker.ids[picker.active]);
+  } else if (event.key === "Escape" && open) {
+    event.preventDefault();
+    setOptionsOpen(false);
+  }
+}
+
+/** Forget searches still to come or on their way (a user was chosen meanwhile). */
+function cancelUserSearch() {
+  clearTimeout(picker.timer);
+  picker.generation += 1;
+}
+
+function chooseUser(id) {
+  cancelUserSearch();
+  $("user-search").value = id;
+  setOptionsOpen(false);
+  selectUser(id);
+}
+
+/** "Open" (or Enter) with a typed id: that user, if there is one. */
+async function openTypedUser() {
+  const id = $("user-search").value.trim();
+  if (!id) return;
+  cancelUserSearch();
+  setOptionsOpen(false);
+  if (!picker.ids.includes(id)) {
+    // an id is the first of the ids it starts, so one row says whether it exists (and a
+    // search, unlike GET users/{id}, answers 200 either way: no error in the console)
+    const first = await api("GET", "users", { query: { q: id, limit: 1 } });
+    if (!Array.isArray(first) || !first.length || String(first[0].id) !== id) {
+      showError(`no user “${id}”; create it below`);
+      return;
+    }
+  }
+  await selectUser(id);
 }
 
 async function createUser(id) {
   await api("PUT", `users/${seg(id)}`);
   say(`created user ${id}`);
   await selectUser(id);
-  await loadUsers();
 }
 
 async function selectUser(id) {
@@ -73,7 +186,8 @@ async function selectUser(id) {
     // no storage: the choice lasts for this page only
   }
   $("current-user").textContent = id || "none";
-  $("user-select").value = id || "";
+  $("user-search").value = id || "";
+  $("user-note").textContent = "";
   $("refresh-recs").disabled = !id;
   fill("similar");
   $("similar").hidden = true;
@@ -206,6 +320,14 @@ async function showSimilar(itemId, title) {
   fill(
     box,
     el("h3", {}, `More like ${title}`, " ", close),
+    // what the scores are: a learned similarity, the items' metadata, or popularity
+    answer.basis
+      ? el(
+          "p",
+          { class: "muted small basis", testid: "similar-basis", "data-source": answer.source },
+          String(answer.basis),
+        )
+      : null,
     items.length
       ? el(
           "ul",
@@ -403,12 +525,22 @@ function renderEvents(events) {
 // -- start -----------------------------------------------------------------------------------
 function start() {
   setupKeyForm(() => {
-    guarded("users", loadUsers);
+    picker.ids = [];
     if (state.user) refreshUser();
   });
-  $("user-select").addEventListener("change", (event) => selectUser(event.target.value));
-  $("pick-form").addEventListener("submit", (event) => event.preventDefault());
-  $("reload-users").addEventListener("click", () => guarded("users", loadUsers));
+  const userSearch = $("user-search");
+  userSearch.addEventListener("input", scheduleUserSearch);
+  userSearch.addEventListener("focus", () => {
+    if (picker.ids.length) setOptionsOpen(true);
+    scheduleUserSearch();
+  });
+  userSearch.addEventListener("blur", () => setOptionsOpen(false));
+  userSearch.addEventListener("keydown", onPickerKey);
+  $("pick-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    clearError();
+    guarded("open user", openTypedUser);
+  });
   $("create-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const id = $("new-user-id").value.trim();
@@ -449,10 +581,7 @@ function start() {
       initial = null;
     }
   }
-  state.user = initial || null;
-  guarded("users", loadUsers).then(() => {
-    if (initial) selectUser(initial);
-  });
+  if (initial) selectUser(initial);
 }
 
 start();
