@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.service.test_app import ids, make_settings, ok, recs, serve
+from tests.service.test_app import make_settings
 
+from serving import ids, served_app
 from tastebud.ann import faiss_or_none
 
 pytestmark = pytest.mark.neural
@@ -33,18 +34,16 @@ def test_sasrec_served_answers_from_the_order_of_the_likes(tmp_path: Path) -> No
             for step in range(length)
         ]
     settings = make_settings(tmp_path, model="sasrec", model_params=SMALL, min_events_to_train=10)
-    with serve(settings) as client:
+    with served_app(settings) as (client, _):
         for item in range(30):
-            ok(client.put(f"/items/c{item}", json={"title": f"step {item}"}))
+            client.put_item(f"c{item}", title=f"step {item}")
         for start in range(0, len(events), 500):
-            ok(client.post("/events/batch", json={"events": events[start : start + 500]}), 201)
-        answer = ok(client.post("/admin/retrain", params={"wait": "true"}))
-        assert answer["status"] == "done"
+            client.add_events(events[start : start + 500])
+        assert client.retrain(wait=True).status == "done"
         for user, likes, following in (("x", ["c13", "c4"], "c5"), ("y", ["c4", "c13"], "c14")):
             for step, item in enumerate(likes):
-                event = {"user_id": user, "item_id": item, "type": "like", "ts": 1e6 + step}
-                ok(client.post("/events", json=event), 201)
-            assert ids(recs(client, user, k=1, generators="model")) == [following]
+                client.add_event(user, item, "like", ts=1e6 + step)
+            assert ids(client.recommend(user, k=1, generators=["model"])) == [following]
 
 
 @pytest.mark.skipif(faiss_or_none() is None, reason="faiss is not installed")
@@ -65,13 +64,14 @@ def test_a_two_tower_model_with_an_ann_index_serves_from_the_index(
     ]
     params = {"factors": 16, "layers": [32], "epochs": 15, "patience": 0, "index": "ann"}
     settings = make_settings(tmp_path, model="two-tower", model_params=params)
-    with serve(settings) as client:
+    with served_app(settings) as (client, app):
         for side in "ab":
             for i in range(15):
-                ok(client.put(f"/items/{side}{i}", json={"title": f"{side}{i}"}))
-        ok(client.post("/events/batch", json={"events": events}), 201)
-        assert ok(client.post("/admin/retrain", params={"wait": "true"}))["status"] == "done"
-        model = client.app.state.engine.snapshot.model
+                client.put_item(f"{side}{i}", title=f"{side}{i}")
+        client.add_events(events)
+        assert client.retrain(wait=True).status == "done"
+        engine = app.state.engine
+        model = engine.snapshot.model
         assert model.vector_index().backend == "faiss"
         whole = model._score_sequences
 
@@ -79,18 +79,17 @@ def test_a_two_tower_model_with_an_ann_index_serves_from_the_index(
             raise AssertionError("the whole catalogue was scored")
 
         monkeypatch.setattr(TwoTower, "_score_sequences", refused)
-        ok(client.post("/events", json={"user_id": "new", "item_id": "a3", "type": "like"}), 201)
-        ok(client.post("/events", json={"user_id": "new", "item_id": "a7", "type": "like"}), 201)
-        served = recs(client, "new", k=5, explain="true")
+        client.add_event("new", "a3", "like")
+        client.add_event("new", "a7", "like")
+        served = client.recommend("new", k=5, explain=True)
         assert not {"a3", "a7"} & set(ids(served))
 
         monkeypatch.setattr(TwoTower, "_score_sequences", whole)
         model.__dict__["_retriever"] = lambda *args: None  # the same model, every item scored
-        engine = client.app.state.engine
         engine.settings = engine.settings.model_copy(update={"list_cache_s": 0.0})
-        everything = recs(client, "new", k=5)
+        everything = client.recommend("new", k=5)
         del model.__dict__["_retriever"]
         assert ids(served) == ids(everything)
-        assert [r["score"] for r in served["items"]] == pytest.approx(
-            [r["score"] for r in everything["items"]], rel=1e-4
+        assert [r.score for r in served.items] == pytest.approx(
+            [r.score for r in everything.items], rel=1e-4
         )

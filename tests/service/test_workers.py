@@ -7,18 +7,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from serving import sample_server
+from tastebud.client import Client
 
 pytestmark = pytest.mark.slow
 
 
-def _fresh(base: str, path: str) -> httpx.Response:
-    """One request on a new connection: the listening socket hands it to either worker."""
-    with httpx.Client(base_url=base, timeout=10) as client:
-        return client.get(path)
+def fresh(base: str) -> Client:
+    """A client with its own connection: the listening socket hands it to either worker."""
+    return Client(base, retries=0)
 
 
 def _both_workers(base: str) -> set[int]:
@@ -26,8 +25,9 @@ def _both_workers(base: str) -> set[int]:
     deadline = time.monotonic() + 60
     seen: dict[int, int | None] = {}
     while time.monotonic() < deadline:
-        ready = _fresh(base, "/health/ready").json()
-        seen[ready["pid"]] = ready["model_version"]
+        with fresh(base) as client:
+            ready = client.ready()
+        seen[ready.pid] = ready.model_version
         versions = set(seen.values())
         if len(seen) >= 2 and len(versions) == 1 and None not in versions:
             return set(seen)
@@ -40,27 +40,23 @@ def test_an_event_through_one_worker_shows_in_both_within_a_second(tmp_path: Pat
         pids = _both_workers(base)
         assert len(pids) == 2
         user = "u001"
-        url = f"/users/{user}/recommendations?k=5"
         answered_by: set[int] = set()
         # warm both workers' kept states and lists for the user
         for _ in range(20):
-            assert _fresh(base, url).status_code == 200
-        top = _fresh(base, url).json()["items"][0]["item"]
-
-        with httpx.Client(base_url=base, timeout=10) as client:
-            stored = client.post(
-                "/events", json={"user_id": user, "item_id": top, "type": "dislike"}
-            )
-        assert stored.status_code == 201
+            with fresh(base) as client:
+                client.recommend(user, k=5)
+        with fresh(base) as client:
+            top = client.recommend(user, k=5).items[0].item
+            client.add_event(user, top, "dislike")
         acknowledged = time.monotonic()
 
         # every answer from then on, from either process, leaves the disliked item out
         # once a second has passed; the last one that still showed it came before that
         last_stale = None
         while time.monotonic() - acknowledged < 2.0:
-            with httpx.Client(base_url=base, timeout=10) as client:
-                pid = client.get("/health/live").json()["pid"]
-                items = [row["item"] for row in client.get(url).json()["items"]]
+            with fresh(base) as client:
+                pid = client.live()["pid"]
+                items = [row.item for row in client.recommend(user, k=5).items]
             answered_by.add(pid)
             if top in items:
                 last_stale = time.monotonic() - acknowledged
