@@ -434,6 +434,8 @@ class FeatureMF(Recommender):
     random_state:
         Seed of the initialisation, the shuffling and the negative sampling.
 
+    Notes
+    -----
     Users and items without training interactions are scored from their attribute features;
     users without any feature (no interactions, no attributes) and unknown users get the
     popularity fallback.

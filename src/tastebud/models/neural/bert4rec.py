@@ -29,14 +29,14 @@ from tastebud.models.registry import register
 class BERT4Rec(SASRec):
     """Bidirectional self-attention trained by masked item prediction (module docstring).
 
+    The parameters not listed here are :class:`~tastebud.models.neural.sasrec.SASRec`'s.
+
     Parameters
     ----------
     mask_prob:
         Share of the items of a training sequence hidden behind the mask token.
     epochs, patience:
         As SASRec's, with longer defaults (120 and 15): masked prediction learns slowly.
-
-    The other parameters are :class:`~tastebud.models.neural.sasrec.SASRec`'s.
     """
 
     causal: ClassVar[bool] = False
