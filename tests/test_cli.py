@@ -253,6 +253,9 @@ EVALUATE = ["evaluate", "--dataset", "sample", "-m", "popularity"]
         (["recommend", ".", "--users-file", "nowhere.txt"], "--users-file"),
         (["serve", "--port", "70000"], "--port"),
         (["experiments", "report", "x", "--alpha", "1.5"], "--alpha"),
+        (["tune", "--dataset", "sample", "-m", "ease", "--trials", "0"], "--trials"),
+        (["tune", "--dataset", "sample", "-m", "ease", "--sampler", "grid"], "--sampler"),
+        ([*EVALUATE, "--track", "wandb"], "--track"),
     ],
 )
 def test_errors_name_the_flag_the_user_typed(capsys, tmp_path, monkeypatch, args, flag):
@@ -338,3 +341,27 @@ def test_demo_names_the_models_it_leaves_out_and_how_to_add_them(monkeypatch):
         Exception, match=r"--model sasrec needs an extra: pip install 'tastebud\[neural\]'"
     ):
         _demo_models(["sasrec"])
+
+
+def test_tune_prints_a_fit_command_that_fits_the_best_setting(capsys, tmp_path, monkeypatch):
+    import shlex
+
+    from tastebud.models import load
+
+    monkeypatch.chdir(tmp_path)
+    code, text, err = _main(
+        capsys, "tune", "--dataset", "sample", "-m", "item-knn", "--trials", "4", "--binarize",
+        "4", "-p", "similarity=jaccard", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    result = json.loads(text)
+    words = shlex.split(result["fit_command"])
+    assert words[:2] == ["tastebud", "fit"] and "--binarize" in words
+    code, _, err = _main(capsys, *words[1:])  # pasted as it is printed
+    assert code == 0, err
+    fitted = load(tmp_path / "model").get_params()
+    for name, value in result["best_params"].items():
+        assert fitted[name] == value, name
+    assert fitted["similarity"] == "jaccard"
+    code, text, _ = _main(capsys, "tune", "--dataset", "sample", "-m", "item-knn", "--trials", "2")
+    assert code == 0 and "fit it: tastebud fit --model item-knn" in text

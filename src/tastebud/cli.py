@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import shlex
 import sys
 import warnings
 from dataclasses import dataclass
@@ -142,6 +143,19 @@ class _Reading:
             columns[role] = name
         return cls(columns, sep, encoding, header, on_bad_rows)
 
+    def flags(self) -> list[str]:
+        """The command-line flags that give this way of reading (non-defaults only)."""
+        words = [w for role, name in self.columns.items() if name for w in ("-c", f"{role}={name}")]
+        if self.sep is not None:
+            words += ["--sep", self.sep]
+        if self.encoding != "utf-8":
+            words += ["--encoding", self.encoding]
+        if self.header is not None:
+            words.append("--header" if self.header else "--no-header")
+        if self.on_bad_rows != "raise":
+            words += ["--on-bad-rows", self.on_bad_rows]
+        return words
+
     def read(self, path: Path) -> Dataset:
         return read_interactions(
             path,
@@ -246,6 +260,29 @@ BinarizeOpt = Annotated[
     typer.Option(metavar="RATING", help="train on ratings >= this as implicit positives"),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON only")]
+TrackOpt = Annotated[
+    Literal["mlflow"] | None,
+    typer.Option(help="log the run to a tracker (pip install 'tastebud[tracking]')"),
+]
+TrackUriOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="URI",
+        help="tracking store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)",
+    ),
+]
+ExperimentOpt = Annotated[
+    str, typer.Option(metavar="NAME", help="the tracker's experiment to log into")
+]
+
+
+def _check_tracking(track: str | None) -> None:
+    """Before any fitting: a missing tracker package is a one-line error now, not after an
+    hour of work."""
+    if track is not None:
+        from tastebud.tracking import check_tracker
+
+        check_tracker(track)
 
 
 # -- commands ------------------------------------------------------------------------------------
@@ -390,6 +427,9 @@ def evaluate(
     report: Annotated[
         Path | None, typer.Option(metavar="FOLDER", help="write a report folder")
     ] = None,
+    track: TrackOpt = None,
+    track_uri: TrackUriOpt = None,
+    experiment: ExperimentOpt = "tastebud",
     column: ColumnsOpt = None,
     sep: SepOpt = None,
     encoding: EncodingOpt = "utf-8",
@@ -404,6 +444,7 @@ def evaluate(
     reading = _Reading.from_options(column, sep, encoding, header, on_bad_rows)
     models = _parse_models(model, param or [])
     _check_metrics(metric or [])
+    _check_tracking(track)
     if train is not None or test is not None:
         if train is None or test is None or dataset is not None or data is not None:
             raise InvalidInputError("--train and --test go together, without --dataset/--data")
@@ -434,10 +475,22 @@ def evaluate(
         fairness_by=fairness_by,
         progress=None if not as_json else False,
     )
+    title = f"tastebud evaluation: {the_split.name}"
     if report is not None:
         from tastebud.report import write_report
 
-        write_report(results, report, title=f"tastebud evaluation: {the_split.name}")
+        write_report(results, report, title=title)
+    if track is not None:
+        from tastebud.tracking import log_evaluation
+
+        log_evaluation(
+            results,
+            models=models,
+            report_dir=report,
+            title=title,
+            tracking_uri=track_uri,
+            experiment=experiment,
+        )
     if as_json:
         payload = {
             "protocol": results.attrs["protocol"],
@@ -491,41 +544,65 @@ def fit(
 
 @app.command()
 def tune(
-    model: Annotated[str, typer.Option("--model", "-m", help="model name")],
+    model: Annotated[str, _listing_option("model", "--model", "-m", help="model to tune")],
     dataset: Annotated[
-        str | None, typer.Option(help="named data set (a validation part is carved from it)")
+        str | None,
+        typer.Option(metavar="NAME", help="named data set (a validation part is carved from it)"),
     ] = None,
-    data: Annotated[Path | None, typer.Option(help="training interactions file")] = None,
-    trials: Annotated[int, typer.Option(help="number of settings to try")] = 20,
-    metric: Annotated[str, typer.Option(help="ndcg, recall, map... or rmse/mae")] = "ndcg",
-    k: Annotated[int, typer.Option(help="list length")] = 10,
+    data: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="training interactions file")
+    ] = None,
+    trials: Annotated[int, typer.Option(min=1, metavar="N", help="settings to try")] = 20,
+    metric: Annotated[
+        str, typer.Option(metavar="NAME", help="ndcg, recall, map... or rmse/mae")
+    ] = "ndcg",
+    k: KOpt = 10,
     relevance_threshold: Annotated[
-        float | None, typer.Option(help="validation ratings >= this are relevant")
+        float | None,
+        typer.Option(metavar="RATING", help="validation ratings >= this are relevant"),
     ] = None,
-    binarize: Annotated[
-        float | None, typer.Option(help="train on ratings >= this as implicit positives")
-    ] = None,
+    binarize: BinarizeOpt = None,
     param: Annotated[
-        list[str] | None, typer.Option("--param", "-p", help="fixed key=value")
+        list[str] | None,
+        typer.Option("--param", "-p", metavar="KEY=VALUE", help="a parameter held fixed"),
     ] = None,
-    seed: Annotated[int, typer.Option(help="seed of the validation split and the search")] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(min=0, metavar="SEED", help="seed of the validation split and the search"),
+    ] = 0,
+    sampler: Annotated[
+        Literal["tpe", "random"],
+        typer.Option(help="how settings are chosen: Optuna's TPE, or random search"),
+    ] = "tpe",
+    prune: Annotated[
+        bool, typer.Option(help="stop a trial early when its running score is hopeless")
+    ] = True,
+    timeout: Annotated[
+        float | None,
+        typer.Option(min=0, metavar="SECONDS", help="start no new trial after this long"),
+    ] = None,
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="fit the best setting and save it here")
+        Path | None,
+        typer.Option("--out", metavar="FOLDER", help="fit the best setting and save it here"),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON only")] = False,
+    as_json: JsonOpt = False,
+    track: TrackOpt = None,
+    track_uri: TrackUriOpt = None,
+    experiment: ExperimentOpt = "tastebud",
     column: ColumnsOpt = None,
     sep: SepOpt = None,
     encoding: EncodingOpt = "utf-8",
     header: HeaderOpt = None,
     on_bad_rows: BadRowsOpt = "raise",
 ) -> None:
-    """Search hyper-parameters on a validation split carved from the training data only."""
+    """Search hyper-parameters (Optuna) on a validation split carved from the training data
+    only; prints the best setting as a command that fits it."""
     from tastebud.models.registry import parse_params
     from tastebud.tuning import tune as run_tune
 
+    _check_tracking(track)
     reading = _Reading.from_options(column, sep, encoding, header, on_bad_rows)
-    ds = reading.load(dataset, data)
-    ds = _binarized(ds, binarize)
+    ds = _binarized(reading.load(dataset, data), binarize)
     fixed = parse_params(model, dict(_split_pair(p) for p in param or []))
     result = run_tune(
         model,
@@ -536,28 +613,75 @@ def tune(
         relevance_threshold=relevance_threshold,
         fixed=fixed,
         seed=seed,
+        sampler=sampler,
+        pruning=prune,
+        timeout=timeout,
         progress=None if not as_json else False,
     )
     if out_dir is not None:
         result.best_model().fit(ds).save(out_dir)
+    if track is not None:
+        from tastebud.tracking import log_tuning
+
+        log_tuning(result, tracking_uri=track_uri, experiment=experiment)
+    fit_line = _fit_command(result.model, result.best_params, dataset, data, binarize, reading)
     if as_json:
         payload = {
             "model": result.model,
             "metric": result.metric,
             "best_params": result.best_params,
             "best_score": result.best_score,
+            "fit_command": fit_line,
+            "protocol": result.protocol,
             "trials": result.trials.to_dict(orient="records"),
         }
         sys.stdout.write(to_json(payload) + "\n")
         return
-    table = Table(*[str(c) for c in result.trials.columns], box=None)
-    for row in result.trials.head(10).itertuples(index=False):
-        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
-    Console(width=max(out.width, 120)).print(table)
-    best = f"best {result.metric}: {result.best_score:.4f} with {result.best_params}"
-    out.print(best)
+    _print_trials(result.trials)
+    pruned = f", {result.n_pruned} of {len(result.trials)} trials pruned" if result.n_pruned else ""
+    out.print(f"best {result.metric} on validation: {result.best_score:.4f}{pruned}")
+    out.print(f"fit it: {fit_line}")
     if out_dir is not None:
         out.print(f"fitted the best setting on all of {ds.name}; saved to {out_dir}")
+
+
+def _print_trials(trials: pd.DataFrame, rows: int = 10) -> None:
+    table = Table(*[str(c) for c in trials.columns], box=None)
+    for row in trials.head(rows).itertuples(index=False):
+        table.add_row(*[_cell(v) for v in row])
+    Console(width=max(out.width, 160), markup=False, highlight=False).print(table)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "-" if value != value else f"{value:.4g}"  # NaN: a default of None, or pruned
+    return str(value)
+
+
+def _fit_command(
+    model: str,
+    params: dict[str, Any],
+    dataset: str | None,
+    data: Path | None,
+    binarize: float | None,
+    reading: _Reading,
+) -> str:
+    """``tastebud fit ...`` that fits ``model`` with ``params`` on the data tune read: a line
+    to copy and paste (values exact, so the fit is the one that scored)."""
+
+    def text(value: Any) -> str:
+        if isinstance(value, tuple | list):
+            return "|".join(text(v) for v in value)
+        return "none" if value is None else repr(value) if isinstance(value, float) else str(value)
+
+    spec = model + (":" + ",".join(f"{k}={text(v)}" for k, v in params.items()) if params else "")
+    words = ["tastebud", "fit", "--model", spec]
+    words += ["--dataset", dataset] if dataset is not None else ["--data", str(data)]
+    words += reading.flags()
+    if binarize is not None:
+        words += ["--binarize", f"{binarize:g}"]
+    words += ["--out", "model/"]
+    return shlex.join(words)
 
 
 @app.command()

@@ -45,7 +45,7 @@ def fit_record(dataset: Dataset, seconds: float) -> dict[str, Any]:
     if dataset.timestamp is not None and n:
         stamps = dataset.timestamp[np.isfinite(dataset.timestamp)]
         if len(stamps):
-            data["time_span"] = [_utc(float(stamps.min())), _utc(float(stamps.max()))]
+            data["time_span"] = f"{_utc(float(stamps.min()))} to {_utc(float(stamps.max()))}"
     if dataset.user_features is not None:
         data["user_attributes"] = [str(c) for c in dataset.user_features.columns]
     if dataset.item_features is not None:
