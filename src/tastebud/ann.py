@@ -18,6 +18,11 @@ finds recall@100 0.9998 with a p99 under 1 ms and builds in 41 s; an HNSW graph 
 M=32), tried first, reached 0.83 at ef_search 300 after a 213 s build. No index does well on
 vectors without any cluster structure (i.i.d. Gaussian: 0.58 at 256 probes), which trained
 embeddings are not.
+
+faiss runs on tastebud's thread count (:mod:`tastebud._threads`): one thread, or every core
+to build an index of at least ``_PARALLEL_BUILD`` items (k-means over a large sample) and to
+search a batch of at least ``_PARALLEL_QUERIES`` queries -- work long enough between
+synchronisations for more threads to pay on a busy machine.
 """
 
 from __future__ import annotations
@@ -26,12 +31,15 @@ from typing import Any, Literal
 
 import numpy as np
 
+from tastebud import _threads
 from tastebud.errors import InvalidInputError, TastebudError
 
 Backend = Literal["auto", "faiss", "exact"]
 _BLOCK = 1 << 24  # query x item products computed at once by the exact backend
 _TRAIN_PER_LIST = 50  # k-means trains on at most this many items per cell
 _MIN_PER_LIST = 39  # faiss's minimum of training points per cell
+_PARALLEL_BUILD = 100_000  # items from which the build uses every core
+_PARALLEL_QUERIES = 1_000  # queries from which a search uses every core
 
 
 def faiss_or_none() -> Any:
@@ -101,8 +109,10 @@ class VectorIndex:
             rng = np.random.default_rng(random_state)
             size = min(n, _TRAIN_PER_LIST * self.lists)
             sample = augmented if size == n else augmented[rng.choice(n, size, replace=False)]
-            index.train(sample)
-            index.add(augmented)
+            large = n >= _PARALLEL_BUILD  # faiss's OpenMP and BLAS pools (module docstring)
+            with _threads.limited(_threads.threads(large=large)):
+                index.train(sample)
+                index.add(augmented)
             self._index = index
             self._quantizer = quantizer  # the index does not own it: keep it alive
 
@@ -133,7 +143,9 @@ class VectorIndex:
             return out_idx, out_score
         self._index.nprobe = min(self.probes, self.lists)
         augmented = np.hstack([queries, np.zeros((len(queries), 1), dtype=np.float32)])
-        _, idx = self._index.search(augmented, min(k, len(self.vectors)))
+        large = len(queries) >= _PARALLEL_QUERIES
+        with _threads.limited(_threads.threads(large=large), pools=False):
+            _, idx = self._index.search(augmented, min(k, len(self.vectors)))
         found = idx >= 0
         scores = np.einsum("qd,qkd->qk", queries, self.vectors[np.maximum(idx, 0)])
         width = idx.shape[1]

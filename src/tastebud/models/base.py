@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from tastebud import _threads
 from tastebud._io import output_folder, to_json
 from tastebud.data import columns as C
 from tastebud.data.dataset import Dataset
@@ -322,9 +323,17 @@ class Recommender(abc.ABC):
         self.seen_ = dataset.matrix("binary")
         self.popularity_ = dataset.item_popularity().astype(np.float64)
         self.item_titles_ = _titles(dataset)
-        self._fit(dataset)
+        # tastebud's thread policy (one thread, every core for large work; the user's own
+        # settings win): a busy machine slows a fit down gracefully, not 4-8x
+        with _threads.limited(_threads.threads(large=self._parallel_fit(dataset))):
+            self._fit(dataset)
         self.fit_info_ = fit_record(dataset, time.perf_counter() - started)
         return self
+
+    def _parallel_fit(self, dataset: Dataset) -> bool:
+        """Whether this fit's parallel regions are long enough for every core to pay
+        (:mod:`tastebud._threads`); one thread otherwise."""
+        return False
 
     def model_card(self) -> str:
         """What this model was trained on, when, with which parameters, and its validation

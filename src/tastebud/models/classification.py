@@ -45,7 +45,8 @@ class c scores h·B_c + b_c, so memory and time grow with (inputs + classes) x f
 of inputs x classes -- thousands of classes cost seconds, and the softmax makes the classes
 compete for each sample, which one-versus-rest classifiers do not. It is trained by minibatch
 Adam on the weighted cross-entropy of the samples with an L2 penalty ``alpha`` (numpy,
-float32, seeded: the same seed gives the same model). On MovieLens 100K likes (53K playback
+float32, seeded: the same seed gives the same model; BLAS on tastebud's thread count, one
+thread by default, :mod:`tastebud._threads`). On MovieLens 100K likes (53K playback
 samples, 1,430 classes) ``benchmarks/classification.py`` has the timings and the comparison
 with item-kNN, EASE and ALS.
 
@@ -74,6 +75,7 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.preprocessing import normalize as l2_normalize
 
+from tastebud import _threads
 from tastebud.data import columns as C
 from tastebud.data.dataset import Dataset
 from tastebud.errors import InvalidInputError
@@ -615,6 +617,25 @@ class HistoryClassifier(Recommender):
         weight = np.asarray(samples.weight, dtype=np.float32)
         rng = np.random.default_rng(self.random_state)
         model = _Softmax.init(features.shape[1], len(classes), int(self.factors), rng)
+        # minibatch products are short BLAS calls: with a thread per core each waits for
+        # the slowest thread, which on a busy machine is one the scheduler gave away
+        with _threads.limited(_threads.threads()):
+            losses = self._train(model, features, y, weight, rng)
+        self.classes_ = classes.astype(np.int64)
+        self.loss_ = np.asarray(losses)
+        self.input_factors_ = model.A
+        self.class_factors_ = model.B
+        self.class_bias_ = model.b
+
+    def _train(
+        self,
+        model: _Softmax,
+        features: sp.csr_matrix,
+        y: np.ndarray,
+        weight: np.ndarray,
+        rng: np.random.Generator,
+    ) -> list[float]:
+        """``epochs`` shuffled passes of minibatch Adam steps; the weighted mean loss of each."""
         batch = int(self.batch_size)
         losses = []
         for _ in range(int(self.epochs)):
@@ -629,11 +650,7 @@ class HistoryClassifier(Recommender):
                     features[rows], y[rows], weight[rows], self.learning_rate, self.alpha
                 )
             losses.append(total / max(float(weight.sum()), 1e-30))
-        self.classes_ = classes.astype(np.int64)
-        self.loss_ = np.asarray(losses)
-        self.input_factors_ = model.A
-        self.class_factors_ = model.B
-        self.class_bias_ = model.b
+        return losses
 
     def _softmax(self) -> _Softmax:
         """The trained softmax over the stored arrays (steps update them in place)."""

@@ -50,6 +50,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
+from tastebud import _threads
 from tastebud.data.dataset import Dataset
 from tastebud.errors import InvalidInputError
 from tastebud.models._holdout import Holdout
@@ -450,6 +451,8 @@ class SVD(_BiasedFactorModel):
         Seed of the initialisation and of the shuffling (``None``: fresh entropy). The kernel
         is single-threaded, so a seed gives the same model bit for bit.
 
+    Notes
+    -----
     Fold-in: the exact ridge solution for the user's bias and vector with the items fixed
     (:meth:`_BiasedFactorModel._fold_in`).
     """
@@ -501,6 +504,8 @@ class SVDpp(_BiasedFactorModel):
         Learning rate γ_y and penalty λ_y of the implicit vectors y_j (``None``: the same as
         ``lr`` / ``reg``). A small γ_y works best on MovieLens.
 
+    Notes
+    -----
     The other parameters are :class:`SVD`'s, with their own defaults (50 factors, 40 epochs,
     λ = 0.05), chosen like SVD's: mean RMSE 0.901 on MovieLens 100K u1-u5 (Surprise: 0.922).
 
@@ -583,6 +588,23 @@ class SVDpp(_BiasedFactorModel):
 class _ImplicitEngineModel(_FactorModel):
     """Shared plumbing of the models trained by the ``implicit`` package's CPU engines."""
 
+    def _parallel_fit(self, dataset: Dataset) -> bool:
+        """Whether the fit is large enough for every core (:mod:`tastebud._threads`)."""
+        return len(dataset) >= _threads.PARALLEL_INTERACTIONS
+
+    def _fit(self, dataset: Dataset) -> None:
+        """Fit with the engine on tastebud's thread count (``fit`` has set every pool to it:
+        one thread below ``PARALLEL_INTERACTIONS`` interactions, every core from there); a
+        ``num_threads`` >= 1 given to the model sets the engine's threads."""
+        count = _threads.threads(large=self._parallel_fit(dataset))
+        params: Any = self
+        # 0 left to implicit means OpenMP's default: the environment's count when it pins one
+        self._fit_engine(dataset, int(params.num_threads) or (count or 0))
+
+    @abc.abstractmethod
+    def _fit_engine(self, dataset: Dataset, engine_threads: int) -> None:
+        """Train with ``engine_threads`` engine threads (0: OpenMP's default)."""
+
     def _run(self, engine_factory: Any, matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         """Build and fit an implicit engine with BLAS single-threaded, without progress bars
         (implicit warns when BLAS threads compete with its own); returns its factors."""
@@ -641,11 +663,15 @@ class ALS(_ImplicitEngineModel):
         otherwise (ratings count as "interacted"); ``"binary"``, ``"weight"`` or ``"rating"``
         force one.
     num_threads:
-        Threads of the engine (0: all cores). Every user/item step is solved independently,
-        so the result does not depend on it.
+        Threads of the engine. 0 (the default): tastebud's thread policy
+        (:mod:`tastebud._threads`: one thread below a million interactions, every core from
+        there, ``TASTEBUD_THREADS`` when set). Every user/item step is solved
+        independently, so the result does not depend on it.
     random_state:
         Seed of the initial factors.
 
+    Notes
+    -----
     Fold-in: the exact ALS user step with the item factors Y fixed and λ = ``reg_``,
     x_u = (YᵀY + Yᵀ(C_u - I)Y + λI)⁻¹ YᵀC_u p_u, over the history's items.
     """
@@ -680,7 +706,7 @@ class ALS(_ImplicitEngineModel):
             "random_state must be a non-negative integer or None",
         )
 
-    def _fit(self, dataset: Dataset) -> None:
+    def _fit_engine(self, dataset: Dataset, engine_threads: int) -> None:
         from implicit.cpu.als import AlternatingLeastSquares
 
         kind = self.values
@@ -697,7 +723,7 @@ class ALS(_ImplicitEngineModel):
         values = dataset.matrix(kind)
         self._check(bool((values.data >= 0).all()), f"values='{kind}' must be >= 0")
         if self.reg == "auto":
-            self.reg_ = self._search_reg(dataset)
+            self.reg_ = self._search_reg(dataset, engine_threads)
         else:
             self.reg_ = float(self.reg)
             self.reg_search_ = np.empty((0, 2))
@@ -726,7 +752,7 @@ class ALS(_ImplicitEngineModel):
                 iterations=int(self.n_iterations),
                 use_cg=True,
                 calculate_training_loss=False,
-                num_threads=int(self.num_threads),
+                num_threads=engine_threads,
                 random_state=self.random_state,
             )
 
@@ -735,8 +761,9 @@ class ALS(_ImplicitEngineModel):
         self.value_kind_ = kind
         self.item_gram_ = items.T.astype(np.float64) @ items.astype(np.float64)
 
-    def _search_reg(self, dataset: Dataset) -> float:
-        """The ``reg="auto"`` search (class docstring); returns the chosen λ."""
+    def _search_reg(self, dataset: Dataset, engine_threads: int) -> float:
+        """The ``reg="auto"`` search (class docstring); returns the chosen λ. The trial fits
+        use the engine threads chosen for the whole data."""
         try:
             holdout = Holdout.carve(dataset, 0.2, self.random_state or 0, who="ALS reg='auto'")
         except InvalidInputError:
@@ -745,7 +772,7 @@ class ALS(_ImplicitEngineModel):
         tried: dict[float, float] = {}
 
         def score(reg: float) -> float:
-            model = dataclasses.replace(self, reg=reg)
+            model = dataclasses.replace(self, reg=reg, num_threads=engine_threads)
             model.fit(holdout.train)
             tried[reg] = holdout.ndcg(model._score_block(holdout.users, None), 10)
             return tried[reg]
@@ -820,10 +847,13 @@ class BPR(_ImplicitEngineModel):
         Passes; each samples as many triples as there are interactions.
     num_threads:
         Engine threads. The default 1 makes fits reproducible; more threads train faster
-        but lock-free (Hogwild), so results then vary between runs.
+        but lock-free (Hogwild), so results then vary between runs. 0: tastebud's thread
+        policy (as ALS's).
     random_state:
         Seed of the initialisation and the sampling.
 
+    Notes
+    -----
     Fold-in: ``n_epochs`` full-batch gradient steps on the user's BPR objective with the
     items fixed -- the training of the user vector replayed in expectation (:meth:`_fold_in`).
     """
@@ -847,7 +877,7 @@ class BPR(_ImplicitEngineModel):
             "random_state must be a non-negative integer or None",
         )
 
-    def _fit(self, dataset: Dataset) -> None:
+    def _fit_engine(self, dataset: Dataset, engine_threads: int) -> None:
         from implicit.cpu.bpr import BayesianPersonalizedRanking
 
         def engine() -> Any:
@@ -857,7 +887,7 @@ class BPR(_ImplicitEngineModel):
                 regularization=float(self.reg),
                 iterations=int(self.n_epochs),
                 verify_negative_samples=True,
-                num_threads=int(self.num_threads),
+                num_threads=engine_threads,
                 random_state=self.random_state,
             )
 

@@ -3,6 +3,13 @@
 Weights are saved like every other learned array -- numpy arrays in the model's ``.npz``, no
 pickle -- under ``weights/<parameter name>``; a loaded model rebuilds its network from its
 JSON parameters and those arrays.
+
+Every fit and scoring call of a torch model runs on tastebud's thread count
+(:mod:`tastebud._threads`: one intra-op thread by default, restored after the call): these
+networks are small, so each operation is a short parallel region, and beside two busy
+processes on 2 cores torch's default of a thread per core made SASRec 6.7x slower than on
+the quiet machine (1.6x with one thread, which is as fast when quiet;
+``benchmarks/threads_load.py``).
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import abc
 import copy
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -17,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from tastebud import _threads
 from tastebud.data.dataset import Dataset
 from tastebud.errors import TastebudError
 from tastebud.metrics.ranking import ndcg_at_k
@@ -27,6 +36,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 WEIGHTS = "weights/"
 _SCORE_BATCH = 256
+#: Methods of TorchRecommender subclasses run under tastebud's thread count: the fit limits
+#: every pool (BLAS, OpenMP, torch), the scoring calls torch's alone (cheap enough per call).
+_FIT_METHODS = ("_fit",)
+_SCORE_METHODS = ("_score", "_score_histories", "_score_sequences", "_similar", "_predict")
 
 
 def import_torch() -> Any:
@@ -289,12 +302,37 @@ def train(
     return history
 
 
+def _on_tastebud_threads(method: Callable[..., Any], *, pools: bool) -> Callable[..., Any]:
+    """``method`` run inside :func:`tastebud._threads.limited` (torch imported first, so
+    its thread count is among those set)."""
+
+    @functools.wraps(method)
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        import_torch()
+        with _threads.limited(_threads.threads(), pools=pools):
+            return method(self, *args, **kwargs)
+
+    run.__dict__["on_tastebud_threads"] = True
+    return run
+
+
 class TorchRecommender(Recommender):
     """Base of the torch models: the network's weights travel with ``save``/``load`` as
-    arrays, and the network is rebuilt on first use after a load (:meth:`_build`)."""
+    arrays, and the network is rebuilt on first use after a load (:meth:`_build`).
+
+    The fit and scoring methods a subclass defines (``_FIT_METHODS``, ``_SCORE_METHODS``)
+    are wrapped to run on tastebud's thread count (module docstring), so every model, and
+    every path into it (evaluation, fold-in, the service), gets the same policy."""
 
     extra: ClassVar[str | None] = "neural"
     needs_modules: ClassVar[tuple[str, ...]] = ("torch",)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in _FIT_METHODS + _SCORE_METHODS:
+            method = cls.__dict__.get(name)
+            if callable(method) and not getattr(method, "on_tastebud_threads", False):
+                setattr(cls, name, _on_tastebud_threads(method, pools=name in _FIT_METHODS))
 
     @abc.abstractmethod
     def _build(self) -> torch.nn.Module:

@@ -20,9 +20,9 @@ training interactions keep a zero id embedding and are placed by their metadata 
 
 After training the item vectors are computed once (``item_vectors_``). Recommendations and
 ``similar_items`` are a nearest-neighbour search over them: an exact matrix product, or with
-``index="ann"`` (``"auto"``: catalogs of at least ``ann_min_items``) a faiss HNSW index
-(:class:`tastebud.ann.VectorIndex`), built on first use. The index returns extra candidates
-for users with seen items, which are then removed.
+``index="ann"`` (``"auto"``: catalogs of at least ``ann_min_items``) a faiss inverted-file
+(IVF) index (:class:`tastebud.ann.VectorIndex`), built on first use. The index returns
+extra candidates for users with seen items, which are then removed.
 
 Early stopping holds out each user's latest item (:class:`~._torch.LastItemHoldout`).
 """
@@ -159,7 +159,7 @@ class TwoTower(RecentItemsRecommender):
     use_user_features, use_item_features:
         Use the dataset's user / item feature tables when it has them.
     index, ann_min_items:
-        Retrieval: ``"exact"``, ``"ann"`` (faiss HNSW; exact without faiss), or ``"auto"``
+        Retrieval: ``"exact"``, ``"ann"`` (faiss IVF; exact without faiss), or ``"auto"``
         (ANN from ``ann_min_items`` items on).
     epochs, patience, batch_size, learning_rate, weight_decay, device, progress, random_state:
         As for every torch model (early stopping on each user's held-out latest item).
@@ -275,15 +275,17 @@ class TwoTower(RecentItemsRecommender):
 
     # -- retrieval ------------------------------------------------------------------------------
     def vector_index(self) -> VectorIndex:
-        """The search structure over ``item_vectors_`` (built on first use, not saved)."""
-        index = self.__dict__.get("_index")
-        if index is None:
+        """The search structure over ``item_vectors_`` (built on first use, not saved; built
+        again when ``index`` or ``ann_min_items`` change after it, e.g. by ``set_params``)."""
+        key = (self.index, self.ann_min_items)
+        cached = self.__dict__.get("_index")
+        if cached is None or cached[0] != key:
             n_items = len(self.item_vectors_)
             ann = self.index == "ann" or (self.index == "auto" and n_items >= self.ann_min_items)
             use_faiss = ann and faiss_or_none() is not None
             index = VectorIndex(self.item_vectors_, backend="faiss" if use_faiss else "exact")
-            self.__dict__["_index"] = index
-        return index
+            cached = self.__dict__["_index"] = (key, index)
+        return cached[1]
 
     def _restore_state(self, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.__dict__.pop("_index", None)
