@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from _results import write_results
+from tastebud import _threads
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -91,13 +92,8 @@ QUICK_CASES: dict[str, tuple[str, str, dict[str, Any]]] = {
 DEMO = "demo"
 #: Removed from the measured processes' environment: the defaults are what is measured.
 PINNING = (
-    "TASTEBUD_THREADS",
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "BLIS_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "GOTO_NUM_THREADS",
+    _threads.ENV,
+    *_threads.PINNING_VARIABLES,
     "OMP_WAIT_POLICY",
     "GOMP_SPINCOUNT",
     "KMP_BLOCKTIME",
