@@ -28,7 +28,9 @@ def test_help_lists_every_command():
 
 
 def test_demo_prints_leaderboard_and_writes_report(tmp_path):
-    res = run("demo", "--out", str(tmp_path / "report"))
+    # a few models: the whole demo runs in test_fresh_install.py
+    models = ["-m", "popularity", "-m", "baseline", "-m", "item-knn"]
+    res = run("demo", "--out", str(tmp_path / "report"), *models)
     assert res.returncode == 0, res.stderr
     assert "NDCG@10" in res.stdout and "popularity" in res.stdout and "baseline" in res.stdout
     assert (tmp_path / "report" / "report.md").exists()
