@@ -264,8 +264,96 @@ def test_errors_name_the_flag_the_user_typed(capsys, tmp_path, monkeypatch, args
     monkeypatch.chdir(tmp_path)
     code, _, err = _main(capsys, *args)
     assert code == 2, err
-    assert flag in err and "Traceback" not in err
+    assert err.startswith("error: ") and err.count("\n") == 1, err  # one line, no "Usage:"
+    assert flag in err and "Traceback" not in err and "Value error" not in err
     assert "n_trials" not in err and "test_size" not in err and "on_bad_rows" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        ([*EVALUATE, "--test-size", "2"], "error: --test-size: 2 is not strictly between 0 and 1"),
+        ([*EVALUATE, "--split", "x"], "error: --split: 'x' is not one of 'random', "),
+        (["tune", "-m", "ease", "--trials", "0"], "error: --trials: "),
+        (["evaluate", "--dataset", "sample"], "error: missing option '--model'"),
+        (["evaluate", "--k"], "error: option '--k' requires an argument"),
+        (["experiments", "report"], "error: missing argument 'NAME'"),
+    ],
+)
+def test_usage_errors_are_one_line_naming_the_flag_and_the_help(capsys, args, line):
+    code, out, err = _main(capsys, *args)
+    assert code == 2 and out == ""
+    assert err.startswith(line) and err.count("\n") == 1, err
+    command = " ".join(a for a in args[:2] if not a.startswith("-") and a != "sample")
+    assert err.endswith(f" (see tastebud {command} --help)\n"), err
+
+
+def test_help_and_no_arguments_still_show_the_help(capsys):
+    code, _, err = _main(capsys)
+    assert code == 2 and "Commands:" in err and "evaluate" in err  # no arguments: the help
+    code, out, _ = _main(capsys, "--help")
+    assert code == 0 and "Commands:" in out
+    code, out, _ = _main(capsys, "fit", "--help")
+    assert code == 0 and "--model" in out
+
+
+BAD_ROWS = "user,item,rating\n1,10,5\n1,20,3\n2,10,x\n2,30,4\n3,20,2,9\n3,30,1\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "says", "not_says"),
+    [
+        (["--data", "bad.csv"], "bad.csv:4: column 'rating': 'x' is not a number", ""),
+        (["--data", "bad.csv"], "--on-bad-rows skip skips", "on_bad_rows="),
+        (["--data", "latin.csv"], "(e.g. --encoding latin-1)", "encoding="),
+        (["--data", "good.csv", "--sep", ";"], "(pass --sep SEP)", "sep="),
+        (["--data", "good.csv", "-m", "item-knn", "-p", "k=-5"], "--param k=-5: ", ""),
+        (["--data", "good.csv", "-m", "item-knn:k=-5"], "--model item-knn:k=-5: ", ""),
+        (["--data", "good.csv", "-m", "nosuch"], "--model nosuch: unknown model", ""),
+    ],
+)
+def test_errors_name_flags_not_python_parameters(
+    capsys, tmp_path, monkeypatch, args, says, not_says
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.csv").write_text(BAD_ROWS)
+    (tmp_path / "good.csv").write_text(BAD_ROWS.replace("2,10,x", "2,10,4").replace(",9", ""))
+    (tmp_path / "latin.csv").write_bytes("user,item\n1,caf\xe9\n".encode("latin-1"))
+    model = [] if "-m" in args else ["-m", "popularity"]
+    code, _, err = _main(capsys, "fit", *args, *model, "--out", "model")
+    assert code == 2 and err.count("\n") == 1 and says in err, err
+    assert not not_says or not_says not in err, err
+
+
+def test_tune_names_its_own_flags_before_any_work(capsys):
+    tune = ["tune", "--dataset", "sample"]
+    code, _, err = _main(capsys, *tune, "-m", "popularity")
+    assert code == 2 and err.startswith("error: --model popularity: tune has no search space")
+    assert "ease" in err and "space=" not in err
+    code, _, err = _main(capsys, *tune, "-m", "ease", "--metric", "foo")
+    assert code == 2 and err.startswith("error: --metric foo: unknown metric; choose from")
+    assert "rmse" in err  # tune also takes the rating metrics
+    code, _, err = _main(capsys, *tune, "-m", "item-knn", "-p", "k=-5")
+    assert code == 2 and err.startswith("error: --param k=-5: ItemKNN: k must be")
+
+
+def test_evaluate_reports_say_which_data(capsys, tmp_path):
+    code, _, err = _main(capsys, *EVALUATE, "--no-beyond", "--report", str(tmp_path / "rep"))
+    assert code == 0, err
+    payload = json.loads((tmp_path / "rep" / "results.json").read_text())
+    assert payload["title"] == "tastebud evaluation: music-store, random(0.2, seed=0)"
+    assert payload["dataset"]["name"] == "music-store" and payload["dataset"]["users"] == 300
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Data" in report and "- interactions: 2565" in report
+    assert "1 model compared" in report
+
+
+def test_recommend_refuses_an_output_file_of_no_known_format(capsys, tmp_path):
+    code, _, err = _main(capsys, "recommend", str(tmp_path), "-u", "1", "--out", "recs.txt")
+    assert (
+        code == 2
+        and err == "error: --out recs.txt names no known format; give a file ending .csv or .json\n"
+    )
 
 
 def test_the_split_choices_are_the_library_splitters():

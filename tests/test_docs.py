@@ -184,3 +184,25 @@ def test_models_page_names_the_extra_of_each_model_that_needs_one() -> None:
         extra_cell = rows[name].rstrip(" |").rsplit("|", 1)[1]
         assert ("`neural`" in extra_cell) == needs_torch, name
     assert "`embeddings`" in rows["embedding"].rsplit("|", 2)[1]
+
+
+def test_the_readme_python_runs_top_to_bottom(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's Python blocks before its Service section, in order and in one namespace,
+    as a reader pastes them (the Service blocks need a running service:
+    tests/service/test_client.py runs them against one)."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    matplotlib.use("Agg")
+    text = (ROOT / "README.md").read_text(encoding="utf-8").split("\n## Service")[0]
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) >= 3, "the README's library and lab sections have Python blocks"
+    monkeypatch.chdir(tmp_path)  # the blocks write files (a saved model)
+    namespace: dict[str, object] = {"__name__": "readme"}
+    try:
+        for block in blocks:
+            exec(compile(block, str(ROOT / "README.md"), "exec"), namespace)
+    finally:
+        plt.close("all")

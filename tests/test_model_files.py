@@ -201,6 +201,19 @@ def test_model_card_says_what_the_model_is(saved, data):
     assert load(saved["als"]).model_card() == card
 
 
+def test_every_model_card_says_in_plain_words_what_the_model_is():
+    """The card's first line is the class docstring's summary, with no docstring plumbing
+    ("(module docstring)", Sphinx roles, a literal block's "::") leaking into it."""
+    from tastebud.models import available
+    from tastebud.models._card import model_card
+
+    for name in available():
+        described = model_card(create(name)).splitlines()[2]
+        assert described.endswith(".") and len(described) > 20, name
+        for plumbing in ("docstring", "::", ":class:", "``", "  "):
+            assert plumbing not in described, (name, described)
+
+
 def test_titles_travel_with_the_model(tmp_path):
     events = pd.DataFrame({"user": [1, 1, 2, 3], "item": [10, 20, 10, 30]})
     titles = pd.DataFrame(

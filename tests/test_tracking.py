@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -165,6 +166,17 @@ def test_missing_mlflow_and_unknown_trackers_are_one_clear_line(monkeypatch):
         log_evaluation(pd.DataFrame({"user": [1], "item": [2]}))
 
 
+def test_the_way_to_browse_a_store_works_from_any_folder(tmp_path, monkeypatch):
+    from tastebud.tracking import browse_command, store_uri
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert store_uri() == "sqlite:///mlflow.db" and store_uri("http://x:5000") == "http://x:5000"
+    absolute = f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
+    assert browse_command("sqlite:///mlflow.db") == f"mlflow ui --backend-store-uri {absolute}"
+    assert browse_command("http://x:5000") == "open http://x:5000"
+
+
 def test_metric_labels_become_mlflow_names():
     assert metric_name("NDCG@10") == "NDCG_at_10"
     assert metric_name("NDCG@10 [gender=F]") == "NDCG_at_10 gender-F"
@@ -176,14 +188,33 @@ def test_the_command_line_tracks_evaluate_and_tune(uri, capsys):
     """``tastebud evaluate|tune ... --track mlflow``: the same runs as from Python."""
     from tastebud.cli import main
 
-    def cli(*args: str) -> None:
+    def cli(*args: str) -> str:
         with pytest.raises(SystemExit) as done:
             main([*args, "--track", "mlflow", "--track-uri", uri, "--experiment", "cli"])
-        assert done.value.code in (0, None), capsys.readouterr().err
+        captured = capsys.readouterr()
+        assert done.value.code in (0, None), captured.err
+        return captured.out
 
-    cli("evaluate", "--dataset", "sample", "-m", "popularity", "-m", "item-knn", "--no-beyond")
-    cli("tune", "--dataset", "sample", "-m", "item-knn", "--trials", "3", "--json")
+    said = cli(
+        "evaluate", "--dataset", "sample", "-m", "popularity", "-m", "item-knn", "--no-beyond"
+    )
+    tuned_json = json.loads(
+        cli("tune", "--dataset", "sample", "-m", "item-knn", "--trials", "3", "--json")
+    )
     runs = _runs(uri, "cli")
+    # the command says where it logged and how to look (the JSON carries the same)
+    where = said.strip().splitlines()[-1]
+    parent_id = next(
+        r.info.run_id
+        for r in runs
+        if "mlflow.parentRunId" not in r.data.tags and r.data.params.get("k")
+    )
+    browse = f"mlflow ui --backend-store-uri sqlite:///{Path(uri[10:]).resolve()}"
+    assert where == (
+        f"logged to MLflow: run {parent_id} in experiment 'cli' at {uri}; to browse: {browse}"
+    )
+    assert tuned_json["tracking"]["run_id"] in {r.info.run_id for r in runs}
+    assert tuned_json["tracking"]["browse"] == browse
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     models = {r.data.tags.get("mlflow.runName") for r in children}
     assert {"popularity", "item-knn"} <= models

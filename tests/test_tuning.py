@@ -37,6 +37,16 @@ def test_tune_ranks_trials_and_never_loses_to_the_defaults(data):
     assert result.best_model().get_params()["reg"] == result.best_params["reg"]
 
 
+def test_floats_from_a_range_are_tried_with_four_significant_digits(data):
+    """So the best setting prints as reg=423.5 -- and 423.5 is what scored and what a pasted
+    fit line fits."""
+    result = tune("ease", data, space={"reg": LogRange(10.0, 5000.0)}, n_trials=5, seed=3)
+    tried = result.trials["reg"].tolist()
+    assert len(set(tried)) > 2 and all(float(f"{v:.4g}") == v for v in tried)
+    assert all(10.0 <= v <= 5000.0 for v in tried)
+    assert result.best_model().get_params()["reg"] == result.best_params["reg"] in tried
+
+
 def test_the_best_score_is_what_evaluate_gives_on_the_validation_split(data):
     """Scoring in batches (for pruning) must agree with the evaluator on all users."""
     result = tune("ease", data, n_trials=5, seed=2, validation_size=0.25)

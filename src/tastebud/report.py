@@ -206,7 +206,8 @@ def _verdict(board: pd.DataFrame, sort_by: str | None) -> list[str]:
     text = f"Best by {sort_by}: **{names[0]}**"
     if len(names) > 1:
         text += ", then " + " and ".join(names[1:3])
-    return [text + f"; {len(board)} models compared.", ""]
+    compared = f"{len(board)} models" if len(board) > 1 else "1 model"
+    return [text + f"; {compared} compared.", ""]
 
 
 def _plots(

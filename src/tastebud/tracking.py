@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shlex
 import tempfile
 import time
 import warnings
@@ -67,6 +68,35 @@ def check_tracker(track: str) -> None:
     if track not in TRACKERS:
         raise InvalidInputError(f"unknown tracker {track!r}; choose from {', '.join(TRACKERS)}")
     _mlflow()
+
+
+def store_uri(tracking_uri: str | None = None) -> str:
+    """The store runs are logged to: ``tracking_uri`` if given, else MLflow's setting
+    (``MLFLOW_TRACKING_URI`` or ``mlflow.set_tracking_uri``), else :data:`DEFAULT_URI`."""
+    if tracking_uri is not None:
+        return tracking_uri
+    mlflow = _mlflow()
+    return str(mlflow.get_tracking_uri()) if mlflow.is_tracking_uri_set() else DEFAULT_URI
+
+
+def browse_command(tracking_uri: str) -> str:
+    """How to look at the runs of a store: the server's address, or the ``mlflow ui``
+    command that shows a local store (a relative SQLite path made absolute, so the command
+    works from any folder)."""
+    if urlparse(tracking_uri).scheme in ("http", "https"):
+        return f"open {tracking_uri}"
+    db = _sqlite_file(tracking_uri)
+    if db is not None:
+        tracking_uri = f"sqlite:///{db.resolve()}"
+    return f"mlflow ui --backend-store-uri {shlex.quote(tracking_uri)}"
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None: another store, or in memory)."""
+    if urlparse(uri).scheme != "sqlite" or not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri.removeprefix("sqlite:///"))
+    return None if str(db) in ("", ".", ":memory:") else db
 
 
 def _mlflow() -> Any:
@@ -102,10 +132,7 @@ class _Logger:
 
         self._entities = (Metric, Param, RunTag)
         active = mlflow.active_run()
-        if tracking_uri is None:
-            tracking_uri = (
-                mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else DEFAULT_URI
-            )
+        tracking_uri = store_uri(tracking_uri)
         self.uri = tracking_uri
         # Nested under the caller's run when it lives in the same store.
         self.parent_of_all = (
@@ -171,11 +198,8 @@ class _Logger:
 def _artifact_location(uri: str, experiment: str) -> str | None:
     """Artifacts beside a SQLite store's file, ``mlruns/<experiment>/<run id>/artifacts``
     (None: the store's own default)."""
-    parsed = urlparse(uri)
-    if parsed.scheme != "sqlite" or not uri.startswith("sqlite:///"):
-        return None
-    db = Path(uri.removeprefix("sqlite:///"))
-    if str(db) in ("", ":memory:"):
+    db = _sqlite_file(uri)
+    if db is None:
         return None
     folder = re.sub(r"[^\w.-]+", "_", experiment).strip("._") or "experiment"
     return (db.resolve().parent / "mlruns" / folder).as_uri()
@@ -229,6 +253,7 @@ def log_evaluation(
     models: Mapping[str, Recommender] | None = None,
     report_dir: str | Path | None = None,
     title: str | None = None,
+    dataset: Mapping[str, Any] | None = None,
     tracking_uri: str | None = None,
     experiment: str = DEFAULT_EXPERIMENT,
     run_name: str | None = None,
@@ -247,6 +272,8 @@ def log_evaluation(
         one, a report is written to a temporary folder and logged.
     title:
         The report's title (when one is written here) and the parent run's default name.
+    dataset:
+        The data's summary (``Dataset.describe()``) for the report written here.
     tracking_uri:
         Where to log (default: MLflow's setting, else ``sqlite:///mlflow.db``).
     experiment:
@@ -279,7 +306,7 @@ def log_evaluation(
                         series=series,
                         tags={"tastebud.model": kind} if kind else {},
                     )
-            _log_report(logger, parent, results, report_dir, title)
+            _log_report(logger, parent, results, report_dir, title, dataset)
     return parent
 
 
@@ -304,6 +331,7 @@ def _log_report(
     results: pd.DataFrame,
     report_dir: str | Path | None,
     title: str,
+    dataset: Mapping[str, Any] | None,
 ) -> None:
     if report_dir is not None:
         logger.client.log_artifacts(run_id, str(report_dir), "report")
@@ -311,7 +339,8 @@ def _log_report(
     from tastebud.report import write_report
 
     with tempfile.TemporaryDirectory(prefix="tastebud-report-") as tmp:
-        write_report(results, Path(tmp) / "report", title=title)
+        summary = dict(dataset) if dataset is not None else None
+        write_report(results, Path(tmp) / "report", title=title, dataset=summary)
         logger.client.log_artifacts(run_id, str(Path(tmp) / "report"), "report")
 
 

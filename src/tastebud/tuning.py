@@ -55,12 +55,15 @@ from tastebud.split import Split, random_split
 #: batch but the last.
 PRUNING_STEPS = 4
 SAMPLERS = ("tpe", "random")
+#: Significant digits of the floats tried from a :class:`Range`.
+RANGE_DIGITS = 4
 
 
 @dataclass(frozen=True)
 class Range:
     """A continuous range to search: uniformly, or uniformly on a log scale (``log``) for
-    parameters whose useful values span orders of magnitude; ``integer`` for counts."""
+    parameters whose useful values span orders of magnitude; ``integer`` for counts. Floats
+    are tried rounded to :data:`RANGE_DIGITS` significant digits (``reg=423.5``)."""
 
     low: float
     high: float
@@ -154,13 +157,23 @@ class TuningResult:
 @dataclass(frozen=True)
 class _Param:
     """One searched parameter: its Optuna distribution and the map back to model values
-    (categorical values Optuna cannot store, such as tuples, travel as their ``repr``)."""
+    (categorical values Optuna cannot store, such as tuples, travel as their ``repr``).
+
+    ``digits``: a float from a :class:`Range` is used rounded to this many significant
+    digits, so the best setting reads (and is pasted, and refitted) as ``reg=423.5``, the very
+    value that scored -- finer than any validation score tells apart."""
 
     distribution: BaseDistribution
     values: dict[Any, Any] | None = None
+    digits: int | None = None
 
     def decode(self, value: Any) -> Any:
-        return self.values[value] if self.values is not None else value
+        if self.values is not None:
+            return self.values[value]
+        dist = self.distribution
+        if self.digits is not None and isinstance(dist, FloatDistribution):
+            return min(max(float(f"{value:.{self.digits}g}"), dist.low), dist.high)
+        return value
 
     def encode(self, value: Any) -> Any:
         """Optuna's representation of a model value, or ``None`` if it is not in the space."""
@@ -186,7 +199,7 @@ def _param(name: str, choice: Any) -> _Param:
     if isinstance(choice, BaseDistribution):
         return _Param(choice)
     if isinstance(choice, Range):
-        return _Param(choice.distribution())
+        return _Param(choice.distribution(), digits=RANGE_DIGITS)
     if isinstance(choice, str | bytes) or not isinstance(choice, Sequence | np.ndarray):
         raise InvalidInputError(
             f"search space for {name!r} must be a list of values or a Range, got {choice!r}"

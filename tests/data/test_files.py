@@ -194,6 +194,17 @@ def test_row_with_too_many_fields_double_colon(tmp_path):
     assert str(err).startswith(f"{path}:2: has 5 fields, expected 4 (separator '::';")
 
 
+def test_the_first_bad_line_is_reported_whatever_its_problem(tmp_path):
+    """pandas stops at a line with too many fields; a bad value above it comes first."""
+    text = "user,item,rating\n1,10,5\n1,20,3\n2,10,x\n2,30,4\n3,20,2,9\n3,30,1\n"
+    err = load_error(write(tmp_path, "bad.csv", text))
+    assert err.line == 4 and err.column == "rating"
+    assert "'x' is not a number; also line 6: has 4 fields, expected 3" in str(err)
+    later = text.replace("2,10,x", "2,10,4").replace("3,30,1", "3,30,x")
+    err = load_error(write(tmp_path, "later.csv", later))
+    assert err.line == 6 and "has 4 fields" in str(err)  # the value error comes after it
+
+
 def test_row_with_too_few_fields_is_a_missing_value(tmp_path):
     path = write(tmp_path, "f.csv", "user,item,rating\n1,10,4\n2,20\n3,30,3\n")
     assert str(load_error(path)) == f"{path}:3: column 'rating': missing value"
@@ -349,6 +360,11 @@ def test_skip_mode_too_many_fields_double_colon(tmp_path):
         ds = read_interactions(path, on_bad_rows="skip")
     assert rows(ds) == [(1, 10, 4.0, 100.0), (3, 30, 3.0, 300.0)]
     assert ds.skipped == {"too many fields": 2}
+    one = write(tmp_path, "one.dat", text.replace("::1\n", "\n"))
+    with pytest.warns(
+        SkippedRowsWarning, match=r"skipped 1 line with more than 4 fields \(line 2\)"
+    ):
+        read_interactions(one, on_bad_rows="skip")
 
 
 def test_skip_mode_all_rows_bad_is_an_error(tmp_path):
@@ -441,7 +457,9 @@ def test_cli_unknown_model_suggests_close_names(cli_files):
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: unknown model 'populrity'; did you mean popularity?")
+    assert lines[0].startswith(
+        "error: --model populrity: unknown model 'populrity'; did you mean popularity?"
+    )
 
 
 def test_unknown_encoding_name_is_a_clear_error(tmp_path):

@@ -259,7 +259,7 @@ def read_table(
     except pd.errors.ParserError as err:
         match = re.search(r"line (\d+), saw (\d+)", str(err))
         if match:
-            raise DataError(
+            raise _FieldCountError(
                 f"has {match.group(2)} fields, expected {len(names)} "
                 f"(separator {sep!r}; on_bad_rows='skip' skips and counts such lines)",
                 source=str(path),
@@ -280,15 +280,20 @@ def read_table(
         row_lines = row_lines[~blank]
     skipped = {"too many fields": len(skipped_lines)} if skipped_lines else {}
     if skipped_lines:
+        n = len(skipped_lines)
         warnings.warn(
-            f"{path}: skipped {len(skipped_lines)} lines with more than {len(names)} fields "
-            f"(first at line {skipped_lines[0]})",
+            f"{path}: skipped {n} line{'s' if n > 1 else ''} with more than {len(names)} "
+            f"fields ({'first at ' if n > 1 else ''}line {skipped_lines[0]})",
             SkippedRowsWarning,
             stacklevel=2,
         )
     if len(frame) == 0:
         raise DataError("the file has no rows", source=str(path))
     return frame, row_lines, skipped
+
+
+class _FieldCountError(DataError):
+    """A line with more fields than the header (pandas stops at the first such line)."""
 
 
 def _blank_lines(path: Path, encoding: str) -> np.ndarray:
@@ -349,26 +354,46 @@ def read_interactions(
     ``user, item[, rating[, timestamp]]``. Pass ``rating=False`` (or ``weight``/``timestamp``)
     to ignore a column that would be inferred.
     """
-    expected = [c for c in (user, item, rating, weight, timestamp) if isinstance(c, str)]
-    frame, lines, skipped = read_table(
-        path,
-        sep=sep,
-        header=header,
-        names=names,
-        encoding=encoding,
-        on_bad_rows=on_bad_rows,
-        expected=expected,
-    )
+    roles = {C.USER: user, C.ITEM: item, C.RATING: rating, C.WEIGHT: weight, C.TIMESTAMP: timestamp}
+    options: dict[str, Any] = {"sep": sep, "header": header, "names": names, "encoding": encoding}
+    options["expected"] = [c for c in roles.values() if isinstance(c, str)]
+    build: dict[str, Any] = {"duplicates": duplicates, "rating_range": rating_range}
+    build |= {"users": users, "items": items, "name": name or Path(path).stem}
+    try:
+        frame, lines, skipped = read_table(path, on_bad_rows=on_bad_rows, **options)
+    except _FieldCountError as too_many:
+        # pandas stops at the first line with too many fields; a bad value above it is the
+        # first problem in the file, and the one to report
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a probe: only its error counts
+                frame, lines, skipped = read_table(path, on_bad_rows="skip", **options)
+                _dataset(frame, lines, skipped, path, roles, on_bad_rows="raise", **build)
+        except DataError as err:
+            if err.line is not None and err.line < (too_many.line or 0):
+                also = f"; also line {too_many.line}: {too_many.problem}"
+                raise DataError(
+                    err.problem + also, source=err.source, line=err.line, column=err.column
+                ) from None
+        raise too_many from None
+    return _dataset(frame, lines, skipped, path, roles, on_bad_rows=on_bad_rows, **build)
+
+
+def _dataset(
+    frame: pd.DataFrame,
+    lines: np.ndarray | None,
+    skipped: dict[str, int],
+    path: str | Path,
+    roles: dict[str, str | bool | None],
+    **build: Any,
+) -> Dataset:
+    """The :class:`Dataset` of a table read from ``path``: column roles as given (a name,
+    or ``False`` for none) or inferred from the column names."""
+    weight, rating = roles[C.WEIGHT], roles[C.RATING]
     columns = [str(c) for c in frame.columns]
     inferred = infer_roles(columns)
     chosen: dict[str, str | None] = {}
-    for role, given in (
-        (C.USER, user),
-        (C.ITEM, item),
-        (C.RATING, rating),
-        (C.WEIGHT, weight),
-        (C.TIMESTAMP, timestamp),
-    ):
+    for role, given in roles.items():
         if given is False:
             chosen[role] = None
         elif isinstance(given, str):
@@ -391,14 +416,9 @@ def read_interactions(
         rating=chosen[C.RATING],
         weight=chosen[C.WEIGHT],
         timestamp=chosen[C.TIMESTAMP],
-        users=users,
-        items=items,
-        duplicates=duplicates,
-        on_bad_rows=on_bad_rows,
-        rating_range=rating_range,
-        name=name or Path(path).stem,
         source=str(path),
         line_numbers=lines,
+        **build,
     )
     if skipped:
         ds.skipped.update(skipped)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -97,10 +98,18 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
+def summary(cls: type) -> str:
+    """What a model class is, for its card: the first paragraph of its docstring on one line,
+    as markdown (``:class:`~a.b.ItemKNN``` and ````k```` read `ItemKNN`, `k`)."""
+    first = (cls.__doc__ or "").strip().split("\n\n")[0]
+    first = re.sub(r":\w+:`~?(?:\w+\.)*(\w+)`", r"`\1`", first).replace("``", "`")
+    return " ".join(first.split())
+
+
 def model_card(model: Recommender) -> str:
     """The model card of a fitted model, as markdown."""
     info: dict[str, Any] = getattr(model, "fit_info_", None) or {}
-    doc = (type(model).__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+    doc = summary(type(model))
     lines = [f"# Model card: {model.name}", ""]
     if doc:
         lines += [doc, ""]

@@ -53,7 +53,7 @@ def _simplex_grid(n: int, steps: int) -> np.ndarray:
 @register("blend")
 @dataclasses.dataclass(kw_only=True, eq=False)
 class Blend(Composite):
-    """Stacking ensemble of registered models (module docstring).
+    """Stacking ensemble of registered models.
 
     Parameters
     ----------

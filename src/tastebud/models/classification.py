@@ -478,8 +478,7 @@ def _with_entry(matrix: sp.csr_matrix, row: int, col: int) -> sp.csr_matrix:
 @register("history-classifier")
 @dataclasses.dataclass(kw_only=True, eq=False)
 class HistoryClassifier(Recommender):
-    """Recommendation as classification: liked items in, the next liked item out (module
-    docstring).
+    """Recommendation as classification: liked items in, the next liked item out.
 
     Parameters
     ----------

@@ -360,7 +360,7 @@ class ContentRecommender(Recommender):
 @register("tfidf")
 @dataclasses.dataclass(kw_only=True, eq=False)
 class TfidfContent(ContentRecommender):
-    """TF-IDF over item text fields (module docstring).
+    """TF-IDF over item text fields.
 
     Parameters
     ----------
@@ -424,7 +424,7 @@ class TfidfContent(ContentRecommender):
 @register("embedding")
 @dataclasses.dataclass(kw_only=True, eq=False)
 class EmbeddingContent(ContentRecommender):
-    """Sentence embeddings of item text (module docstring).
+    """Sentence embeddings of item text.
 
     Parameters
     ----------
@@ -474,7 +474,7 @@ class EmbeddingContent(ContentRecommender):
 @register("feature-profile")
 @dataclasses.dataclass(kw_only=True, eq=False)
 class FeatureProfile(ContentRecommender):
-    """Profile matching on structured item attributes (module docstring).
+    """Profile matching on structured item attributes.
 
     Parameters
     ----------
@@ -505,7 +505,9 @@ class FeatureProfile(ContentRecommender):
 @register("user-metadata")
 @dataclasses.dataclass(kw_only=True, eq=False)
 class UserMetadata(Recommender):
-    """What users with similar attributes liked (module docstring)::
+    """What users with similar attributes liked.
+
+    A user's score for an item (the module docstring has the method)::
 
         score(u, i) = (Σ_{v ∈ N(u)} s_uv · like_vi + β · p_i) / (Σ_{v ∈ N(u)} s_uv + β)
 

@@ -423,7 +423,7 @@ class _BiasedFactorModel(_FactorModel):
 @register("svd")
 @dataclasses.dataclass(kw_only=True, eq=False)
 class SVD(_BiasedFactorModel):
-    """Biased matrix factorization for explicit ratings, trained by SGD (module docstring).
+    """Biased matrix factorization for explicit ratings, trained by SGD.
 
     r̂_ui = μ + b_u + b_i + q_iᵀ p_u (Koren, Bell & Volinsky 2009). Each epoch visits the
     ratings in a fresh random order. The defaults were chosen on a validation split carved from

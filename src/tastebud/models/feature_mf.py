@@ -393,9 +393,8 @@ def _binned(table: pd.DataFrame, bins: int) -> pd.DataFrame:
 @register("feature-mf")
 @dataclasses.dataclass(kw_only=True, eq=False)
 class FeatureMF(Recommender):
-    """Users and items as sums of feature embeddings, trained by WARP or BPR (module
-    docstring): a hybrid that ranks cold items from their features and cold users from their
-    attributes.
+    """Users and items as sums of feature embeddings, trained by WARP or BPR: a hybrid that
+    ranks cold items from their features and cold users from their attributes.
 
     Parameters
     ----------

@@ -56,7 +56,7 @@ def _member_history_scores(model: Recommender, histories: sp.csr_matrix) -> np.n
 @register("switching")
 @dataclasses.dataclass(kw_only=True, eq=False)
 class Switching(Composite):
-    """Switch between collaborative, content and cold-user models (module docstring).
+    """Switch between collaborative, content and cold-user models.
 
     Parameters
     ----------
@@ -149,7 +149,7 @@ class Switching(Composite):
 @register("cascade")
 @dataclasses.dataclass(kw_only=True, eq=False)
 class Cascade(Composite):
-    """The first model proposes, the second re-ranks its proposals (module docstring).
+    """The first model proposes, the second re-ranks its proposals.
 
     Parameters
     ----------

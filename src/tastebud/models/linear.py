@@ -43,7 +43,7 @@ def spd_inverse(gram: np.ndarray) -> np.ndarray:
 @register("ease")
 @dataclasses.dataclass(kw_only=True, eq=False)
 class EASE(Recommender):
-    """EASE: closed-form item-item linear autoencoder for implicit feedback (module docstring).
+    """EASE: closed-form item-item linear autoencoder for implicit feedback.
 
     Parameters
     ----------

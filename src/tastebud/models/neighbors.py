@@ -637,7 +637,7 @@ def _row_means(matrix: sp.csr_matrix, default: float) -> np.ndarray:
 @register("item-knn")
 @dataclasses.dataclass(kw_only=True, eq=False)
 class ItemKNN(_NeighborModel):
-    """Item-based k-nearest neighbors for ratings and implicit feedback (module docstring).
+    """Item-based k-nearest neighbors for ratings and implicit feedback.
 
     Parameters
     ----------

@@ -27,7 +27,7 @@ from tastebud.models.registry import register
 @register("bert4rec")
 @dataclasses.dataclass(kw_only=True, eq=False)
 class BERT4Rec(SASRec):
-    """Bidirectional self-attention trained by masked item prediction (module docstring).
+    """Bidirectional self-attention trained by masked item prediction.
 
     The parameters not listed here are :class:`~tastebud.models.neural.sasrec.SASRec`'s.
 

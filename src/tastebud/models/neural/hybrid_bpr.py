@@ -153,7 +153,7 @@ def _net_class() -> Any:
 @dataclasses.dataclass(kw_only=True, eq=False)
 class HybridBPR(RecentItemsRecommender):
     """Ids, metadata and recent history through a dense similarity network, trained with the
-    BPR triplet loss (module docstring).
+    BPR triplet loss.
 
     Parameters
     ----------

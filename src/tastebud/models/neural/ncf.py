@@ -121,7 +121,7 @@ def _net_class() -> Any:
 @register("ncf")
 @dataclasses.dataclass(kw_only=True, eq=False)
 class NCF(TorchRecommender):
-    """GMF, MLP or NeuMF trained with sampled negatives (module docstring).
+    """GMF, MLP or NeuMF trained with sampled negatives.
 
     Parameters
     ----------

@@ -136,7 +136,7 @@ def _net_class() -> Any:
 @register("sasrec")
 @dataclasses.dataclass(kw_only=True, eq=False)
 class SASRec(TorchRecommender):
-    """Causal self-attention over the time-ordered history (module docstring).
+    """Causal self-attention over the time-ordered history.
 
     Parameters
     ----------

@@ -134,8 +134,7 @@ def _net_class() -> Any:
 @register("two-tower")
 @dataclasses.dataclass(kw_only=True, eq=False)
 class TwoTower(RecentItemsRecommender):
-    """User and item towers, in-batch softmax with logQ correction, ANN retrieval (module
-    docstring).
+    """User and item towers, in-batch softmax with logQ correction, ANN retrieval.
 
     Parameters
     ----------
