@@ -322,7 +322,7 @@ async def _load(cfg: dict[str, Any]) -> dict[str, Any]:
         ).encode()
         return (
             f"POST /events HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
+            f"X-API-Key: {API_KEY}\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode() + body
 
     warmup, duration = cfg["warmup"], cfg["duration"]
@@ -539,8 +539,9 @@ def _free_port() -> int:
 
 
 def _get_json(url: str, timeout: float = 5.0) -> tuple[int, Any]:
+    request = urllib.request.Request(url, headers={"X-API-Key": API_KEY})
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as err:
         return err.code, None
@@ -577,12 +578,18 @@ def _prepare_database(db_path: Path, smoke: bool) -> tuple[str, list[str], list[
     return str(dataset.name), users, items, int(counts["events"])
 
 
+#: The server's API key (events and admin calls send it; the load clients run in processes
+#: of their own, so it is a constant: the server lives in a temporary folder for one run).
+API_KEY = "serve-load-benchmark-key"
+
+
 def _server_env(tmp: Path, retrain_every: float) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASTEBUD_")}
     if "TASTEBUD_DATA" in os.environ:
         env["TASTEBUD_DATA"] = os.environ["TASTEBUD_DATA"]
     env["TASTEBUD_LOG_LEVEL"] = "warning"
     env["TASTEBUD_MODEL_DIR"] = str(tmp / "models")
+    env["TASTEBUD_API_KEY"] = API_KEY  # as in production: writes and admin need the key
     if retrain_every > 0:
         env["TASTEBUD_RETRAIN_EVERY_S"] = str(retrain_every)
     return env

@@ -38,11 +38,13 @@ def sample_server(
     with_model: bool = True,
     timeout_s: float = 120,
     workers: int = 1,
+    db: str | None = None,
     **env_extra: str,
 ) -> Iterator[str]:
     """``tastebud serve --sample`` on a free port, yielding its base URL once it is ready
-    (and serves a trained model, unless ``with_model`` is false). ``env_extra`` are
-    ``TASTEBUD_*`` settings; the machine's own keys and database are left out."""
+    (and serves a trained model, unless ``with_model`` is false), on ``db`` (default: a new
+    SQLite file). ``env_extra`` are ``TASTEBUD_*`` settings; the machine's own keys and
+    database are left out."""
     port = free_port()
     env = {
         **os.environ,
@@ -51,9 +53,11 @@ def sample_server(
     }
     for name in ("TASTEBUD_API_KEY", "TASTEBUD_ADMIN_KEY", "TASTEBUD_READ_KEY", "TASTEBUD_DB"):
         env.pop(name, None)
+    if not {"TASTEBUD_API_KEY", "TASTEBUD_ADMIN_KEY"} & set(env_extra):
+        env["TASTEBUD_INSECURE"] = "true"  # no keys (test_security covers the default)
     env.update(env_extra)
     proc = subprocess.Popen(
-        [TASTEBUD, "serve", "--sample", "--db", f"sqlite:///{tmp_path / 'sample.db'}",
+        [TASTEBUD, "serve", "--sample", "--db", db or f"sqlite:///{tmp_path / 'sample.db'}",
          "--port", str(port), "--workers", str(workers)],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip

@@ -61,7 +61,7 @@ def test_commented_out_settings_are_valid(tmp_path: Path) -> None:
     config = tmp_path / "tastebud.toml"
     config.write_text(uncommented(EXAMPLE.read_text(encoding="utf-8")), encoding="utf-8")
     settings = load_settings(config)
-    assert settings.api_key == "change-me"
+    assert settings.api_key == "change-me-to-a-long-random-text"
     assert settings.pipeline.max_per_category == 3
     assert settings.model_params == {"n_factors": 64, "reg": "auto"}
 

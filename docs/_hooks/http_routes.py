@@ -17,13 +17,6 @@ from typing import Any
 from mkdocs.exceptions import PluginError
 
 MARKER = "<!-- tastebud-http-routes -->"
-# The app is built with a different key for each level, so each route's key check (the
-# closure create_app's _key_check returns) tells which level it asks for by the keys it takes.
-_LEVELS = {
-    frozenset({b"admin"}): "admin",
-    frozenset({b"write", b"admin"}): "write",
-    frozenset({b"read", b"write", b"admin"}): "read",
-}
 
 
 def _first_sentence(text: str) -> str:
@@ -39,13 +32,13 @@ def _first_sentence(text: str) -> str:
 
 
 def _key_level(route: Any) -> str:
-    """``open``, ``read``, ``write`` or ``admin``: the key a route's dependencies check."""
+    """``open``, ``read``, ``write`` or ``admin``: the key a route's dependencies check
+    (each key check -- the closure create_app's ``_key_check`` returns -- holds its level)."""
     levels = []
     for dependency in route.dependant.dependencies:
-        keys = inspect.getclosurevars(dependency.call).nonlocals.get("keys")
-        if keys is not None:
-            level = _LEVELS.get(frozenset(keys))
-            if level is None:
+        level = inspect.getclosurevars(dependency.call).nonlocals.get("level")
+        if level is not None:
+            if level not in ("read", "write", "admin"):
                 raise PluginError(f"{route.path}: a key check this page does not know")
             levels.append(level)
     return levels[0] if len(levels) == 1 else "open" if not levels else "+".join(levels)
@@ -59,12 +52,7 @@ def routes_markdown() -> str:
     from tastebud.service.settings import Settings
 
     with tempfile.TemporaryDirectory() as folder:
-        settings = Settings(
-            db=f"sqlite:///{Path(folder) / 'unused.db'}",
-            read_key="read",
-            api_key="write",
-            admin_key="admin",
-        )
+        settings = Settings(db=f"sqlite:///{Path(folder) / 'unused.db'}")
         app = create_app(settings)
     spec = app.openapi()
     levels = {

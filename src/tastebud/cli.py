@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import re
 import shlex
 import sys
 import warnings
@@ -26,7 +27,7 @@ from tastebud._io import output_folder, to_json
 from tastebud.data.catalog import DATASETS, load_dataset
 from tastebud.data.dataset import Dataset
 from tastebud.data.files import read_interactions
-from tastebud.errors import InvalidInputError, TastebudError
+from tastebud.errors import DataError, InvalidInputError, TastebudError
 
 app = typer.Typer(
     help="tastebud: fit recommenders, prove how good they are, and serve them.",
@@ -42,42 +43,68 @@ out = Console(soft_wrap=True, markup=False, highlight=False)
 
 # -- shared helpers ------------------------------------------------------------------------------
 def _parse_models(models: list[str], params: list[str]) -> dict[str, Any]:
-    """``--model name[:k=v,k=v]`` plus ``--param [name.]k=v`` -> {label: model}."""
+    """``--model name[:k=v,k=v]`` plus ``--param [name.]k=v`` -> {label: model}, the
+    parameters checked now (not at the first fit), each error naming the flag that set the
+    value."""
     from tastebud.models import create
-    from tastebud.models.registry import get_class, parse_params
+    from tastebud.models.registry import parse_params
 
-    specs: list[tuple[str, dict[str, str]]] = []
+    specs: list[tuple[str, dict[str, str], dict[str, str]]] = []  # name, pairs, flag of each
     for spec in models:
         name, _, inline = spec.partition(":")
+        name = name.strip()
+        _model_class(name, f"--model {spec}")
         pairs = dict(_split_pair(p) for p in inline.split(",") if p.strip())
-        specs.append((name.strip(), pairs))
+        specs.append((name, pairs, dict.fromkeys(pairs, f"--model {spec}")))
     for param in params:
         key, value = _split_pair(param)
         target, dot, field = key.rpartition(".")
+        wanted = _model_class(target, f"--param {param}").name if dot else None
         matched = False
-        for name, pairs in specs:
-            if dot and get_class(target).name != get_class(name).name:
+        for name, pairs, flags in specs:
+            cls = _model_class(name, "")
+            if (wanted and cls.name != wanted) or (not dot and field not in _fields(cls)):
                 continue
-            if not dot and field not in set(get_class(name).__dataclass_fields__):
-                continue
-            pairs[field] = value
+            pairs[field], flags[field] = value, f"--param {param}"
             matched = True
         if not matched:
             raise InvalidInputError(f"--param {param}: no chosen model has a parameter {field!r}")
     result: dict[str, Any] = {}
-    for name, pairs in specs:
+    for name, pairs, flags in specs:
         label = name if not pairs else f"{name}({', '.join(f'{k}={v}' for k, v in pairs.items())})"
-        result[label] = create(name, **parse_params(name, pairs))
+        try:
+            result[label] = create(name, **parse_params(name, pairs))
+            result[label]._validate()  # what fit would refuse, refused before any work
+        except InvalidInputError as err:
+            # the flag that set the parameter the message names, else the model's own
+            named = [f for key, f in flags.items() if re.search(rf"\b{re.escape(key)}\b", str(err))]
+            raise InvalidInputError(f"{(named or [f'--model {name}'])[0]}: {err}") from None
     return result
 
 
-def _check_metrics(names: list[str]) -> None:
+def _model_class(name: str, flag: str) -> Any:
+    """The registered class of ``name``; unknown: an error naming ``flag`` as typed."""
+    from tastebud.models import get_class
+
+    try:
+        return get_class(name)
+    except InvalidInputError as err:
+        raise InvalidInputError(f"{flag}: {err}") from None
+
+
+def _fields(cls: Any) -> set[str]:
+    return set(cls.__dataclass_fields__)
+
+
+def _check_metrics(names: list[str], also: tuple[str, ...] = ()) -> None:
+    """``--metric``: ranking metric names (and ``also`` these)."""
     from tastebud.metrics.ranking import RANKING_METRICS
 
+    known = [*RANKING_METRICS, *also]
     for name in names:
-        if name.lower() not in RANKING_METRICS:
+        if name.lower() not in known:
             raise InvalidInputError(
-                f"--metric {name}: unknown metric; choose from {', '.join(RANKING_METRICS)}"
+                f"--metric {name}: unknown metric; choose from {', '.join(known)}"
             )
 
 
@@ -113,6 +140,18 @@ def _split_pair(text: str) -> tuple[str, str]:
 
 
 _ROLES = ("user", "item", "rating", "weight", "timestamp")
+
+
+#: The reader's messages name its Python arguments (``encoding='latin-1'``, ``sep=...``); on
+#: the command line they read as the flags that set them.
+_READING_FLAGS: tuple[tuple[re.Pattern[str], Any], ...] = (
+    (
+        re.compile(r"\b(on_bad_rows|encoding)='([^']*)'"),
+        lambda m: f"--{m[1].replace('_', '-')} {m[2]}",
+    ),
+    (re.compile(r"\bsep=\.\.\."), "--sep SEP"),
+    (re.compile(r"\b(?:user|item|rating|weight|timestamp)=\.\.\. or "), ""),  # "or --column"
+)
 
 
 @dataclass(frozen=True)
@@ -157,18 +196,24 @@ class _Reading:
         return words
 
     def read(self, path: Path) -> Dataset:
-        return read_interactions(
-            path,
-            user=self.columns["user"],
-            item=self.columns["item"],
-            rating=self.columns["rating"],
-            weight=self.columns["weight"],
-            timestamp=self.columns["timestamp"],
-            sep=self.sep,
-            encoding=self.encoding,
-            header=self.header,
-            on_bad_rows=self.on_bad_rows,  # type: ignore[arg-type]
-        )
+        try:
+            return read_interactions(
+                path,
+                user=self.columns["user"],
+                item=self.columns["item"],
+                rating=self.columns["rating"],
+                weight=self.columns["weight"],
+                timestamp=self.columns["timestamp"],
+                sep=self.sep,
+                encoding=self.encoding,
+                header=self.header,
+                on_bad_rows=self.on_bad_rows,  # type: ignore[arg-type]
+            )
+        except DataError as err:
+            problem = err.problem
+            for python, flag in _READING_FLAGS:
+                problem = python.sub(flag, problem)
+            raise DataError(problem, source=err.source, line=err.line, column=err.column) from None
 
     def load(self, dataset: str | None, data: Path | None) -> Dataset:
         if (dataset is None) == (data is None):
@@ -343,7 +388,7 @@ def _demo_models(names: list[str] | None) -> tuple[dict[str, Any], str]:
     installed -- and one line naming the models left out and how to add them."""
     from tastebud.models import available, create, get_class
 
-    wanted = [get_class(n).name for n in names] if names else available()
+    wanted = [_model_class(n, f"--model {n}").name for n in names] if names else available()
     models: dict[str, Any] = {}
     left_out: dict[str, list[str]] = {}
     for name in wanted:
@@ -355,7 +400,8 @@ def _demo_models(names: list[str] | None) -> tuple[dict[str, Any], str]:
         else:
             left_out.setdefault(hint, []).append(name)
     line = "; ".join(f"{', '.join(n)} (add with: {hint})" for hint, n in left_out.items())
-    return models, f"skipped {sum(map(len, left_out.values()))} models: {line}" if line else ""
+    n = sum(map(len, left_out.values()))
+    return models, f"skipped {n} model{'s' if n > 1 else ''}: {line}" if line else ""
 
 
 def _can_explain(model: Any) -> bool:
@@ -451,6 +497,7 @@ def evaluate(
         train_ds = reading.read(train)
         test_table = reading.read(test).interactions
         the_split = Split(train=train_ds, test=test_table, name=f"{train.name} / {test.name}")
+        data_summary, title = train_ds.describe(), f"tastebud evaluation: {the_split.name}"
     else:
         ds = reading.load(dataset, data)
         splitter = SPLITTERS[split]
@@ -460,6 +507,7 @@ def evaluate(
             the_split = splitter(ds, test_size)
         else:
             the_split = splitter(ds, test_size, seed=seed)
+        data_summary, title = ds.describe(), f"tastebud evaluation: {ds.name}, {the_split.name}"
     if binarize is not None:
         the_split = Split(
             train=_binarized(the_split.train, binarize), test=the_split.test, name=the_split.name
@@ -475,22 +523,24 @@ def evaluate(
         fairness_by=fairness_by,
         progress=None if not as_json else False,
     )
-    title = f"tastebud evaluation: {the_split.name}"
     if report is not None:
         from tastebud.report import write_report
 
-        write_report(results, report, title=title)
+        write_report(results, report, title=title, dataset=data_summary)
+    tracked: dict[str, str] = {}
     if track is not None:
         from tastebud.tracking import log_evaluation
 
-        log_evaluation(
+        run_id = log_evaluation(
             results,
             models=models,
             report_dir=report,
             title=title,
+            dataset=data_summary,
             tracking_uri=track_uri,
             experiment=experiment,
         )
+        tracked = _tracked(run_id, track_uri, experiment)
     if as_json:
         payload = {
             "protocol": results.attrs["protocol"],
@@ -499,12 +549,29 @@ def evaluate(
                 for label, g in results.groupby("model", sort=False)
             },
         }
-        sys.stdout.write(to_json(payload) + "\n")
+        sys.stdout.write(to_json(payload | ({"tracking": tracked} if tracked else {})) + "\n")
         return
     board = leaderboard(results)
     _print_board(board)
     protocol = results.attrs["protocol"]
     out.print(", ".join(f"{key}: {value}" for key, value in protocol.items()))
+    if tracked:
+        out.print(_tracked_line(tracked))
+
+
+def _tracked(run_id: str, track_uri: str | None, experiment: str) -> dict[str, str]:
+    """Where ``--track mlflow`` logged: the store, the experiment, the run, how to look."""
+    from tastebud.tracking import browse_command, store_uri
+
+    uri = store_uri(track_uri)
+    return {"uri": uri, "experiment": experiment, "run_id": run_id, "browse": browse_command(uri)}
+
+
+def _tracked_line(tracked: dict[str, str]) -> str:
+    return (
+        f"logged to MLflow: run {tracked['run_id']} in experiment {tracked['experiment']!r} "
+        f"at {tracked['uri']}; to browse: {tracked['browse']}"
+    )
 
 
 @app.command()
@@ -597,15 +664,24 @@ def tune(
 ) -> None:
     """Search hyper-parameters (Optuna) on a validation split carved from the training data
     only; prints the best setting as a command that fits it."""
-    from tastebud.models.registry import parse_params
+    from tastebud.tuning import DEFAULT_SPACES
     from tastebud.tuning import tune as run_tune
 
     _check_tracking(track)
+    ((_label, chosen),) = _parse_models([model], param or []).items()
+    if chosen.name not in DEFAULT_SPACES:
+        raise InvalidInputError(
+            f"--model {model}: tune has no search space for {chosen.name}; it tunes "
+            f"{', '.join(sorted(DEFAULT_SPACES))}"
+        )
+    _check_metrics([metric], also=("rmse", "mae"))
+    given = [*model.partition(":")[2].split(","), *(param or [])]  # -m name:k=v and -p k=v
+    held = [_split_pair(p)[0].rpartition(".")[2] for p in given if p.strip()]
+    fixed = {name: getattr(chosen, name) for name in held}
     reading = _Reading.from_options(column, sep, encoding, header, on_bad_rows)
     ds = _binarized(reading.load(dataset, data), binarize)
-    fixed = parse_params(model, dict(_split_pair(p) for p in param or []))
     result = run_tune(
-        model,
+        chosen.name,
         ds,
         n_trials=trials,
         metric=metric,
@@ -620,10 +696,12 @@ def tune(
     )
     if out_dir is not None:
         result.best_model().fit(ds).save(out_dir)
+    tracked: dict[str, str] = {}
     if track is not None:
         from tastebud.tracking import log_tuning
 
-        log_tuning(result, tracking_uri=track_uri, experiment=experiment)
+        run_id = log_tuning(result, tracking_uri=track_uri, experiment=experiment)
+        tracked = _tracked(run_id, track_uri, experiment)
     fit_line = _fit_command(result.model, result.best_params, dataset, data, binarize, reading)
     if as_json:
         payload = {
@@ -634,7 +712,7 @@ def tune(
             "fit_command": fit_line,
             "protocol": result.protocol,
             "trials": result.trials.to_dict(orient="records"),
-        }
+        } | ({"tracking": tracked} if tracked else {})
         sys.stdout.write(to_json(payload) + "\n")
         return
     _print_trials(result.trials)
@@ -643,6 +721,8 @@ def tune(
     out.print(f"fit it: {fit_line}")
     if out_dir is not None:
         out.print(f"fitted the best setting on all of {ds.name}; saved to {out_dir}")
+    if tracked:
+        out.print(_tracked_line(tracked))
 
 
 def _print_trials(trials: pd.DataFrame, rows: int = 10) -> None:
@@ -712,6 +792,9 @@ def recommend(
     data had titles), score, rank."""
     from tastebud.models import load
 
+    if output is not None and (output.is_dir() or output.suffix.lower() not in (".csv", ".json")):
+        what = "is a folder" if output.is_dir() else "names no known format"
+        raise InvalidInputError(f"--out {output} {what}; give a file ending .csv or .json")
     ids: list[Any] = list(user or [])
     if users_file is not None:
         if not users_file.is_file():
@@ -734,8 +817,6 @@ def recommend(
         recs.to_csv(sys.stdout, index=False)
         return
     output_folder(output.parent)
-    if output.is_dir():
-        raise InvalidInputError(f"--out {output} is a folder; give a file ending .csv or .json")
     if output.suffix.lower() == ".json":
         output.write_text(to_json(recs.to_dict(orient="records")))
     else:
@@ -839,17 +920,36 @@ def serve(
             help="processes serving requests (one per core; one of them trains at a time)",
         ),
     ] = 1,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="no API keys: anyone who reaches the port can write, delete and retrain",
+        ),
+    ] = False,
 ) -> None:
     """Run the HTTP service (API docs at /docs, the web UI at /ui/, health at
-    /health/ready)."""
+    /health/ready).
+
+    Keys: with none configured, an admin key is generated at the first start into
+    MODEL_DIR/admin.key and printed once; it guards writes and admin, reads stay open
+    (set read_key to guard them). Listening on an address other than loopback needs
+    configured keys (api_key or admin_key) or --insecure."""
     import uvicorn
 
     from tastebud.service import logs
     from tastebud.service.app import serving_app
+    from tastebud.service.server import is_loopback, uvicorn_options
     from tastebud.service.settings import load_settings
     from tastebud.service.storage import Storage
 
-    settings = load_settings(config, db=db, model=model)
+    settings = load_settings(config, db=db, model=model, **({"insecure": True} if insecure else {}))
+    if not is_loopback(host) and not (settings.insecure or settings.api_key or settings.admin_key):
+        raise InvalidInputError(
+            f"--host {host}: refusing to listen beyond this machine without API keys; set "
+            "api_key (and read_key) in the config file or TASTEBUD_API_KEY, or pass --insecure"
+        )
+    _check_serveable(settings.model)
     logs.configure(settings.log_level, settings.log_json)
     storage = Storage(settings.db)
     storage.migrate()
@@ -857,20 +957,14 @@ def serve(
         from tastebud.data.sample import load_sample
 
         counts = storage.import_dataset(load_sample(), event_type="rating")
-        out.print(f"sample data: {counts}")
+        out.print("sample data: " + ", ".join(f"{n:,} {what}" for what, n in counts.items()))
     out.print(
         f"tastebud serving {storage.url} on http://{host}:{port} "
-        f"(API docs: http://{host}:{port}/docs)",
+        f"(web UI: http://{host}:{port}/ui/, API docs: http://{host}:{port}/docs)",
     )
+    options = uvicorn_options(settings)
     if workers == 1:
-        uvicorn.run(
-            serving_app(settings, storage),
-            host=host,
-            port=port,
-            log_config=None,
-            access_log=False,
-            timeout_keep_alive=_KEEP_ALIVE_S,
-        )
+        uvicorn.run(serving_app(settings, storage), host=host, port=port, **options)
         storage.close()
         return
     storage.close()
@@ -883,15 +977,20 @@ def serve(
         workers=workers,
         host=host,
         port=port,
-        log_config=None,
-        access_log=False,
-        timeout_keep_alive=_KEEP_ALIVE_S,
+        **options,
     )
 
 
-#: Idle keep-alive connections are closed after this long (uvicorn's 5 s default races
-#: with clients' connection pools: a request sent as the server closes is reset).
-_KEEP_ALIVE_S = 65
+def _check_serveable(model: str) -> None:
+    """Refuses a service model whose extra is not installed (it would serve popularity
+    forever, saying so only in the log)."""
+    from tastebud.models import get_class
+
+    missing = get_class(model).missing_extra()
+    if missing is not None:
+        raise InvalidInputError(
+            f"model {model}: its packages are not installed; add them with {missing}"
+        )
 
 
 experiments_app = typer.Typer(
@@ -1105,7 +1204,19 @@ def main(argv: list[str] | None = None) -> None:
     global _help_names
     _help_names = "--help" in args
     try:
-        app(args=args, prog_name="tastebud")
+        code = app(args=args, prog_name="tastebud", standalone_mode=False)
+    except _clicks.UsageError as error:  # click's parser: a bad flag value, a missing option...
+        if isinstance(error, _NoArgsIsHelp):
+            error.show()  # no arguments: the help, as with --help (but exit code 2)
+        else:
+            sys.stderr.write(f"error: {_usage_line(error, args)}\n")
+        raise SystemExit(error.exit_code) from None
+    except _clicks.ClickException as error:
+        sys.stderr.write(f"error: {_one_line(error.format_message())}\n")
+        raise SystemExit(error.exit_code) from None
+    except _ABORTS:
+        sys.stderr.write("error: aborted\n")
+        raise SystemExit(1) from None
     except TastebudError as error:
         sys.stderr.write(f"error: {_one_line(error)}\n")  # one line, never wrapped
         raise SystemExit(2) from None
@@ -1120,9 +1231,49 @@ def main(argv: list[str] | None = None) -> None:
             "run again with TASTEBUD_DEBUG=1 for the traceback and report it\n"
         )
         raise SystemExit(1) from None
+    raise SystemExit(code if isinstance(code, int) else 0)  # --help, --version, typer.Exit
 
 
-def _one_line(error: BaseException) -> str:
+def _one_line(error: object) -> str:
     """An error's message on one line (a wrapped library message folded, whitespace kept
     single)."""
     return " ".join(str(error).split())
+
+
+#: The exceptions of the click that typer runs on (recent typer releases carry their own copy).
+_clicks: Any = sys.modules[typer.BadParameter.__module__]
+_NoArgsIsHelp = getattr(_clicks, "NoArgsIsHelpError", ())  # click >= 8.2
+_ABORTS = (typer.Abort, getattr(_clicks, "Abort", typer.Abort))
+
+
+def _usage_line(error: Any, args: list[str]) -> str:
+    """Click's usage error as one line that names the flag as typed and where help is:
+    ``--test-size: 2 is not strictly between 0 and 1 (see tastebud evaluate --help)``."""
+    param = getattr(error, "param", None)
+    if isinstance(error, _clicks.MissingParameter) or param is None:
+        message = _lower_first(error.format_message())  # "missing option '--model' / '-m'"
+    else:  # a value the option refused ("Value error, ": typer's pydantic)
+        flags = [o for o in param.opts if o.startswith("--")] or param.opts
+        name = flags[0] if flags else param.human_readable_name
+        message = f"{name}: {_lower_first(error.message.removeprefix('Value error, '))}"
+    message = _one_line(message).rstrip(".")
+    where = error.ctx.command_path if error.ctx is not None else _command_path(args)
+    return f"{message} (see {where} --help)"
+
+
+def _command_path(args: list[str]) -> str:
+    """``tastebud experiments report``: the (sub)commands named at the start of ``args``, for
+    the errors click's parser raises without a context."""
+    words, command = ["tastebud"], typer.main.get_command(app)
+    for arg in args:  # a group's subcommands are in its .commands
+        sub = getattr(command, "commands", {}).get(arg)
+        if sub is None:
+            break
+        words.append(arg)
+        command = sub
+    return " ".join(words)
+
+
+def _lower_first(text: str) -> str:
+    """``Missing option`` -> ``missing option``, as the other error lines read."""
+    return text[:1].lower() + text[1:]

@@ -79,6 +79,8 @@ def make_settings(tmp_path: Path, db: str | None = None, **overrides: Any) -> Se
         "db": db or f"sqlite:///{tmp_path / 'service.db'}",
         "model_dir": tmp_path / "models",
         "min_events_to_train": 20,
+        # no keys unless a test sets some (test_security covers the generated admin key)
+        "insecure": not {"api_key", "admin_key", "read_key"} & set(overrides),
         **overrides,
     }
     return Settings(**values)
@@ -315,7 +317,7 @@ def test_users_and_items_crud(trained: tuple[ApiClient, dict[str, Any]]) -> None
     assert ok(client.get("/users/u1/events"))
     deleted = ok(client.delete("/users/u1"))
     assert deleted["deleted"] == "u1" and deleted["events"] > 0
-    assert ok(client.get("/users/u1/events")) == []
+    error(client.get("/users/u1/events"), 404)
     error(client.get("/users/u1"), 404)
     error(client.delete("/users/u1"), 404)
     assert {row["source"] for row in recs(client, "u1", k=5)["items"]} == {"popular"}
@@ -403,16 +405,16 @@ def test_invalid_requests_are_json_4xx(tmp_path: Path) -> None:
             assert problem["message"].startswith(where)
 
         message = error(client.post("/events", json={**good, "type": "poke"}), 422)["message"]
-        assert "'poke'" in message and "like" in message
+        assert message.startswith("body.type") and "'like'" in message
         message = error(client.post("/events", json={**good, "type": "rating"}), 422)["message"]
         assert "rating needs a value" in message
         ok(client.post("/events", json={**good, "type": "rating", "value": 4}), 201)
 
-        # an event naming an item that does not exist: the body is wrong, not the URL
-        problem = error(client.post("/events", json={**good, "item_id": "ghost"}), 422)
+        # an event naming an item that does not exist: a conflict with what is stored
+        problem = error(client.post("/events", json={**good, "item_id": "ghost"}), 409)
         assert "'ghost'" in problem["message"] and problem["missing"] == ["ghost"]
         batch = {"events": [good, {**good, "item_id": "ghost"}]}
-        error(client.post("/events/batch", json=batch), 422)
+        error(client.post("/events/batch", json=batch), 409)
         assert len(ok(client.get("/users/u/events"))) == 1  # all or nothing
 
         nan = b'{"user_id": "u", "item_id": "x", "type": "rating", "value": NaN}'
@@ -424,19 +426,21 @@ def test_invalid_requests_are_json_4xx(tmp_path: Path) -> None:
         error(client.get("/items/y"), 404)  # nothing was written
         error(client.post("/events", content=b'{"user_id": ', headers=headers), 422)
         error(
-            client.post("/events", content=b"user=u", headers={"content-type": "text/plain"}), 422
+            client.post("/events", content=b"user=u", headers={"content-type": "text/plain"}), 415
         )
 
         assert error(client.get("/users/nobody"), 404)["type"] == "not_found"
         error(client.get("/items/nothing"), 404)
-        assert "max_k=20" in error(client.get("/users/u/recommendations?k=21"), 422)["message"]
+        assert (
+            "between 1 and 20" in error(client.get("/users/u/recommendations?k=21"), 422)["message"]
+        )
         error(client.get("/users/u/recommendations?k=0"), 422)
         error(client.get("/users/u/recommendations?k=many"), 422)
         error(client.post("/recommendations", json={"items": ["x"], "k": 21}), 422)
         error(client.get("/users/" + "u" * 300), 422)
 
         four = {"events": [good] * 4}
-        assert "limit is 3" in error(client.post("/events/batch", json=four), 422)["message"]
+        assert "at most 3 items" in error(client.post("/events/batch", json=four), 422)["message"]
         huge = {"events": [{**good, "client_event_id": "c" * 200}] * 3, "pad": "x" * 5000}
         assert error(client.post("/events/batch", json=huge), 413)["type"] == "too_large"
 
@@ -484,23 +488,30 @@ def test_not_ready_before_start_up(tmp_path: Path) -> None:
 
 
 def test_api_keys(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, api_key="w", admin_key="a")
+    settings = make_settings(
+        tmp_path, api_key="write-key-0123456789", admin_key="admin-key-0123456789"
+    )
     with serve(settings) as client:
         event = {"user_id": "u", "item_id": "x", "type": "like"}
         assert error(client.put("/items/x", json={}), 401)["type"] == "unauthorized"
-        ok(client.put("/items/x", json={}, headers={"X-API-Key": "w"}))
+        ok(client.put("/items/x", json={}, headers={"X-API-Key": "write-key-0123456789"}))
         assert error(client.post("/events", json=event), 401)["type"] == "unauthorized"
         forbidden = error(client.post("/events", json=event, headers={"X-API-Key": "nope"}), 403)
         assert forbidden["type"] == "forbidden"
-        ok(client.post("/events", json=event, headers={"X-API-Key": "w"}), 201)
-        ok(client.post("/events", json=event, headers={"X-API-Key": "a"}), 201)  # admin writes
+        ok(client.post("/events", json=event, headers={"X-API-Key": "write-key-0123456789"}), 201)
+        ok(
+            client.post("/events", json=event, headers={"X-API-Key": "admin-key-0123456789"}), 201
+        )  # admin writes
 
         error(client.post("/admin/retrain"), 401)
-        error(client.post("/admin/retrain", headers={"X-API-Key": "w"}), 403)
-        error(client.get("/admin/models", headers={"X-API-Key": "w"}), 403)
-        assert ok(client.get("/admin/models", headers={"X-API-Key": "a"})) == []
-        error(client.post("/admin/retrain?wait=true", headers={"X-API-Key": "a"}), 409)
-        stats = ok(client.get("/admin/stats", headers={"X-API-Key": "a"}))
+        error(client.post("/admin/retrain", headers={"X-API-Key": "write-key-0123456789"}), 403)
+        error(client.get("/admin/models", headers={"X-API-Key": "write-key-0123456789"}), 403)
+        assert ok(client.get("/admin/models", headers={"X-API-Key": "admin-key-0123456789"})) == []
+        error(
+            client.post("/admin/retrain?wait=true", headers={"X-API-Key": "admin-key-0123456789"}),
+            409,
+        )
+        stats = ok(client.get("/admin/stats", headers={"X-API-Key": "admin-key-0123456789"}))
         assert stats["events"] == 2 and stats["items"] == 1
 
         # reads are open without a read key
@@ -508,15 +519,17 @@ def test_api_keys(tmp_path: Path) -> None:
         ok(client.get("/items/x"))
         ok(client.get("/health/ready"))
 
-    settings = make_settings(tmp_path, api_key="w", read_key="r")
+    settings = make_settings(
+        tmp_path, api_key="write-key-0123456789", read_key="read-key-0123456789"
+    )
     with serve(settings) as client:
         error(client.get("/items/x"), 401)
         error(client.get("/items/x", headers={"X-API-Key": "nope"}), 403)
-        for key in ("r", "w"):
+        for key in ("read-key-0123456789", "write-key-0123456789"):
             ok(client.get("/items/x", headers={"X-API-Key": key}))
-        error(client.put("/items/x", json={}, headers={"X-API-Key": "r"}), 403)
+        error(client.put("/items/x", json={}, headers={"X-API-Key": "read-key-0123456789"}), 403)
         # without an admin key the write key runs the admin endpoints
-        ok(client.get("/admin/models", headers={"X-API-Key": "w"}))
+        ok(client.get("/admin/models", headers={"X-API-Key": "write-key-0123456789"}))
         ok(client.get("/health/live"))  # health stays open for load balancers
         ok(client.get("/health/ready"))
 
@@ -646,7 +659,7 @@ def test_apps_are_independent(tmp_path: Path) -> None:
         ok(first.put("/items/x", json={}))
         ok(first.post("/events", json={"user_id": "u", "item_id": "x", "type": "like"}), 201)
         error(second.get("/items/x"), 404)
-        assert ok(second.get("/users/u/events")) == []
+        error(second.get("/users/u/events"), 404)
         ok(first.get("/users/u/recommendations?k=8"))
         error(second.get("/users/u/recommendations?k=8"), 422)
         assert 'route="/events"' in first.get("/metrics").text
@@ -683,7 +696,9 @@ def test_settings_come_from_file_environment_and_arguments(
     assert load_settings(toml).max_k == 7
 
     as_json = tmp_path / "tastebud.json"
-    as_json.write_text(json.dumps({"max_batch": 10, "api_key": "k"}), encoding="utf-8")
+    as_json.write_text(
+        json.dumps({"max_batch": 10, "api_key": "k-0123456789abcdef"}), encoding="utf-8"
+    )
     assert load_settings(as_json).max_batch == 10
 
 

@@ -21,8 +21,10 @@ def _without_request_id(answer: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def client(tmp_path: Path) -> ApiClient:
-    settings = make_settings(tmp_path, api_key="w", read_key="r")
-    with ApiClient(create_app(settings), headers={"X-API-Key": "w"}) as client:
+    settings = make_settings(
+        tmp_path, api_key="write-key-0123456789", read_key="read-key-0123456789"
+    )
+    with ApiClient(create_app(settings), headers={"X-API-Key": "write-key-0123456789"}) as client:
         seed(client)
         ok(client.post("/admin/retrain?wait=true"), 200)
         yield client
@@ -41,7 +43,9 @@ def test_the_fast_path_and_the_route_give_the_same_answers(
 
     monkeypatch.setattr(app_module._RecommendationsFastPath, "__call__", counting)
     # a root_path is one thing the fast path leaves to the route
-    behind_proxy = ApiClient(client.app, root_path="/api", headers={"X-API-Key": "w"})
+    behind_proxy = ApiClient(
+        client.app, root_path="/api", headers={"X-API-Key": "write-key-0123456789"}
+    )
     queries = ["k=5", "k=3&explain=true", "generators=popular", "filter=title!=Song A1"]
     for query in queries:
         fast = ok(client.get(f"/users/u0/recommendations?{query}"))
@@ -57,7 +61,7 @@ def test_keys_and_errors_are_answered_as_everywhere_else(client: ApiClient) -> N
     assert error(client.get(url, headers={"X-API-Key": "nope"}), 403)["type"] == "forbidden"
     client.headers.pop("X-API-Key")
     assert error(client.get(url), 401)["type"] == "unauthorized"
-    client.headers["X-API-Key"] = "r"
+    client.headers["X-API-Key"] = "read-key-0123456789"
     ok(client.get(url))
     assert error(client.get(f"{url}?k=many"), 422)["type"] == "invalid_request"
     assert error(client.get(f"{url}?k=0"), 422)["type"] == "invalid_request"

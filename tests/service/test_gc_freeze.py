@@ -19,7 +19,9 @@ SCRIPT = textwrap.dedent(
 
     app_module.REFREEZE_S = 0.05
     tmp = Path(sys.argv[1])
-    settings = Settings(db=f"sqlite:///{tmp / 'f.db'}", model_dir=tmp / "m", log_level="warning")
+    settings = Settings(
+        db=f"sqlite:///{tmp / 'f.db'}", model_dir=tmp / "m", log_level="warning", insecure=True
+    )
     app = app_module.create_app(settings, freeze_heap=True)
 
     class Node:

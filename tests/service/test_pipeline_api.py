@@ -184,7 +184,7 @@ def test_onboarding_with_likes_and_with_attributes(client: Client) -> None:
     assert ids(paris)[:5] and set(ids(paris)[:5]) <= set(A_ITEMS)
 
     unknown = raised(client.onboard, "x", liked_items=["nope"])
-    assert unknown.status == 422 and "nope" in unknown.message
+    assert unknown.status == 409 and "nope" in unknown.message
 
 
 # -- experiments -----------------------------------------------------------------------------
@@ -247,9 +247,15 @@ def test_ab_test_between_two_versions_with_report(client: Client, tmp_path: Path
 
 
 def test_experiment_requests_are_checked(client: Client) -> None:
-    variants: list[dict[str, Any]] = [{"name": "a", "share": 0.5}, {"name": "b", "share": 0.6}]
+    variants: list[dict[str, Any]] = [{"name": "a", "share": 0.5}, {"name": "a", "share": 0.5}]
     bad = raised(client.start_experiment, "x", variants)
-    assert bad.status == 422 and "add up to 1.1" in bad.message
+    assert bad.status == 409 and "a twice" in bad.message
+    # shares are relative: 1 and 3 is a quarter and three quarters
+    variants = [{"name": "a", "share": 0.25}, {"name": "b", "share": 0.75}]
+    relative = client.start_experiment(
+        "relative", [dict(v, share=v["share"] / 4) for v in variants]
+    )
+    assert [v["share"] for v in relative.variants] == [0.25, 0.75]
     variants = [{"name": "a", "share": 0.5}, {"name": "b", "share": 0.5, "model_version": 99}]
     assert raised(client.start_experiment, "x", variants).status == 404
     variants = [

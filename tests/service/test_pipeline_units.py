@@ -650,9 +650,6 @@ def test_experiment_specs_that_are_fine() -> None:
 @pytest.mark.parametrize(
     "change",
     [
-        {"variants": [{"name": "a", "share": 0.5}, {"name": "b", "share": 0.4}]},
-        {"variants": [{"name": "a", "share": 0.7}, {"name": "b", "share": 0.5}]},
-        {"variants": [{"name": "a", "share": 0.5}, {"name": "a", "share": 0.5}]},
         {"variants": [{"name": "a", "share": 1.0}]},
         {"variants": []},
         {"variants": [{"name": f"v{i}", "share": 1 / 21} for i in range(21)]},
@@ -677,6 +674,15 @@ def test_experiment_specs_that_are_fine() -> None:
 def test_experiment_specs_are_checked(change: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         ExperimentIn.model_validate({**_OK, **change})
+
+
+def test_experiment_shares_are_relative_and_names_twice_are_named() -> None:
+    spec = ExperimentIn.model_validate(
+        {"name": "e", "variants": [{"name": "a", "share": 0.2}, {"name": "b", "share": 0.6}]}
+    )
+    assert [v.share for v in spec.variants] == pytest.approx([0.25, 0.75])
+    twice = [{"name": "a", "share": 0.5}, {"name": "a", "share": 0.5}, {"name": "b", "share": 1}]
+    assert ExperimentIn.model_validate({"name": "e", "variants": twice}).duplicate_names() == ["a"]
 
 
 # -- significance ------------------------------------------------------------------------------

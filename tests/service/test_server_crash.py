@@ -73,6 +73,7 @@ def _server(url: str, workdir: Path, log: Path) -> Iterator[tuple[subprocess.Pop
         # No background training: this test is about the event path only.
         "TASTEBUD_MIN_EVENTS_TO_TRAIN": str(10**9),
         "TASTEBUD_RETRAIN_EVERY_S": "0",
+        "TASTEBUD_INSECURE": "true",
     }
     with log.open("ab") as out:
         server = subprocess.Popen(

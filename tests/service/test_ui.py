@@ -36,7 +36,9 @@ def test_the_pages_and_assets_are_served(tmp_path: Path) -> None:
         warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
         from fastapi.testclient import TestClient
 
-    app = create_app(Settings(db=f"sqlite:///{tmp_path / 'ui.db'}", model_dir=tmp_path / "m"))
+    app = create_app(
+        Settings(db=f"sqlite:///{tmp_path / 'ui.db'}", model_dir=tmp_path / "m", insecure=True)
+    )
     mount_ui(app)  # a no-op where create_app did it already
     mount_ui(app)
     assert sum(getattr(r, "path", None) == "/ui/" for r in app.routes) == 1
@@ -84,9 +86,9 @@ def test_the_api_docs_are_served_from_the_package(tmp_path: Path) -> None:
     settings = Settings(
         db=f"sqlite:///{tmp_path / 'docs.db'}",
         model_dir=tmp_path / "m",
-        read_key="r",
-        api_key="w",
-        admin_key="a",
+        read_key="read-key-0123456789",
+        api_key="write-key-0123456789",
+        admin_key="admin-key-0123456789",
     )
     app = create_app(settings)
     mount_docs(app)  # a no-op where create_app did it already
@@ -477,7 +479,7 @@ def test_the_api_key_typed_in_the_page_is_sent(tmp_path: Path, browser: Any) -> 
     with _serve(
         tmp_path,
         with_model=False,
-        TASTEBUD_API_KEY="s3cret",
+        TASTEBUD_API_KEY="s3cret-0123456789",
         TASTEBUD_MIN_EVENTS_TO_TRAIN="1000000",
     ) as base:
         driver.get(f"{base}/ui/")
@@ -490,7 +492,7 @@ def test_the_api_key_typed_in_the_page_is_sent(tmp_path: Path, browser: Any) -> 
         assert error.text == "create user: this endpoint needs an X-API-Key header"
         assert _by(driver, "current-user")[0].text == "none"
 
-        _by(driver, "api-key")[0].send_keys("s3cret")
+        _by(driver, "api-key")[0].send_keys("s3cret-0123456789")
         _by(driver, "save-key")[0].click()
         new_user = _by(driver, "new-user-id")[0]
         new_user.clear()
@@ -525,8 +527,8 @@ def test_the_api_docs_render_offline(tmp_path: Path, browser: Any) -> None:
     with _serve(
         tmp_path,
         with_model=False,
-        TASTEBUD_READ_KEY="r",
-        TASTEBUD_API_KEY="w",
+        TASTEBUD_READ_KEY="read-key-0123456789",
+        TASTEBUD_API_KEY="write-key-0123456789",
         TASTEBUD_MIN_EVENTS_TO_TRAIN="1000000",
     ) as base:
         operations = sum(

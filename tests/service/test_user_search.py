@@ -88,13 +88,13 @@ def test_a_prefix_search_reads_an_index_range(storage: Storage) -> None:
 
 
 def test_the_users_route_searches_by_prefix(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, read_key="r", min_events_to_train=10**9)
+    settings = make_settings(tmp_path, read_key="read-key-0123456789", min_events_to_train=10**9)
     users = [f"u{n:03d}" for n in range(30)] + ["U999"]
     with Storage(settings.db) as store:  # one transaction, not one per user
         store.migrate()
         store.import_dataset(Dataset.from_frame(pd.DataFrame({"user": users, "item": "x"})))
     with serve(settings) as client:
-        key = {"X-API-Key": "r"}
+        key = {"X-API-Key": "read-key-0123456789"}
         found = ok(client.get("/users", params={"q": "u01", "limit": 5}, headers=key))
         assert [u["id"] for u in found] == ["u010", "u011", "u012", "u013", "u014"]
         assert ok(client.get("/users", params={"q": "u0299"}, headers=key)) == []

@@ -379,7 +379,7 @@ class _Routes:
         name: str, variants: Sequence[Variant | Mapping[str, Any]]
     ) -> _Call[ExperimentOut]:
         """Start an A/B test (stopping the running one). Each variant has a ``name``, a
-        ``share`` of the users (they add up to 1), optionally a ``model_version`` and
+        ``share`` of the users (relative: scaled to add up to 1), optionally a ``model_version`` and
         ``pipeline`` settings; plain dicts or the service's ``Variant``."""
         rows = [
             v.model_dump(exclude_none=True) if isinstance(v, Variant) else dict(v) for v in variants

@@ -17,6 +17,8 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import hashlib
+import json
 import logging
 import os
 import random
@@ -26,24 +28,35 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, TypeVar, get_args
+from urllib.parse import unquote
 
 from fastapi import Body, Depends, FastAPI, Header, Query, Request
 from fastapi import Path as FastPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    create_model,
+)
 from sqlalchemy import exc as sa_exc
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tastebud import __version__
 from tastebud.errors import InvalidInputError, TastebudError, UnknownIdError
+from tastebud.service import rules
 from tastebud.service.engine import Engine, Snapshot, UserState
 from tastebud.service.experiments import (
     EXPLORATION_SOURCE,
@@ -53,24 +66,114 @@ from tastebud.service.experiments import (
     assign,
     report,
 )
-from tastebud.service.pipeline import GENERATORS, Candidate, Filters, PipelineSettings
+from tastebud.service.keys import Keys
+from tastebud.service.keys import announce as announce_keys
+from tastebud.service.keys import resolve as access_keys
+from tastebud.service.pipeline import (
+    FILTER_PATTERN,
+    GENERATORS,
+    Candidate,
+    Filters,
+    PipelineSettings,
+)
+from tastebud.service.rules import RequestBody as _Body
 from tastebud.service.settings import Settings
 from tastebud.service.storage import MissingIdsError, Storage
 from tastebud.service.ui import mount_docs, mount_ui
 
 log = logging.getLogger("tastebud.service")
+_F = TypeVar("_F", bound=Callable[..., Any])
 
-Id = Annotated[str, Field(min_length=1, max_length=256)]
+
+def _valid_id(value: str) -> str:
+    problem = rules.id_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+def _path_id(value: Any) -> Any:
+    """An id as it arrives in a path segment, percent-decoded (see :func:`_id_path`)."""
+    return unquote(value) if isinstance(value, str) else value
+
+
+#: An id in a body or a query: :func:`rules.id_problem`.
+Id = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=rules.MAX_ID_LENGTH,
+        description="Any text of 1 to 256 characters, not blank, without control characters",
+        json_schema_extra={"pattern": rules.ID_PATTERN},
+    ),
+    AfterValidator(_valid_id),
+]
+
+
+def _valid_text(value: Any) -> Any:
+    problem = rules.text_problem(value) if isinstance(value, str) else None
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+#: Free text in a query (a search): :func:`rules.text_problem`.
+QueryText = Annotated[str, AfterValidator(_valid_text)]
+
+#: An id in a URL path: any :data:`Id`, percent-encoded (``a/b`` is ``a%2Fb``).
+PathId = Annotated[
+    Id,
+    BeforeValidator(_path_id),
+    Field(description="Any id, percent-encoded: a/b is a%2Fb, 50% is 50%25"),
+]
+_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
+
+
+def _ascii_integer(value: Any) -> Any:
+    """A query or path integer as written: ASCII digits only (no spaces, no "5.0", no
+    full-width or other scripts' digits, which ``int()`` would take)."""
+    if isinstance(value, str) and not _INTEGER.fullmatch(value):
+        raise ValueError("must be an integer written in ASCII digits")
+    return value
+
+
+def _ascii_decimal(value: Any) -> Any:
+    """A query number as written: ASCII digits, a point and an exponent (no nan or inf)."""
+    if isinstance(value, str) and not _DECIMAL.fullmatch(value):
+        raise ValueError("must be a number written in ASCII digits")
+    return value
+
+
+def _url_int(low: int, high: int) -> Any:
+    """An integer in a URL (query or path), from ``low`` to ``high``. (The bounds go inside,
+    before the digits check: given to ``Query()`` they would be checked all the same but
+    documented as unknown keywords instead of ``minimum`` and ``maximum``.)"""
+    return Annotated[int, Field(ge=low, le=high), _Digits]
+
+
+_Digits = BeforeValidator(_ascii_integer)
+_Limit = Annotated[int, Field(ge=1, le=1000), _Digits]
+_EventsLimit = Annotated[int, Field(ge=1, le=10_000), _Digits]
+_Offset = Annotated[int, Field(ge=0, le=2**62), _Digits]
+_RowId = Annotated[int, Field(ge=1, le=rules.MAX_ROW_ID), _Digits]
+#: A share in a URL query (strictly between 0 and 1).
+_UrlShare = Annotated[float, Field(gt=0, lt=1), BeforeValidator(_ascii_decimal)]
+#: A candidate generator's name.
+Generator = Literal["model", "item_to_item", "demographic", "popular", "new"]
+assert get_args(Generator) == GENERATORS
+
+#: Attributes: any JSON object (numbers finite, integers within 64 bits, valid text).
+Attributes = dict[str, Any]
 
 
 # -- bodies ----------------------------------------------------------------------------------
-class _Body(BaseModel):
-    # strict: "5" is not a number and true is not a timestamp; extra fields are mistakes
-    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class UserIn(_Body):
-    attributes: dict[str, Any] | None = Field(None, description="Replaces the stored ones")
+    attributes: Attributes | None = Field(
+        None, description="Replaces the stored ones (null or left out: kept as they are)"
+    )
 
 
 class ItemIn(_Body):
@@ -78,32 +181,36 @@ class ItemIn(_Body):
     ``"title": null`` clears the title)."""
 
     title: str | None = Field(None, max_length=1000)
-    attributes: dict[str, Any] | None = None
+    attributes: Attributes | None = Field(None, description="Replaces the stored ones")
     available: bool | None = None
 
 
 class ItemPatch(_Body):
-    """The fields to change (``"title": null`` clears the title)."""
+    """The fields to change (``"title": null`` clears the title, ``"attributes": null``
+    the attributes)."""
 
     title: str | None = Field(None, max_length=1000)
-    attributes: dict[str, Any] | None = None
-    available: bool | None = None
+    attributes: Attributes | None = Field(None, description="Replaces the stored ones")
+    available: bool | None = Field(None, description="null: left as it is")
 
 
 class EventIn(_Body):
     user_id: Id
     item_id: Id
     type: str = Field(min_length=1, max_length=64)
-    value: float | None = Field(None, allow_inf_nan=False, description="a rating's value")
-    ts: float | None = Field(None, ge=0, allow_inf_nan=False, description="unix seconds")
-    client_event_id: str | None = Field(
-        None, min_length=1, max_length=256, description="idempotency key"
-    )
-    request_id: str | None = Field(
+    value: float | None = Field(
         None,
-        min_length=1,
-        max_length=256,
-        description="The recommendation list the item was picked from (logs feedback too)",
+        ge=-rules.MAX_ABS_VALUE,
+        le=rules.MAX_ABS_VALUE,
+        allow_inf_nan=False,
+        description="a rating's value, a price...",
+    )
+    ts: float | None = Field(
+        None, ge=0, le=rules.MAX_TS, allow_inf_nan=False, description="unix seconds"
+    )
+    client_event_id: Id | None = Field(None, description="idempotency key")
+    request_id: Id | None = Field(
+        None, description="The recommendation list the item was picked from (logs feedback too)"
     )
 
 
@@ -120,13 +227,15 @@ class _Stages(_Body):
     exclude_categories: list[Annotated[str, Field(max_length=200)]] = Field(
         default_factory=list, max_length=100
     )
-    filters: list[Annotated[str, Field(max_length=500)]] = Field(
-        default_factory=list, max_length=50, description="Attribute predicates: year>=1990"
-    )
+    filters: list[
+        Annotated[str, Field(max_length=500, json_schema_extra={"pattern": FILTER_PATTERN})]
+    ] = Field(default_factory=list, max_length=50, description="Attribute predicates: year>=1990")
     diversity: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
     freshness: float | None = Field(None, ge=0, le=1000, allow_inf_nan=False)
-    max_per_category: int | None = Field(None, ge=1)
-    generators: list[str] | None = Field(None, max_length=10)
+    max_per_category: int | None = Field(None, ge=1, le=10**9)
+    generators: list[Generator] | None = Field(
+        None, min_length=1, max_length=10, description="The candidate generators to run"
+    )
 
 
 class SessionIn(_Stages):
@@ -139,7 +248,7 @@ class SessionIn(_Stages):
 
 class OnboardingIn(_Stages):
     liked_items: list[Id] = Field(default_factory=list, max_length=100)
-    attributes: dict[str, Any] | None = Field(None, description="Replaces the stored ones")
+    attributes: Attributes | None = Field(None, description="Replaces the stored ones")
     k: int | None = Field(None, ge=1)
     explain: bool = True
 
@@ -148,8 +257,17 @@ class FeedbackIn(_Body):
     request_id: Id
     user_id: Id
     item_id: Id
-    type: str = Field(min_length=1, max_length=64, description="click, like, skip...")
-    ts: float | None = Field(None, ge=0, allow_inf_nan=False)
+    type: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=64,
+            description="click, like, skip...",
+            json_schema_extra={"pattern": rules.ID_PATTERN},
+        ),
+        AfterValidator(_valid_id),
+    ]
+    ts: float | None = Field(None, ge=0, le=rules.MAX_TS, allow_inf_nan=False)
 
 
 # -- answers ---------------------------------------------------------------------------------
@@ -253,6 +371,11 @@ class ModelVersionOut(BaseModel):
     created_at: float
     n_events: int
     active: bool
+    forgotten_at: float | None = Field(
+        None,
+        description="When a user it learned from was deleted: it can no longer be activated, "
+        "and its folder goes once a newer version serves",
+    )
 
 
 class RetrainOut(BaseModel):
@@ -336,6 +459,69 @@ def _error(status: int, kind: str, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": {"type": kind, "message": message, **extra}}, status)
 
 
+class ErrorDetail(BaseModel):
+    type: str = Field(description="invalid_request, not_found, conflict, unauthorized...")
+    message: str = Field(description="What is wrong, in words")
+    problems: list[dict[str, str]] | None = Field(
+        None, description="Each problem of an invalid request: where (body.items[2]...), problem"
+    )
+    missing: list[str] | None = Field(None, description="Unknown ids the body names (409)")
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: ``{"error": {"type", "message", ...}}``."""
+
+    error: ErrorDetail
+
+
+_ERROR_TEXTS = {
+    400: "The path is not valid percent-encoded UTF-8, the body is not valid JSON, or the "
+    "Content-Length header is not a number",
+    401: "An API key is needed (X-API-Key header)",
+    403: "The API key does not open this endpoint, or a write came from another web origin",
+    404: "No such id (or route)",
+    408: "The body did not arrive within body_timeout_s",
+    409: "The request conflicts with what is stored (an unknown item named in the body, too "
+    "few events to train, an unservable model version, a name taken twice)",
+    413: "The body is larger than max_body_bytes",
+    415: "The body is not sent as JSON (Content-Type: application/json)",
+    422: "A parameter or the body is invalid; problems says where",
+    503: "The database does not answer, or the service is starting",
+}
+
+
+def _document_errors(app: FastAPI) -> None:
+    """Adds every error status each route can answer to its OpenAPI responses, all with
+    the :class:`ErrorOut` body: 400, 422 and 503 everywhere (with the key statuses where a
+    key may be needed), the body's statuses where there is one, 404 where the path names
+    an id, 409 on every request that changes something."""
+    for route in app.routes:
+        if not isinstance(route, APIRoute) or not route.include_in_schema:
+            continue
+        codes = {400, 422, 503}
+        if not route.path.startswith("/health/"):
+            codes |= {401, 403}
+        methods = route.methods or set()
+        if methods & {"POST", "PUT", "PATCH"}:
+            codes |= {403, 404, 408, 409, 413, 415}
+        if "DELETE" in methods:
+            codes |= {403, 404, 409}
+        if "{" in route.path:
+            codes.add(404)
+        responses = dict(route.responses)
+        for code in sorted(codes):
+            responses.setdefault(
+                code,
+                {
+                    "description": _ERROR_TEXTS[code],
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}
+                    },
+                },
+            )
+        route.responses = responses
+
+
 _HTTP_KINDS = {
     400: "bad_request",
     401: "unauthorized",
@@ -350,9 +536,31 @@ class _HTTPError(StarletteHTTPException):
     """A 4xx with our error type (a Starlette HTTPException, so FastAPI passes it through
     untouched even when raised while the body is read)."""
 
-    def __init__(self, status: int, kind: str, message: str) -> None:
-        super().__init__(status, message)
+    def __init__(
+        self, status: int, kind: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(status, message, headers)
         self.kind = kind
+
+
+def _where(loc: Any, ctx: Any) -> str:
+    """Where an invalid request's problem is: ``body.events.3.type``, ``query.k``...
+    (:class:`rules.RequestBody` puts the path inside the body in ``ctx``)."""
+    where = ".".join(str(p) for p in loc)
+    inner = ctx.get("path") if isinstance(ctx, dict) else None
+    if inner:
+        where += ("" if inner.startswith("[") or not where else ".") + str(inner)
+    return where
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers at this path (for ``Allow``), OPTIONS included."""
+    methods = {"OPTIONS"}
+    for route in request.app.router.routes:
+        route_methods = getattr(route, "methods", None)
+        if route_methods and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route_methods
+    return sorted(methods)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -360,7 +568,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def invalid(_: Request, err: RequestValidationError) -> JSONResponse:
         problems = [
             {
-                "where": ".".join(str(p) for p in e.get("loc", ())),
+                "where": _where(e.get("loc", ()), e.get("ctx")),
                 "problem": str(e.get("msg", "invalid")).removeprefix("Value error, "),
             }
             for e in err.errors()
@@ -372,20 +580,27 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(422, "invalid_request", message, problems=problems)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, err: StarletteHTTPException) -> Response:
+    async def http_error(request: Request, err: StarletteHTTPException) -> Response:
         kind = getattr(err, "kind", None) or _HTTP_KINDS.get(err.status_code, "http_error")
         if err.status_code < 400:  # pragma: no cover - no redirects are raised
             return Response(status_code=err.status_code, headers=err.headers)
-        response = _error(err.status_code, kind, str(err.detail))
-        if err.headers:
-            response.headers.update(err.headers)
+        headers = dict(err.headers or {})
+        message = str(err.detail)
+        if err.status_code == 405:  # Starlette's Allow names one route's methods only
+            allowed = _allowed_methods(request)
+            headers["Allow"] = ", ".join(allowed)
+            if request.method == "OPTIONS":
+                return Response(status_code=204, headers=headers)
+            message = f"{request.method} is not allowed here; allowed: {headers['Allow']}"
+        response = _error(err.status_code, kind, message)
+        response.headers.update(headers)
         return response
 
     @app.exception_handler(MissingIdsError)
     async def missing_reference(_: Request, err: MissingIdsError) -> JSONResponse:
-        # The body names something that does not exist: the request is invalid (422),
-        # the URL itself was fine (that would be a 404).
-        return _error(422, "unknown_reference", str(err), missing=sorted(err.missing))
+        # The body names something that does not exist (yet): a well-formed request that
+        # conflicts with what is stored (409; the URL itself was fine, else a 404).
+        return _error(409, "unknown_reference", str(err), missing=sorted(err.missing))
 
     @app.exception_handler(UnknownIdError)
     async def unknown(_: Request, err: UnknownIdError) -> JSONResponse:
@@ -444,16 +659,42 @@ class _Metrics:
         log.debug("%s %s %d %.1fms", scope.get("method"), route, status, seconds * 1e3)
 
 
+#: Methods that change state: their bodies must be JSON, and browsers' cross-origin ones
+#: are refused (:class:`_Guard`).
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
 class _Guard:
-    """Pure ASGI middleware: the body size limit (declared or streamed) and request metrics.
+    """Pure ASGI middleware: what every request must respect before a route sees it, and
+    request metrics.
+
+    - the body: at most ``max_body_bytes`` (413, declared or streamed), all of it within
+      ``body_timeout_s`` (408, the connection closed);
+    - writes (:data:`_WRITES`): a body must be sent as JSON (415), which turns every
+      cross-origin "simple" request a browser may send without asking (form posts,
+      ``text/plain``) away; a write a browser sends from another web origin is refused
+      (403) unless that origin is in ``allowed_origins`` -- told by the ``Origin`` and
+      ``Sec-Fetch-Site`` headers browsers add;
+    - an unhandled error is answered here, a JSON 500, and the connection is kept (past
+      this point the server would drop it without a word).
 
     Sits inside Starlette's error middleware and outside the exception handlers, so it sees
-    the status of every answer, including the 500s of unhandled errors.
+    the status of every answer.
     """
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: _Metrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        body_timeout_s: float,
+        allowed_origins: list[str],
+        metrics: _Metrics,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
+        self.allowed_origins = {o.rstrip("/").lower() for o in allowed_origins}
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -462,40 +703,98 @@ class _Guard:
             return
         start = time.perf_counter()
         status = 500
-        limit = self.max_body_bytes
+        started = False
 
         async def send_counting(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                started = True
             await send(message)
 
         try:
-            headers = dict(scope.get("headers") or [])
-            length = headers.get(b"content-length")
-            if length is not None and not length.strip().isdigit():
-                response = _error(400, "bad_request", "the Content-Length header is not a number")
-                await response(scope, receive, send_counting)
+            refusal = self._refusal(scope)
+            if refusal is not None:
+                await refusal(scope, receive, send_counting)
                 return
-            if length is not None and int(length) > limit:
-                response = _error(413, "too_large", f"the body is larger than {limit} bytes")
-                await response(scope, receive, send_counting)
-                return
-            received = 0
-
-            async def receive_limited() -> Message:
-                nonlocal received
-                message = await receive()
-                if message["type"] == "http.request":
-                    received += len(message.get("body", b""))
-                    if received > limit:
-                        raise _HTTPError(413, "too_large", f"the body is larger than {limit} bytes")
-                return message
-
-            await self.app(scope, receive_limited, send_counting)
+            await self.app(scope, self._receive(receive), send_counting)
+        except Exception as err:
+            if started:
+                raise
+            log.error(
+                "unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=err
+            )
+            await _error(500, "internal_error", "internal error; see the server log")(
+                scope, receive, send_counting
+            )
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.record(scope, route, status, time.perf_counter() - start)
+
+    def _refusal(self, scope: Scope) -> Response | None:
+        """The answer to a request refused before it is read, else ``None``."""
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and not length.strip().isdigit():
+            return _error(400, "bad_request", "the Content-Length header is not a number")
+        limit = self.max_body_bytes
+        if length is not None and int(length) > limit:
+            return _error(413, "too_large", f"the body is larger than {limit} bytes")
+        if scope["method"] not in _WRITES:
+            return None
+        origin = headers.get(b"origin", b"").decode("latin-1").rstrip("/").lower()
+        site = headers.get(b"sec-fetch-site", b"").decode("latin-1").lower()
+        host = headers.get(b"host", b"").decode("latin-1").lower()
+        foreign = site == "cross-site" or (
+            origin not in ("", "null") and origin.split("://", 1)[-1] != host
+        )
+        if foreign and origin not in self.allowed_origins:
+            return _error(
+                403,
+                "forbidden",
+                "writes from another web origin are refused (add it to allowed_origins)",
+            )
+        has_body = (length is not None and int(length) > 0) or b"transfer-encoding" in headers
+        if has_body and not _is_json(headers.get(b"content-type", b"")):
+            return _error(
+                415,
+                "unsupported_media_type",
+                "send the body as JSON, with the header Content-Type: application/json",
+            )
+        return None
+
+    def _receive(self, receive: Receive) -> Receive:
+        """``receive`` with the body's size and time limits."""
+        limit = self.max_body_bytes
+        deadline = time.monotonic() + self.body_timeout_s
+        received = 0
+
+        async def receive_limited() -> Message:
+            nonlocal received
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0))
+            except TimeoutError:
+                raise _HTTPError(
+                    408,
+                    "timeout",
+                    f"the body did not arrive within {self.body_timeout_s:g} s",
+                    headers={"Connection": "close"},
+                ) from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _HTTPError(413, "too_large", f"the body is larger than {limit} bytes")
+            return message
+
+        return receive_limited
+
+
+def _is_json(content_type: bytes) -> bool:
+    """Whether a Content-Type header says JSON (``application/json``, ``...+json``)."""
+    kind = content_type.split(b";", 1)[0].strip().lower()
+    return kind == b"application/json" or (
+        kind.startswith(b"application/") and kind.endswith(b"+json")
+    )
 
 
 class _RequestIds:
@@ -512,7 +811,7 @@ class _RequestIds:
 
 
 _RECOMMEND_PATH = "/users/{user_id}/recommendations"
-_RECOMMEND_URL = re.compile(r"/users/([^/]{1,256})/recommendations")
+_RECOMMEND_URL = re.compile(r"/users/([^/]+)/recommendations")
 
 
 class _RecommendationsFastPath:
@@ -540,13 +839,18 @@ class _RecommendationsFastPath:
         self.metrics = metrics
 
     @staticmethod
-    def match(scope: Scope) -> re.Match[str] | None:
+    def match(scope: Scope) -> str | None:
+        """The user id of a request this path answers, else ``None``."""
         if scope["type"] != "http" or scope["method"] != "GET" or scope.get("root_path"):
             return None
         for name, _ in scope["headers"]:
             if name in (b"content-length", b"transfer-encoding"):
                 return None
-        return _RECOMMEND_URL.fullmatch(scope["path"])
+        match = _RECOMMEND_URL.fullmatch(scope["path"])
+        if match is None:
+            return None
+        user_id = unquote(match.group(1))
+        return user_id if rules.id_problem(user_id) is None else None
 
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, user_id: str, app: Starlette
@@ -572,18 +876,48 @@ class _RecommendationsFastPath:
 
 
 class _ServiceApp(FastAPI):
-    """The service's FastAPI app, with :class:`_RecommendationsFastPath` ahead of it."""
+    """The service's FastAPI app: ids in paths made exact (:func:`_id_path`), then
+    :class:`_RecommendationsFastPath` ahead of the rest."""
 
     fast_path: _RecommendationsFastPath | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not _id_path(scope):
+            response = _error(400, "bad_request", "the path is not valid percent-encoded UTF-8")
+            await response(scope, receive, send)
+            return
         fast = self.fast_path
-        match = None if fast is None else fast.match(scope)
-        if match is None:
+        user_id = None if fast is None else fast.match(scope)
+        if user_id is None:
             await super().__call__(scope, receive, send)
             return
         assert fast is not None
-        await fast(scope, receive, send, match.group(1), self)
+        await fast(scope, receive, send, user_id, self)
+
+
+#: Paths whose segments hold ids (:func:`_id_path`).
+_ID_PATHS = ("/users/", "/items/", "/admin/")
+
+
+def _id_path(scope: Scope) -> bool:
+    """Makes every id addressable: the server percent-decodes the whole path before routing,
+    so ``/users/a%2Fb`` would route as ``/users/a/b`` and an id holding ``/`` could never be
+    read or deleted. Here the raw path is decoded segment by segment instead, with ``%`` and
+    ``/`` inside a segment left encoded (``%25``, ``%2F``), so routing splits on the
+    client's slashes only; :data:`PathId` decodes the rest. ``False`` when a segment is not
+    valid percent-encoded UTF-8."""
+    raw = scope.get("raw_path")
+    if not raw or b"%" not in raw or not scope["path"].startswith(_ID_PATHS):
+        return True  # nothing was encoded: the path is the raw path already
+    try:
+        segments = [
+            unquote(part, errors="strict").replace("%", "%25").replace("/", "%2F")
+            for part in raw.decode("ascii").split("/")
+        ]
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        return False
+    scope["path"] = "/".join(segments)
+    return True
 
 
 def _exception_handler(app: Any, err: Exception) -> Any:
@@ -686,6 +1020,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        announce_keys(await run_in_threadpool(current_keys))
         await run_in_threadpool(store.migrate)
         await run_in_threadpool(engine.start)
         if engine.snapshot.model is None:  # a first model from what is already stored
@@ -712,6 +1047,8 @@ def create_app(
                     await task
             stop_following.set()
             await run_in_threadpool(exposures.close)
+            if not await run_in_threadpool(engine.close):
+                log.warning("shutdown: background work still runs after 60 s; stopping anyway")
             if storage is None:
                 store.close()
 
@@ -762,33 +1099,41 @@ def create_app(
     mount_docs(app)  # /docs and /redoc, with their assets served from the package
 
     # -- keys ------------------------------------------------------------------------------
-    def _key_check(*accepted: str | None) -> Callable[[str | None], Awaitable[None]]:
-        """A dependency: open when ``accepted[0]`` (the key this level needs) is unset, else
-        one of the ``accepted`` keys (that one or a stronger one) must be sent. A coroutine,
-        so FastAPI runs it on the event loop: a plain function would cost every request a
-        hop to the thread pool and back."""
-        required = accepted[0]
-        keys = [key.encode() for key in accepted if key]
+    access: list[Keys] = []  # resolved once, at start-up (or by the first request)
+
+    def current_keys() -> Keys:
+        if not access:
+            access.append(access_keys(settings))
+        return access[0]
+
+    def _key_check(level: str) -> Callable[[str | None], Awaitable[None]]:
+        """A dependency: open when the key of ``level`` (read, write, admin) is unset, else
+        that key or a stronger one must be sent. A coroutine, so FastAPI runs it on the
+        event loop: a plain function would cost every request a hop to the thread pool and
+        back."""
+        stronger = {"read": ("read", "write", "admin"), "write": ("write", "admin")}
+        levels = stronger.get(level, ("admin",))
 
         async def check(
             x_api_key: Annotated[str | None, Header(description="API key")] = None,
         ) -> None:
-            if required is None:
+            keys = current_keys()
+            if getattr(keys, level) is None:
                 return
             if x_api_key is None:
                 raise _HTTPError(401, "unauthorized", "this endpoint needs an X-API-Key header")
             sent = x_api_key.encode()
+            valid = [key.encode() for key in (getattr(keys, n) for n in levels) if key]
             # compare with every key (no early exit), so timing does not tell which matched
-            matches = [secrets.compare_digest(sent, key) for key in keys]
+            matches = [secrets.compare_digest(sent, key) for key in valid]
             if not any(matches):
                 raise _HTTPError(403, "forbidden", "the X-API-Key is not valid here")
 
         return check
 
-    admin = settings.admin_key or settings.api_key
-    admin_key = Depends(_key_check(admin))
-    write_key = Depends(_key_check(settings.api_key, admin))
-    check_read_key = _key_check(settings.read_key, settings.api_key, admin)
+    admin_key = Depends(_key_check("admin"))
+    write_key = Depends(_key_check("write"))
+    check_read_key = _key_check("read")
     read_key = Depends(check_read_key)
 
     # -- health and metrics ----------------------------------------------------------------
@@ -806,6 +1151,9 @@ def create_app(
         runs now), and ``serving`` in words -- "model version 3 (als)" once a model serves;
         before that "popular items (no model yet; the first is training)", or why none was
         trained ("popular items (no model yet: too few positive events to train ...)").
+        When the active version's files cannot be loaded, it also says why and what is
+        served instead ("model version 2 (als); the active model version 3 cannot be
+        loaded (...); serving version 2 instead": ``engine.start_note``).
         ``pid``: which process answered, with ``tastebud serve --workers N``."""
         if not ready.is_set():
             return _error(503, "starting", "the service is starting")
@@ -816,13 +1164,18 @@ def create_app(
             return _error(503, "database_unavailable", "the database does not answer")
         version = engine.snapshot.version
         training = engine.training
+        note = engine.start_note
         if version is not None:
             serving = f"model version {version['id']} ({version['model']})"
+        elif note is not None:
+            serving = "popular items" + (" (a new model is training)" if training else "")
         elif training:
             serving = "popular items (no model yet; the first is training)"
         else:
             why = engine.retrain_problem
             serving = "popular items (no model yet" + (f": {why})" if why else ")")
+        if note is not None:
+            serving += f"; {note}"
         return JSONResponse(
             {
                 "status": "ready",
@@ -840,12 +1193,12 @@ def create_app(
 
     # -- users -----------------------------------------------------------------------------
     @app.put("/users/{user_id}", tags=["users"], dependencies=[write_key], response_model=UserOut)
-    def put_user(user_id: Id, body: Annotated[UserIn | None, Body()] = None) -> dict[str, Any]:
+    def put_user(user_id: PathId, body: Annotated[UserIn | None, Body()] = None) -> dict[str, Any]:
         """Create a user (attributes optional) or replace their attributes."""
         return store.upsert_user(user_id, None if body is None else body.attributes)
 
     @app.get("/users/{user_id}", tags=["users"], dependencies=[read_key], response_model=UserOut)
-    def get_user(user_id: Id) -> dict[str, Any]:
+    def get_user(user_id: PathId) -> dict[str, Any]:
         user = store.get_user(user_id)
         if user is None:
             raise UnknownIdError(f"unknown user {user_id!r}")
@@ -854,15 +1207,15 @@ def create_app(
     @app.get("/users", tags=["users"], dependencies=[read_key], response_model=list[UserOut])
     def list_users(
         q: Annotated[
-            str | None,
+            QueryText | None,
             Query(
                 max_length=256,
                 description="Only users whose id starts with this (case-sensitive): a "
                 "type-ahead search, one index range however many users there are",
             ),
         ] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+        limit: Annotated[_Limit, Query()] = 100,
+        offset: Annotated[_Offset, Query()] = 0,
     ) -> list[dict[str, Any]]:
         """Users ordered by id (code point order with ``q``), one page."""
         return store.list_users(limit=limit, offset=offset, prefix=q or None)
@@ -870,12 +1223,30 @@ def create_app(
     @app.delete(
         "/users/{user_id}", tags=["users"], dependencies=[write_key], response_model=Deleted
     )
-    def delete_user(user_id: Id) -> dict[str, Any]:
-        """Delete a user with all their events (and experiment logs)."""
+    def delete_user(user_id: PathId) -> dict[str, Any]:
+        """Delete a user and everything stored of them (the right to be forgotten).
+
+        In one transaction: their attributes, events (onboarding likes included),
+        exposures and feedback. Exposures of lists still buffered are dropped first, and a
+        list served just before the deletion logs none after it. No table keeps the id: the
+        deletions log, which tells the other processes, holds a keyed hash (HMAC-SHA256
+        under a secret of the database) and keeps it 10 minutes. This process drops the
+        user's cached state, the kept lists and their share of the popularity and of the
+        demographics ("liked by people like you") at once; the others drop the state and
+        lists within 0.1 s and learn popularity and demographics again in the background.
+
+        Models: when the user had events, a retrain is queued; the versions trained on
+        their events are never activated again (409) and their folders are deleted once
+        the new version is active (the rows stay in ``GET /admin/models``). Until then the
+        active version serves on (its similar items still reflect the user). With too few
+        events left to train, those folders are deleted at once, the active one's too, and
+        lists come from popularity until a model can be trained."""
+        user = store.get_user(user_id)
         events = store.user_events(user_id)
-        if not store.delete_user(user_id):
+        buffered = exposures.forget(user_id)
+        if not store.delete_user(user_id, log=buffered > 0) and not buffered:
             raise UnknownIdError(f"unknown user {user_id!r}")
-        engine.forget_events(events)
+        engine.forget_user(user_id, events, None if user is None else user["attributes"])
         return {"deleted": user_id, "events": len(events)}
 
     @app.get(
@@ -885,14 +1256,17 @@ def create_app(
         response_model=list[EventOut],
     )
     def user_events(
-        user_id: Id, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
+        user_id: PathId, limit: Annotated[_EventsLimit, Query()] = 100
     ) -> list[dict[str, Any]]:
-        """The user's latest events, oldest first (empty for an unknown user)."""
-        return store.user_events(user_id, limit=limit)
+        """The user's latest events, oldest first (404 for an unknown user)."""
+        events = store.user_events(user_id, limit=limit)
+        if not events and store.get_user(user_id) is None:
+            raise UnknownIdError(f"unknown user {user_id!r}")
+        return events
 
     # -- items -----------------------------------------------------------------------------
     @app.put("/items/{item_id}", tags=["items"], dependencies=[write_key], response_model=ItemOut)
-    def put_item(item_id: Id, body: Annotated[ItemIn | None, Body()] = None) -> dict[str, Any]:
+    def put_item(item_id: PathId, body: Annotated[ItemIn | None, Body()] = None) -> dict[str, Any]:
         """Create an item (available unless told otherwise) or update the fields given."""
         fields = {} if body is None else body.model_dump(exclude_unset=True)
         clear_title = "title" in fields and fields["title"] is None
@@ -903,15 +1277,20 @@ def create_app(
         return item
 
     @app.patch("/items/{item_id}", tags=["items"], dependencies=[write_key], response_model=ItemOut)
-    def patch_item(item_id: Id, body: ItemPatch) -> dict[str, Any]:
+    def patch_item(item_id: PathId, body: ItemPatch) -> dict[str, Any]:
         """Change some fields of an item; ``available: false`` takes it out of every list
         at once (it keeps its events)."""
-        item = store.update_item(item_id, **body.model_dump(exclude_unset=True))
+        fields = body.model_dump(exclude_unset=True)
+        if "attributes" in fields and fields["attributes"] is None:
+            fields["attributes"] = {}
+        if "available" in fields and fields["available"] is None:
+            del fields["available"]
+        item = store.update_item(item_id, **fields)
         engine.catalog.put(item)
         return item
 
     @app.get("/items/{item_id}", tags=["items"], dependencies=[read_key], response_model=ItemOut)
-    def get_item(item_id: Id) -> dict[str, Any]:
+    def get_item(item_id: PathId) -> dict[str, Any]:
         item = store.get_item(item_id)
         if item is None:
             raise UnknownIdError(f"unknown item {item_id!r}")
@@ -919,16 +1298,18 @@ def create_app(
 
     @app.get("/items", tags=["items"], dependencies=[read_key], response_model=list[ItemOut])
     def list_items(
-        q: Annotated[str | None, Query(max_length=200, description="title/id contains")] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+        q: Annotated[
+            QueryText | None, Query(max_length=200, description="title/id contains")
+        ] = None,
+        limit: Annotated[_Limit, Query()] = 100,
+        offset: Annotated[_Offset, Query()] = 0,
     ) -> list[dict[str, Any]]:
         return store.list_items(limit=limit, offset=offset, query=q)
 
     @app.delete(
         "/items/{item_id}", tags=["items"], dependencies=[write_key], response_model=Deleted
     )
-    def delete_item(item_id: Id) -> dict[str, Any]:
+    def delete_item(item_id: PathId) -> dict[str, Any]:
         """Delete an item and its events."""
         if not store.delete_item(item_id):
             raise UnknownIdError(f"unknown item {item_id!r}")
@@ -937,6 +1318,8 @@ def create_app(
         return {"deleted": item_id}
 
     # -- events ----------------------------------------------------------------------------
+    event_in, batch_in = _event_bodies(settings)
+
     def _store_events(events: list[EventIn], where: Callable[[int], str]) -> list[dict[str, Any]]:
         if len(events) > settings.max_batch:
             raise InvalidInputError(
@@ -967,6 +1350,7 @@ def create_app(
         dependencies=[write_key],
         response_model=Stored,
     )
+    @_annotated(body=event_in)
     async def post_event(body: EventIn) -> JSONResponse:
         """Store one event; the user's next list reflects it. A repeated ``client_event_id``
         is answered ``duplicate: true`` with the stored event's ``seq``. With ``request_id``
@@ -984,6 +1368,7 @@ def create_app(
         dependencies=[write_key],
         response_model=BatchOut,
     )
+    @_annotated(body=batch_in)
     async def post_events(body: EventBatch) -> JSONResponse:
         """Store many events in one transaction (all or nothing)."""
         results = await run_in_threadpool(_store_events, body.events, lambda n: f"events[{n}].")
@@ -997,6 +1382,9 @@ def create_app(
         )
 
     # -- recommendations -------------------------------------------------------------------
+    session_body = _with_max_k(SessionIn, settings.max_k)
+    onboarding_body = _with_max_k(OnboardingIn, settings.max_k)
+
     def _k(k: int | None) -> int:
         k = settings.default_k if k is None else k
         if k > settings.max_k:
@@ -1012,12 +1400,7 @@ def create_app(
             "max_per_category": stages.max_per_category,
         }
         if stages.generators is not None:
-            names = [n.strip() for g in stages.generators for n in g.split(",") if n.strip()]
-            unknown = sorted(set(names) - set(GENERATORS))
-            if unknown:
-                raise InvalidInputError(
-                    f"generators: unknown {', '.join(unknown)}; known: {', '.join(GENERATORS)}"
-                )
+            names = stages.generators
             default = PipelineSettings().generators
             overrides["generators"] = {
                 n: base.generators.get(n) or default[n] for n in dict.fromkeys(names)
@@ -1137,9 +1520,9 @@ def create_app(
         tags=["recommendations"],
         dependencies=[read_key],
         response_model=RecommendationList,
-        openapi_extra={"parameters": _RECOMMEND_QUERY_DOCS},
+        openapi_extra={"parameters": _recommend_query_docs(settings.max_k)},
     )
-    async def recommend_user(user_id: Id, request: Request) -> JSONResponse:
+    async def recommend_user(user_id: PathId, request: Request) -> JSONResponse:
         """Top-k for a user from their events up to now: candidates from every generator,
         ranked by the model, filtered and re-ranked (see the pipeline settings); never items
         they interacted with, disliked, or unavailable ones. A user with no events gets what
@@ -1154,7 +1537,7 @@ def create_app(
         return _recommend_user(user_id, request.query_params)
 
     def _recommend_user(user_id: str, query: QueryParams) -> JSONResponse:
-        k, explain, stages = _recommend_query(query)
+        k, explain, stages = _recommend_query(query, settings.max_k)
         state = engine.user_state(user_id)
         return JSONResponse(_serve(user_id, state, _k(k), explain, stages))
 
@@ -1164,6 +1547,7 @@ def create_app(
         dependencies=[read_key],
         response_model=RecommendationList,
     )
+    @_annotated(body=session_body)
     def recommend_session(body: SessionIn) -> JSONResponse:
         """Top-k for an anonymous session given by its items (stores nothing)."""
         state = engine.session_state(body.items)
@@ -1175,7 +1559,8 @@ def create_app(
         dependencies=[write_key],
         response_model=RecommendationList,
     )
-    def onboarding(user_id: Id, body: OnboardingIn) -> JSONResponse:
+    @_annotated(body=onboarding_body)
+    def onboarding(user_id: PathId, body: OnboardingIn) -> JSONResponse:
         """A new user's first list from a few liked items and/or attributes (age, city...):
         the attributes are stored, the likes stored as ``like`` events (idempotent: sending
         the same onboarding twice stores them once)."""
@@ -1189,7 +1574,7 @@ def create_app(
                         user_id=user_id,
                         item_id=item,
                         type="like",
-                        client_event_id=f"onboarding:{len(user_id)}:{user_id}:{item}",
+                        client_event_id=_onboarding_event_id(user_id, item),
                     )
                     for item in dict.fromkeys(body.liked_items)
                 ],
@@ -1215,7 +1600,8 @@ def create_app(
         dependencies=[read_key],
         response_model=SimilarList,
     )
-    def similar(item_id: Id, k: Annotated[int | None, Query(ge=1)] = None) -> dict[str, Any]:
+    @_annotated(k=Annotated[_url_int(1, settings.max_k) | None, Query()])
+    def similar(item_id: PathId, k: Annotated[int | None, Query()] = None) -> dict[str, Any]:
         """Items most similar to one, from the best source that can tell (``source``, and
         ``basis`` says what the scores are): the serving model's learned similarity; the
         catalogue's metadata (titles, attributes; cosine of TF-IDF or attribute vectors)
@@ -1246,7 +1632,13 @@ def create_app(
         }
 
     # -- admin -----------------------------------------------------------------------------
-    @app.post("/admin/retrain", tags=["admin"], dependencies=[admin_key], response_model=RetrainOut)
+    @app.post(
+        "/admin/retrain",
+        tags=["admin"],
+        dependencies=[admin_key],
+        response_model=RetrainOut,
+        responses={202: {"model": RetrainOut, "description": "Started, or already training"}},
+    )
     async def retrain(wait: bool = False) -> JSONResponse:
         """Train a new version from all events and swap it in. ``wait=true`` answers with
         the version when done (409 with too few events); otherwise 202 at once."""
@@ -1275,7 +1667,9 @@ def create_app(
         dependencies=[admin_key],
         response_model=ModelVersionOut,
     )
-    def activate(version_id: Annotated[int, FastPath(ge=1, le=2**62)]) -> dict[str, Any]:
+    def activate(
+        version_id: Annotated[_RowId, FastPath()],
+    ) -> dict[str, Any]:
         """Serve an earlier version again (a rollback)."""
         return engine.activate(version_id)
 
@@ -1308,7 +1702,11 @@ def create_app(
     def start_experiment(body: ExperimentIn) -> dict[str, Any]:
         """Start an A/B test (stops the running one): users are split between the variants
         by a stable hash of their id; each variant serves a model version (or the active
-        one) and may override pipeline settings."""
+        one) and may override pipeline settings. Shares are relative (scaled to add up to
+        1); two variants with one name are a conflict (409)."""
+        twice = body.duplicate_names()
+        if twice:
+            raise TastebudError(f"variant names must be different: {', '.join(twice)} twice")
         for variant in body.variants:
             if variant.model_version is not None:
                 engine.snapshot_for(variant.model_version)  # 404 unknown, 409 unservable
@@ -1333,7 +1731,7 @@ def create_app(
         dependencies=[admin_key],
         response_model=ExperimentOut,
     )
-    def stop_experiment(name: Id) -> dict[str, Any]:
+    def stop_experiment(name: PathId) -> dict[str, Any]:
         row = store.stop_experiment(name)
         engine.forget_experiment_cache()
         return row
@@ -1345,9 +1743,9 @@ def create_app(
         response_model=ReportOut,
     )
     def experiment_report(
-        name: Id,
-        outcome: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
-        alpha: Annotated[float, Query(gt=0, lt=1)] = 0.05,
+        name: PathId,
+        outcome: Annotated[QueryText | None, Query(min_length=1, max_length=64)] = None,
+        alpha: Annotated[_UrlShare, Query()] = 0.05,
     ) -> dict[str, Any]:
         """Per-variant exposures and the share of exposed users with an ``outcome``
         (feedback type, default click), with a significance test between variants."""
@@ -1376,7 +1774,15 @@ def create_app(
             "rate": answered / shown if shown else None,
         }
 
-    app.add_middleware(_Guard, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    _document_errors(app)
+    app.openapi = lambda: _exact_openapi(app)  # type: ignore[method-assign]
+    app.add_middleware(
+        _Guard,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+        allowed_origins=settings.allowed_origins,
+        metrics=metrics,
+    )
     app.fast_path = _RecommendationsFastPath(
         route=next(r for r in app.routes if getattr(r, "path", None) == _RECOMMEND_PATH),
         check_key=check_read_key,
@@ -1386,33 +1792,54 @@ def create_app(
     return app
 
 
-_RECOMMEND_QUERY: dict[str, tuple[str, str]] = {
-    # name: (JSON schema type, description)
-    "k": ("integer", "List length (default: the default_k setting)"),
-    "explain": ("boolean", "Add explanations ('because you liked ...')"),
-    "include_categories": ("array", "Only items of these categories (repeat or comma list)"),
-    "exclude_categories": ("array", "No items of these categories (repeat or comma list)"),
-    "filter": ("array", "Attribute predicates such as year>=1990 or genre=jazz (repeat)"),
-    "diversity": ("number", "MMR trade-off, 0 (relevance only) to 1"),
-    "freshness": ("number", "Boost of brand-new items, 0 to 1000"),
-    "max_per_category": ("integer", "At most this many items of one category"),
-    "generators": ("string", f"Comma list of candidate generators: {', '.join(GENERATORS)}"),
-}
-_RECOMMEND_QUERY_DOCS = [
-    {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": text,
-        "schema": {"type": kind, "items": {"type": "string"}}
-        if kind == "array"
-        else {"type": kind},
+def _recommend_query_docs(max_k: int) -> list[dict[str, Any]]:
+    """The OpenAPI parameters of ``GET /users/{user_id}/recommendations``, exactly as
+    :func:`_recommend_query` checks them."""
+    texts = {
+        "type": "array",
+        "maxItems": 100,
+        "items": {"type": "string", "maxLength": 200, "pattern": rules.TEXT_PATTERN},
     }
-    for name, (kind, text) in _RECOMMEND_QUERY.items()
-]
+    params: dict[str, tuple[dict[str, Any], str]] = {
+        "k": (
+            {"type": "integer", "minimum": 1, "maximum": max_k},
+            "List length (default: the default_k setting)",
+        ),
+        "explain": ({"type": "boolean"}, "Add explanations ('because you liked ...')"),
+        "include_categories": (texts, "Only items of these categories (repeat or comma list)"),
+        "exclude_categories": (texts, "No items of these categories (repeat or comma list)"),
+        "filter": (
+            {
+                **texts,
+                "maxItems": 50,
+                "items": {"type": "string", "maxLength": 500, "pattern": FILTER_PATTERN},
+            },
+            "Attribute predicates such as year>=1990 or genre=jazz (repeat)",
+        ),
+        "diversity": (
+            {"type": "number", "minimum": 0, "maximum": 1},
+            "MMR trade-off, 0 (relevance only) to 1",
+        ),
+        "freshness": (
+            {"type": "number", "minimum": 0, "maximum": 1000},
+            "Boost of brand-new items, 0 to 1000",
+        ),
+        "max_per_category": (
+            {"type": "integer", "minimum": 1, "maximum": 10**9},
+            "At most this many items of one category",
+        ),
+        "generators": (
+            {"type": "string", "maxLength": 200, "pattern": f"^{_GENERATOR_LIST.pattern}$"},
+            f"Comma list of candidate generators: {', '.join(GENERATORS)}",
+        ),
+    }
+    return [
+        {"name": name, "in": "query", "required": False, "description": text, "schema": schema}
+        for name, (schema, text) in params.items()
+    ]
 
 
-def _recommend_query(query: Any) -> tuple[int | None, bool, _Stages]:
+def _recommend_query(query: Any, max_k: int) -> tuple[int | None, bool, _Stages]:
     """The recommendation query parameters, checked (422 naming the parameter)."""
 
     def one(name: str) -> str | None:
@@ -1425,11 +1852,10 @@ def _recommend_query(query: Any) -> tuple[int | None, bool, _Stages]:
         text = one(name)
         if text is None:
             return None
-        try:
-            value = int(text) if integer else float(text)
-        except ValueError:
+        if not (_INTEGER if integer else _DECIMAL).fullmatch(text):
             kind = "an integer" if integer else "a number"
-            raise InvalidInputError(f"query.{name}: {text[:50]!r} is not {kind}") from None
+            raise InvalidInputError(f"query.{name}: {text[:50]!r} is not {kind} in ASCII digits")
+        value = int(text) if integer else float(text)
         if not low <= value <= high:  # also refuses nan
             raise InvalidInputError(f"query.{name}: must be between {low:g} and {high:g}")
         return value
@@ -1448,18 +1874,183 @@ def _recommend_query(query: Any) -> tuple[int | None, bool, _Stages]:
             raise InvalidInputError(f"query.explain: {explain_text[:50]!r} is not true or false")
         explain = lowered in ("true", "1", "yes", "on")
     generators = one("generators")
-    if generators is not None and len(generators) > 200:
-        raise InvalidInputError("query.generators: at most 200 characters")
-    stages = _Stages(
-        include_categories=many("include_categories", 200),
-        exclude_categories=many("exclude_categories", 200),
-        filters=many("filter", 500),
-        diversity=number("diversity", 0, 1),
-        freshness=number("freshness", 0, 1000),
-        max_per_category=number("max_per_category", 1, 10**9, integer=True),
-        generators=None if generators is None else [generators],
+    if generators is not None and not _GENERATOR_LIST.fullmatch(generators):
+        raise InvalidInputError(
+            f"query.generators: {generators[:50]!r} is not a comma list of {', '.join(GENERATORS)}"
+        )
+    fields = {
+        "include_categories": many("include_categories", 200),
+        "exclude_categories": many("exclude_categories", 200),
+        "filters": many("filter", 500),
+        "diversity": number("diversity", 0, 1),
+        "freshness": number("freshness", 0, 1000),
+        "max_per_category": number("max_per_category", 1, 10**9, integer=True),
+        "generators": None if generators is None else _split_names(generators),
+    }
+    try:
+        stages = _Stages.model_validate(fields)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = _where(first["loc"], first.get("ctx")).replace("filters", "filter", 1)
+        raise InvalidInputError(f"query.{where}: {first['msg']}") from None
+    return number("k", 1, max_k, integer=True), explain, stages
+
+
+_GENERATOR_LIST = re.compile(
+    rf"\s*({'|'.join(GENERATORS)})(\s*,\s*({'|'.join(GENERATORS)}))*\s*", re.ASCII
+)
+
+
+def _split_names(text: str) -> list[str]:
+    """The names of a comma list, each once."""
+    return list(dict.fromkeys(name.strip() for name in text.split(",")))
+
+
+#: Attribute values as the schema documents them (recursive): what :func:`rules.json_problem`
+#: accepts, but for the nesting depth.
+_JSON_VALUE = {
+    "description": "Any JSON value: integers within 64 bits, finite numbers, text without NUL",
+    "anyOf": [
+        {"type": "null"},
+        {"type": "boolean"},
+        {"type": "integer", "minimum": rules.MIN_INT, "maximum": rules.MAX_INT},
+        {"type": "number"},
+        {"type": "string", "pattern": rules.TEXT_PATTERN},
+        {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
+        {
+            "type": "object",
+            "propertyNames": {"pattern": rules.TEXT_PATTERN},
+            "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
+        },
+    ],
+}
+
+
+def _exact_openapi(app: FastAPI) -> dict[str, Any]:
+    """The app's OpenAPI document with what every request body is held to at the door
+    (:class:`rules.RequestBody`) written into it: every string without NUL or lone
+    surrogates, every integer within 64 bits, every free-form object (attributes) made of
+    :data:`_JSON_VALUE`; and the :class:`ErrorOut` answers of :func:`_document_errors`."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    spec = FastAPI.openapi(app)
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(
+        ErrorOut.model_json_schema(ref_template="#/components/schemas/{model}").pop("$defs", {})
     )
-    return number("k", 1, 10**9, integer=True), explain, stages
+    schemas["ErrorOut"] = ErrorOut.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas["ErrorOut"].pop("$defs", None)
+    schemas["JsonValue"] = _JSON_VALUE
+    schemas["PipelineSettings"] = PipelineSettings.model_json_schema(
+        ref_template="#/components/schemas/{model}"
+    )
+    requests: list[Any] = []
+    for path in spec["paths"].values():
+        for operation in path.values():
+            requests += [param.get("schema", {}) for param in operation.get("parameters", [])]
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            requests.append((body or {}).get("schema", {}))
+    for name in _referenced(requests, schemas) - {"JsonValue"}:
+        _held_at_the_door(schemas[name])
+    for schema in requests:
+        _held_at_the_door(schema)
+    app.openapi_schema = spec
+    return spec
+
+
+def _referenced(roots: list[Any], schemas: dict[str, Any]) -> set[str]:
+    """The component schemas reachable from ``roots`` through ``$ref``s."""
+    found: set[str] = set()
+    todo = list(roots)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, list):
+            todo += node
+        elif isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+                name = ref.rsplit("/", 1)[1]
+                if name not in found and name in schemas:
+                    found.add(name)
+                    todo.append(schemas[name])
+            todo += list(node.values())
+    return found
+
+
+def _held_at_the_door(schema: Any) -> None:
+    """Writes the door's rules into one request schema, in place (see :func:`_exact_openapi`)."""
+    if isinstance(schema, list):
+        for item in schema:
+            _held_at_the_door(item)
+        return
+    if not isinstance(schema, dict):
+        return
+    kind = schema.get("type")
+    if kind == "string" and not {"pattern", "enum", "const", "format"} & set(schema):
+        schema["pattern"] = rules.TEXT_PATTERN
+    elif kind == "integer":
+        schema.setdefault("minimum", rules.MIN_INT)
+        schema.setdefault("maximum", rules.MAX_INT)
+    elif kind == "object" and schema.get("additionalProperties") is True:
+        schema["additionalProperties"] = {"$ref": "#/components/schemas/JsonValue"}
+        schema["propertyNames"] = {"pattern": rules.TEXT_PATTERN}
+    for key, value in schema.items():
+        if key in ("properties", "$defs"):
+            for sub in value.values():
+                _held_at_the_door(sub)
+        elif key in ("items", "anyOf", "oneOf", "allOf", "additionalProperties", "if", "then"):
+            _held_at_the_door(value)
+
+
+def _annotated(**types: Any) -> Callable[[_F], _F]:
+    """Gives a route's parameters types made at run time (FastAPI reads them from
+    ``__annotations__``; a local variable in a string annotation would not resolve)."""
+
+    def mark(fn: _F) -> _F:
+        fn.__annotations__.update(types)
+        return fn
+
+    return mark
+
+
+def _event_bodies(settings: Settings) -> tuple[type[EventIn], type[EventBatch]]:
+    """``EventIn`` and ``EventBatch`` with this service's event types (an enum in the
+    schema), batch limit, and a rating's value required (``if``/``then`` in the schema)."""
+    kinds: Any = Literal[tuple(settings.event_types)]
+    extra: dict[str, Any] = {}
+    if "rating" in settings.event_types:
+        extra = {
+            "if": {"properties": {"type": {"const": "rating"}}, "required": ["type"]},
+            "then": {"required": ["value"], "properties": {"value": {"type": "number"}}},
+        }
+    event: Any = create_model(
+        "EventIn",
+        __base__=EventIn,
+        __doc__="One event (a rating needs its value).",
+        __config__=None,
+        type=(kinds, Field(description="One of the service's event types")),
+    )
+    event.model_config["json_schema_extra"] = extra
+    event.model_rebuild(force=True)
+    batch: Any = create_model(
+        "EventBatch",
+        __base__=EventBatch,
+        events=(list[event], Field(max_length=settings.max_batch)),
+    )
+    return event, batch
+
+
+def _with_max_k(body: type[_Stages], max_k: int) -> type[_Stages]:
+    """``body`` (a model with a list length ``k``) with ``max_k`` in its schema."""
+    field: Any = (int | None, Field(None, ge=1, le=max_k, description="List length"))
+    return create_model(body.__name__, __base__=body, __doc__=body.__doc__, k=field)
+
+
+def _onboarding_event_id(user_id: str, item_id: str) -> str:
+    """The ``client_event_id`` of an onboarding like: the same for the same pair (sending an
+    onboarding twice stores it once), within the id length limit for any two ids."""
+    pair = json.dumps([user_id, item_id], ensure_ascii=False).encode("utf-8", "surrogatepass")
+    return "onboarding:" + hashlib.sha256(pair).hexdigest()
 
 
 def _merged(base: PipelineSettings, overrides: dict[str, Any], where: str) -> PipelineSettings:

@@ -27,6 +27,7 @@ import itertools
 import logging
 import math
 import operator
+import shutil
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -42,6 +43,7 @@ from tastebud.data.dataset import Dataset
 from tastebud.errors import ModelFileError, TastebudError, UnknownIdError
 from tastebud.models import Recommender, create, load
 from tastebud.models.base import Retriever, top_k
+from tastebud.service import rules
 from tastebud.service.catalog import Catalog
 from tastebud.service.pipeline import (
     SECONDS_PER_DAY,
@@ -59,10 +61,10 @@ from tastebud.service.similar import (
     POPULAR_BASIS,
     CatalogueContent,
     SimilarAnswer,
-    item_feature_table,
     popular_pairs,
 )
-from tastebud.service.storage import Storage
+from tastebud.service.storage import FORGET_MARK, Storage
+from tastebud.service.training import TrainingData, build_dataset, usable_events
 
 log = logging.getLogger("tastebud.service")
 
@@ -75,11 +77,15 @@ _MAX_GAPS = 1000
 _TAIL_BATCH = 10_000
 #: Popularity is sorted again at most this often (seconds) while events come in.
 _RERANK_S = 1.0
+#: How long a user this process deleted is skipped by its own follower (it dropped them).
+_FORGOTTEN_HERE_S = 10.0
 #: Serial numbers of snapshots.
 _SNAPSHOTS = itertools.count(1)
 #: Neighbours kept per item for the item-to-item generator, and items kept per snapshot.
 NEIGHBOURS = 50
 NEIGHBOUR_ITEMS = 20_000
+#: How often (seconds) the follower tries again to load an active version that failed to load.
+_RELOAD_S = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +151,10 @@ class Engine:
         self._train_lock = threading.Lock()
         #: why the last retrain of this process made no version (None: it did, or none ran)
         self.retrain_problem: str | None = None
+        #: why this process does not serve the database's active version (its files cannot
+        #: be loaded) and what it serves instead; None while it serves the active version
+        self.start_note: str | None = None
+        self._unloadable: dict[int, float] = {}  # version id -> monotonic time it failed
         self._counts_lock = threading.Lock()
         self._positive_counts: Counter[str] = Counter()
         self._counted_seq = 0  # events with seq <= this are in _positive_counts
@@ -177,9 +187,17 @@ class Engine:
         #: called after every swap of the serving snapshot (``create_app(freeze_heap=True)``
         #: freezes the garbage collector's view of the heap there)
         self.after_swap: Callable[[], None] | None = None
+        # complete deletion of users (forget_user): hashes of the users this process forgot
+        # itself (its follower skips them), the retrain a deletion queues, and the relearning
+        # of popularity and demographics that a deletion by another process calls for
+        self._forget_lock = threading.Lock()
+        self._forgotten_here: dict[str, float] = {}  # user hash -> monotonic time
+        self._forget_retrain = _Coalesced(self._retrain_forgetting, "tastebud-forget-retrain")
+        self._relearn = _Coalesced(self._relearn_live_state, "tastebud-forget-relearn")
 
-    def _swap(self, snapshot: Snapshot) -> None:
+    def _swap(self, snapshot: Snapshot, note: str | None = None) -> None:
         self.snapshot = snapshot
+        self.start_note = note
         if self.after_swap is not None:
             self.after_swap()
 
@@ -191,29 +209,72 @@ class Engine:
     # -- start-up --------------------------------------------------------------------------
     def start(self) -> None:
         """Load the active model version (if any), count the popularity, learn who likes
-        what by user attributes."""
+        what by user attributes.
+
+        An active version whose files cannot be loaded (a deleted or moved folder, a
+        truncated ``arrays.npz``) does not stop the start: the newest loadable version
+        trained before it is served instead (else the newest loadable one at all, else
+        popular items), and :attr:`start_note` says so. The database is left as it is --
+        the version an operator activated stays the active one -- and :meth:`follow`
+        tries the active version again every :data:`_RELOAD_S` seconds, so a folder put
+        back is served without a restart."""
         self._deletions_seen = self.storage.last_deletion()
         frame = self.storage.events_frame()
         self._recount(frame)
         self._learn_demographics(frame)
         self.catalog.reload()
         active = self.storage.active_model_version()
-        if active is not None:
+        if active is None:
+            return
+        try:
+            model = self._load(active)
+        except TastebudError as err:
+            self._unloadable[active["id"]] = time.monotonic()
+            self._fall_back(active, err)
+        else:
+            self._swap(Snapshot.of(model, active))
+
+    def _fall_back(self, active: Mapping[str, Any], problem: TastebudError) -> None:
+        """Serve the newest loadable version instead of ``active`` (see :meth:`start`)."""
+        versions = [  # never one that learned from a deleted user
+            v
+            for v in self.storage.list_model_versions()
+            if v["id"] != active["id"] and v.get("forgotten_at") is None
+        ]
+        older = [v for v in versions if v["id"] < active["id"]]
+        newer = [v for v in versions if v["id"] > active["id"]]
+        for row in [*reversed(older), *reversed(newer)]:
             try:
-                model = self._load(active)
-            except TastebudError as err:  # a moved or deleted model folder
-                log.warning("cannot load the active model version %s: %s", active["id"], err)
-            else:
-                self._swap(Snapshot.of(model, active))
+                model = self._load(row)
+            except TastebudError as err:
+                log.warning("model version %s cannot be loaded either: %s", row["id"], err)
+                continue
+            note = (
+                f"the active model version {active['id']} cannot be loaded ({problem}); "
+                f"serving version {row['id']} instead"
+            )
+            log.error("%s", note)
+            self._swap(Snapshot.of(model, row), note)
+            return
+        note = (
+            f"the active model version {active['id']} cannot be loaded ({problem}) and no "
+            "other version can; serving popular items"
+        )
+        log.error("%s", note)
+        self._swap(Snapshot.of(None, None), note)
 
     @staticmethod
     def _load(version: Mapping[str, Any]) -> Recommender:
-        """The model of a version row; :class:`ModelFileError` if it cannot serve."""
+        """The model of a version row; :class:`ModelFileError` if it cannot serve, whatever
+        is wrong with its files (a damaged folder can fail anywhere in loading)."""
         try:
             model = load(version["path"])
-        except OSError as err:
+        except ModelFileError:
+            raise
+        except Exception as err:  # one error for every kind of damage
             raise ModelFileError(
-                f"model version {version['id']}: cannot read {version['path']}: {err}"
+                f"model version {version['id']}: cannot load {version['path']}: "
+                f"{type(err).__name__}: {err}"
             ) from err
         if not model.supports_fold_in:
             raise ModelFileError(
@@ -226,12 +287,17 @@ class Engine:
     def event_value(self, kind: str, value: float | None) -> float:
         """What one event says "the user wants this": its type's weight
         (settings.event_weights), times the value for a rating; 0 for a dislike and for a
-        rating below ``dislike_below_rating``."""
-        if self._says_dislike(kind, value):
+        rating below ``dislike_below_rating``.
+
+        A stored value may be anything a database holds: NaN reads as no value, and a
+        value that :func:`rules.value_problem` refuses (or that is not a number) makes the
+        event say nothing (0), as the training set leaves it out."""
+        number = _usable_value(value)
+        if isinstance(number, _Unusable) or self._says_dislike(kind, number):
             return 0.0
         weight = self.settings.event_weights.get(kind, 1.0)
-        if kind == "rating" and value is not None and math.isfinite(value):
-            weight *= value
+        if kind == "rating" and number is not None:
+            weight *= number
         return weight
 
     def event_values(self, frame: pd.DataFrame) -> np.ndarray:
@@ -251,7 +317,10 @@ class Engine:
         if kind == "dislike":
             return True
         low = self.settings.dislike_below_rating
-        return kind == "rating" and low is not None and value is not None and value < low
+        if kind != "rating" or low is None:
+            return False
+        number = _usable_value(value)
+        return isinstance(number, float) and number < low
 
     def _positive_items(self, frame: pd.DataFrame) -> list[str]:
         if not len(frame):
@@ -260,8 +329,14 @@ class Engine:
 
     def _recount(self, frame: pd.DataFrame) -> None:
         """Popularity from all events (``frame`` from ``storage.events_frame()``)."""
+        self._set_counts(*self._popularity(frame))
+
+    def _popularity(self, frame: pd.DataFrame) -> tuple[Counter[str], int]:
+        """The positive events per item of ``frame``, and its last seq."""
         counts = Counter(self._positive_items(frame))
-        last = int(frame["seq"].max()) if len(frame) else 0
+        return counts, int(frame["seq"].max()) if len(frame) else 0
+
+    def _set_counts(self, counts: Counter[str], last: int) -> None:
         with self._counts_lock:
             self._positive_counts = counts
             self._counted_seq = last
@@ -290,11 +365,14 @@ class Engine:
                 self._take_events(rows)
             if deletions:
                 self._deletions_seen = deletions[-1][0]
-                for _, user, item in deletions:
+                users = set()
+                for _, user_hash, item in deletions:
                     if item is not None:  # from many histories: forget_item drops all states
                         self.forget_item(item)
-                    if user is not None:
-                        self.forget_states([user])
+                    if user_hash is not None:
+                        users.add(user_hash)
+                if users:
+                    self._forget_hashed(users)
             now = time.monotonic()
             if any(now - first > _GAP_S for first in self._gaps.values()):
                 self._gaps = {q: t for q, t in self._gaps.items() if now - t <= _GAP_S}
@@ -322,7 +400,7 @@ class Engine:
             positive = [
                 item
                 for _, _, item, kind, value in fresh
-                if self.event_value(kind, None if value is None else float(value)) > 0
+                if self.event_value(kind, value) > 0  # any stored value: event_value
             ]
             if positive:
                 self._positive_counts.update(positive)
@@ -378,6 +456,166 @@ class Engine:
                 for user in users:
                     self._states.pop(user, None)
 
+    # -- forgetting users (complete deletion) ---------------------------------------------
+    def forget_user(
+        self,
+        user_id: str,
+        events: Iterable[Mapping[str, Any]],
+        attributes: Mapping[str, Any] | None,
+    ) -> None:
+        """Drop what this process holds of a user just deleted from the database (their
+        deleted ``events`` as ``storage.user_events`` gave them, their ``attributes``):
+        their events out of the popularity, their cached state, every kept list (a list is
+        kept under a history, not a user id, so the user's cannot be told apart; deletions
+        are rare and a list costs milliseconds to rebuild), the earlier versions loaded for
+        experiments, and -- learned again at once, when they had attributes -- the
+        demographics. When they had events, a retrain is queued (:meth:`_retrain_forgetting`);
+        once a version trained after the deletion is active, the folders of the versions
+        that learned from them are deleted (:meth:`_forget_in_versions`).
+
+        The other processes serving the database follow the deletions log within 0.1 s
+        (:meth:`_forget_hashed`)."""
+        rows = list(events)
+        with self._forget_lock:
+            now = time.monotonic()  # kept 10 s: the follower reads the log every 0.1 s
+            self._forgotten_here = {
+                h: t for h, t in self._forgotten_here.items() if now - t < _FORGOTTEN_HERE_S
+            }
+            self._forgotten_here[self.storage.user_hash(user_id)] = now
+        self.forget_events(rows)
+        self.forget_states([user_id])
+        self._forget_held()
+        if attributes:
+            self._learn_demographics(self.storage.events_frame())
+        if rows:
+            self._forget_retrain.request()
+
+    def _forget_hashed(self, hashes: set[str]) -> None:
+        """Users deleted by another process, named by ``storage.user_hash``: drop the cached
+        states whose user id hashes to one of them, every kept list and loaded earlier
+        version, and learn the popularity and the demographics again in the background."""
+        with self._forget_lock:
+            now = time.monotonic()
+            mine = {
+                h
+                for h in hashes
+                if now - self._forgotten_here.pop(h, -math.inf) < _FORGOTTEN_HERE_S
+            }
+        others = hashes - mine
+        if not others:
+            return
+        with self._states_lock:
+            cached = list(self._states)
+        self.forget_states([u for u in cached if self.storage.user_hash(u) in others])
+        self._forget_held()
+        self._relearn.request()
+
+    def _forget_held(self) -> None:
+        """Drop every kept list and every earlier version loaded for experiments."""
+        with self._lists_lock:
+            self._lists.clear()
+        with self._versions_lock:
+            self._versions.clear()
+
+    def _relearn_live_state(self) -> None:
+        """Popularity and demographics from the events and users stored now."""
+        frame = self.storage.events_frame()
+        self._recount(frame)
+        self._learn_demographics(frame)
+
+    @property
+    def forgetting(self) -> bool:
+        """Whether the retrain queued by a deletion is waiting or running."""
+        return self._forget_retrain.busy
+
+    def close(self, timeout_s: float = 60.0) -> bool:
+        """At shutdown, before the storage is closed: start no more background work of
+        deletions and wait up to ``timeout_s`` for what runs (a retrain, a relearning), so
+        none of it writes to a database or model folder after the service has stopped.
+        Returns whether everything finished in time."""
+        deadline = time.monotonic() + timeout_s
+        done = True
+        for job in (self._forget_retrain, self._relearn):
+            done = job.close(max(0.0, deadline - time.monotonic())) and done
+        if self._train_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            self._train_lock.release()
+        else:
+            done = False
+        return done
+
+    def _retrain_forgetting(self) -> None:
+        """The retrain a deletion queues: after any retrain already running (its events may
+        have been read before the deletion). When too few events are left to train, no
+        version may keep the deleted user's data: the folders of every version that learned
+        from them are deleted, the active one's too, and the service serves without a model
+        (popularity, demographics) until enough events come in. When the retrain fails for
+        another reason, those versions stay on disk, never activated again, until a retrain
+        succeeds."""
+        try:
+            self.retrain(wait=True)
+        except TastebudError as err:
+            if self.training_data().dataset is None:  # too few events left
+                log.info(
+                    "no retrain after a deletion (%s): deleting the versions that learned "
+                    "from the deleted user, serving without a model",
+                    err,
+                )
+                self._purge_forgotten(include_active=True)
+            else:
+                log.warning(
+                    "the retrain after a deletion failed (%s): the versions that learned from "
+                    "the deleted user stay on disk, never activated again, until one succeeds",
+                    err,
+                )
+
+    def _forget_in_versions(self, version: Mapping[str, Any], frame: pd.DataFrame) -> None:
+        """Run by :meth:`_retrain` once ``version`` (trained on ``frame``) is active: when a
+        user with events was deleted after ``frame`` was read, the version may hold them and
+        is marked so (never activated again; the retrain the deletion queued follows);
+        otherwise the folders of the versions marked are deleted (the rows stay, with
+        ``forgotten_at``)."""
+        mark = frame.attrs.get(FORGET_MARK)
+        try:
+            if mark is None:
+                log.warning("the training events carry no forget mark: versions kept")
+            elif self.storage.forget_mark() > mark:
+                self.storage.mark_forgotten([int(version["id"])])
+            else:
+                self._purge_forgotten()
+        except Exception:  # the new version serves; the next retrain tries again
+            log.exception("deleting the model versions that learned from deleted users failed")
+
+    def _purge_forgotten(self, *, include_active: bool = False) -> None:
+        """Delete the folders of the versions marked ``forgotten_at`` (not the active one's
+        unless ``include_active``: then no version stays active and the model goes)."""
+        folder = Path(self.settings.model_dir).resolve()
+        dropped_active = False
+        for row in self.storage.forgotten_versions():
+            if row["active"] and not include_active:
+                continue
+            _delete_model_folder(row, folder)
+            dropped_active = dropped_active or bool(row["active"])
+        if dropped_active:
+            self.storage.deactivate_model_versions()
+            self._swap(Snapshot.of(None, None))
+            log.info("no model version active: its folder held a deleted user")
+
+    def _follow_retired(self) -> None:
+        """Stop serving a version whose folder another process deleted with no version to
+        follow it (:meth:`_retrain_forgetting` with too few events)."""
+        version = self.snapshot.version
+        if version is None or self.training:
+            return
+        row = self.storage.get_model_version(int(version["id"]))
+        if (
+            row is not None
+            and row.get("forgotten_at") is not None
+            and not row["active"]
+            and self.storage.active_model_version() is None
+        ):
+            self._swap(Snapshot.of(None, None))
+            log.info("model version %s retired: it held a deleted user", version["id"])
+
     def popular(
         self, n: int, skip: Container[str] = (), *, current: bool = True
     ) -> list[tuple[str, float]]:
@@ -426,33 +664,32 @@ class Engine:
         return SimilarAnswer("popular", POPULAR_BASIS, popular_pairs(self.popular, item_id, n))
 
     def _learn_demographics(self, frame: pd.DataFrame) -> None:
+        self.demographics = self._demographics(frame)
+
+    def _demographics(self, frame: pd.DataFrame) -> Demographics:
+        """What users sharing attributes liked, from ``frame`` and the stored users."""
         users = self._all_rows(self.storage.list_users)
         attributes = {str(u["id"]): u["attributes"] or {} for u in users}
         positive = frame.loc[self.event_values(frame) > 0] if len(frame) else frame
-        self.demographics = Demographics.learn(positive, attributes)
+        return Demographics.learn(positive, attributes)
 
     # -- training --------------------------------------------------------------------------
-    def training_data(self) -> tuple[Dataset | None, pd.DataFrame]:
-        """Positive interactions of all stored events (summed per pair; ``None`` when fewer
-        than ``min_events_to_train``) and the events frame they came from."""
+    def training_data(self) -> TrainingData:
+        """Positive interactions of the usable stored events (summed per pair; no dataset
+        when fewer than ``min_events_to_train``), the events frame they came from, and the
+        rows a model cannot use, left out and counted by reason (module
+        :mod:`tastebud.service.training`)."""
         frame = self.storage.events_frame()
+        usable, skipped = usable_events(frame)
         values = self.event_values(frame) if len(frame) else np.zeros(0)
-        keep = values > 0
+        keep = usable & (values > 0)
+        if int(keep.sum()) < self.settings.min_events_to_train:
+            return TrainingData(None, frame, skipped)
         positive = frame.loc[keep, ["user", "item", "timestamp"]].assign(weight=values[keep])
-        if len(positive) < self.settings.min_events_to_train:
-            return None, frame
         # Every catalogue item, so that items without events are known (cold) to the model,
         # with its title and attributes for content models.
-        items = item_feature_table(self.storage.all_items())
-        dataset = Dataset.from_frame(
-            positive,
-            weight="weight",
-            timestamp="timestamp",
-            items=items if len(items) else None,
-            duplicates="sum",
-            name="events",
-        )
-        return dataset, frame
+        dataset, more, capped = build_dataset(positive, self.storage.all_items())
+        return TrainingData(dataset, frame, {**skipped, **more}, capped)
 
     @staticmethod
     def _all_rows(page: Callable[..., list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -503,38 +740,67 @@ class Engine:
             self._train_lock.release()
 
     def _retrain(self) -> dict[str, Any]:
+        """Train, save and record a new version, then activate and serve it.
+
+        Every step that can fail runs before the activation (fitting, saving, the version
+        row, the popularity and demographics of the new state), so a failed retrain leaves
+        the active version -- in the database and in this process -- as it was. A folder
+        saved on the way is removed again; the version row is written only once its files
+        are saved, and stays inactive when the activation itself fails."""
         start = time.perf_counter()
-        dataset, frame = self.training_data()
+        data = self.training_data()
+        frame, dataset = data.frame, data.dataset
+        if data.skipped:
+            log.warning(
+                "retrain: left out %d stored rows a model cannot use (%s)",
+                sum(data.skipped.values()),
+                data.summary(),
+            )
         if dataset is None:
+            left_out = f", {data.summary()} left out as unusable" if data.skipped else ""
             raise TastebudError(
-                f"too few positive events to train ({len(frame)} events stored; "
+                f"too few positive events to train ({len(frame)} events stored{left_out}; "
                 f"min_events_to_train={self.settings.min_events_to_train})"
             )
         offline = self.offline_metrics(dataset) if self.settings.evaluate_on_retrain else {}
         fit_start = time.perf_counter()
         model = create(self.settings.model, **self.settings.model_params).fit(dataset)
+        fit_seconds = round(time.perf_counter() - fit_start, 3)
         seconds = time.perf_counter() - start
+        counts = self._popularity(frame)
+        demographics = self._demographics(frame)
+        metrics: dict[str, Any] = {
+            **offline,
+            "fit_seconds": fit_seconds,
+            "users": dataset.n_users,
+            "items": dataset.n_items,
+            "interactions": len(dataset),
+            "last_seq": int(frame["seq"].max()),
+            "skipped": dict(sorted(data.skipped.items())),
+        }
+        if data.capped:
+            metrics["capped_pairs"] = data.capped
         path = self._new_model_path()
-        model.save(path)
-        version = self.storage.add_model_version(
-            model=self.settings.model,
-            params=model.get_params(),
-            path=str(path),
-            metrics={
-                **offline,
-                "fit_seconds": round(time.perf_counter() - fit_start, 3),
-                "users": dataset.n_users,
-                "items": dataset.n_items,
-                "interactions": len(dataset),
-                "last_seq": int(frame["seq"].max()),
-            },
-            n_events=len(frame),
-        )
+        try:
+            model.save(path)
+            version = self.storage.add_model_version(
+                model=self.settings.model,
+                params=model.get_params(),
+                path=str(path),
+                metrics=metrics,
+                n_events=len(frame),
+            )
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+        snapshot = Snapshot.of(model, version)
         version = self.storage.activate_model_version(version["id"])
-        self._recount(frame)
-        self._learn_demographics(frame)
-        self._swap(Snapshot.of(model, version))
+        self._set_counts(*counts)
+        self.demographics = demographics
+        self._unloadable.clear()
+        self._swap(dataclasses.replace(snapshot, version=version))
         log.info("model version %s active (%.2fs)", version["id"], seconds)
+        self._forget_in_versions(version, frame)
         return version
 
     def offline_metrics(self, dataset: Dataset, k: int = 10) -> dict[str, Any]:
@@ -588,9 +854,13 @@ class Engine:
         row = self.storage.get_model_version(version_id)
         if row is None:
             raise UnknownIdError(f"unknown model version {version_id}")
-        model = self._load(row)
+        if row.get("forgotten_at") is not None:
+            raise ForgottenVersionError(row)
+        model = self._load(row)  # ModelFileError (409) for a version that cannot serve
+        snapshot = Snapshot.of(model, row)
         row = self.storage.activate_model_version(version_id)
-        self._swap(Snapshot.of(model, row))
+        self._unloadable.pop(version_id, None)
+        self._swap(dataclasses.replace(snapshot, version=row))
         return row
 
     def follow(self, stop: threading.Event, every_s: float = 0.1) -> None:
@@ -607,6 +877,7 @@ class Engine:
                 if time.monotonic() - checked_version >= 1.0:
                     checked_version = time.monotonic()
                     self._follow_active_version()
+                    self._follow_retired()
             except Exception:  # the database went away: try again next time
                 log.exception("refreshing the live state failed")
 
@@ -619,14 +890,22 @@ class Engine:
         current = self.snapshot.version
         if active is None or (current is not None and current["id"] == active["id"]):
             return
+        failed = self._unloadable.get(active["id"])
+        if failed is not None and time.monotonic() - failed < _RELOAD_S:
+            return  # it failed a moment ago: the snapshot served says so (start_note)
         try:
             model = self._load(active)
         except TastebudError as err:
-            log.warning("cannot load the active model version %s: %s", active["id"], err)
+            if failed is None:  # said once; then tried again quietly every _RELOAD_S
+                log.error("cannot load the active model version %s: %s", active["id"], err)
+                self._fall_back(active, err)
+            self._unloadable[active["id"]] = time.monotonic()
             return
         frame = self.storage.events_frame()
-        self._recount(frame)
-        self._learn_demographics(frame)
+        counts, demographics = self._popularity(frame), self._demographics(frame)
+        self._set_counts(*counts)
+        self.demographics = demographics
+        self._unloadable.pop(active["id"], None)
         self._swap(Snapshot.of(model, active))
         log.info("model version %s active (activated elsewhere)", active["id"])
 
@@ -659,6 +938,8 @@ class Engine:
         row = self.storage.get_model_version(version_id)
         if row is None:
             raise UnknownIdError(f"unknown model version {version_id}")
+        if row.get("forgotten_at") is not None:
+            raise ForgottenVersionError(row)
         snapshot = Snapshot.of(self._load(row), row)
         with self._versions_lock:
             self._versions[version_id] = snapshot
@@ -998,6 +1279,94 @@ class Engine:
         }
 
 
+def _delete_model_folder(row: Mapping[str, Any], model_dir: Path) -> None:
+    """Delete a version's folder when it lies inside ``model_dir`` (a path from the database
+    is never trusted further than that)."""
+    path = Path(str(row["path"])).resolve()
+    if not path.exists():
+        return
+    if model_dir not in path.parents:
+        log.warning(
+            "model version %s learned from a deleted user but its folder %s is outside "
+            "model_dir %s: delete it by hand",
+            row["id"],
+            path,
+            model_dir,
+        )
+        return
+    try:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except OSError as err:
+        log.error("cannot delete the folder of model version %s: %s", row["id"], err)
+        return
+    log.info("deleted the folder of model version %s: it learned from a deleted user", row["id"])
+
+
+class ForgottenVersionError(TastebudError):
+    """A model version that learned from a user deleted since: never served again."""
+
+    def __init__(self, row: Mapping[str, Any]) -> None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(row["forgotten_at"])))
+        super().__init__(
+            f"model version {row['id']} was trained on the events of a user deleted since "
+            f"({when}): it cannot be activated or served again; retrain for a version "
+            "without them"
+        )
+
+
+class _Coalesced:
+    """Runs ``fn`` in a background thread when asked; asks that come while it runs make one
+    more run after it, however many they are (a burst of deletions: one retrain)."""
+
+    def __init__(self, fn: Callable[[], None], name: str) -> None:
+        self._fn = fn
+        self._name = name
+        self._lock = threading.Lock()
+        self._wanted = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def busy(self) -> bool:
+        with self._lock:
+            return self._thread is not None
+
+    def close(self, timeout_s: float) -> bool:
+        """Take no more asks; wait up to ``timeout_s`` for a run under way to end."""
+        with self._lock:
+            self._closed = True
+            self._wanted = False
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout_s)
+            return not thread.is_alive()
+        return True
+
+    def request(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._wanted = True
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._wanted:
+                    self._thread = None
+                    return
+                self._wanted = False
+            try:
+                self._fn()
+            except Exception:
+                log.exception("%s failed", self._name)
+
+
 class _FileLock:
     """An exclusive ``flock`` on a file, as a context manager yielding whether it was taken
     (``wait=False`` does not wait for another holder)."""
@@ -1153,22 +1522,25 @@ class Demographics:
         return cls({})
 
     @staticmethod
-    def keys(attributes: Mapping[str, Any]) -> list[tuple[str, str]]:
+    def keys(attributes: Any) -> list[tuple[str, str]]:
+        """The (attribute, value) groups of a user's attributes: any stored JSON, of which
+        text and numbers count (integers within 64 bits, finite floats) and the rest --
+        null, booleans, lists, objects, attributes that are not an object -- is ignored."""
+        if not isinstance(attributes, Mapping):
+            return []
         out = []
         for name, value in attributes.items():
-            if isinstance(value, bool) or value is None:
+            if isinstance(value, bool) or value is None or not isinstance(name, str):
                 continue
             if isinstance(value, int | float):
-                if np.isfinite(value):
+                if rules.json_problem(value) is None:
                     out.append((name, f"{int(value // 10 * 10)}s"))
             elif isinstance(value, str) and value.strip():
                 out.append((name, value.strip().casefold()))
         return out
 
     @classmethod
-    def learn(
-        cls, positive: pd.DataFrame, attributes: Mapping[str, Mapping[str, Any]]
-    ) -> Demographics:
+    def learn(cls, positive: pd.DataFrame, attributes: Mapping[str, Any]) -> Demographics:
         """From positive events (``user``, ``item``) and users' attributes."""
         if not len(positive) or not attributes:
             return cls.empty()
@@ -1186,7 +1558,7 @@ class Demographics:
                 shares[key] = {item: c / n for item, c in counts.most_common(500)}
         return cls(shares)
 
-    def top(self, attributes: Mapping[str, Any], n: int) -> list[tuple[str, float]]:
+    def top(self, attributes: Any, n: int) -> list[tuple[str, float]]:
         """The ``n`` items liked most by users like these attributes."""
         total: dict[str, float] = {}
         for key in self.keys(attributes):
@@ -1194,3 +1566,27 @@ class Demographics:
                 total[item] = total.get(item, 0.0) + share
         ranked = sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))
         return [(item, float(score)) for item, score in ranked[:n]]
+
+
+class _Unusable:
+    """The type of :data:`_UNUSABLE`."""
+
+
+#: A stored event value that no model can use (not a number, or refused by the rules).
+_UNUSABLE = _Unusable()
+
+
+def _usable_value(value: Any) -> float | _Unusable | None:
+    """A stored event value as a float: ``None`` when absent (NULL, NaN), else the value
+    when :func:`rules.value_problem` accepts it, else :data:`_UNUSABLE`."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return _UNUSABLE  # text or bytes in a numeric column (SQLite keeps what it is given)
+    try:
+        number = float(value)
+    except OverflowError:
+        return _UNUSABLE
+    if math.isnan(number):
+        return None
+    return number if rules.value_problem(number) is None else _UNUSABLE

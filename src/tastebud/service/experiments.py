@@ -19,7 +19,9 @@ outcomes are counted apart from the ranked ones.
 
 **The exposure log** writes exposures from a background thread in batches (every
 ``flush_every_s`` seconds): logging never slows a request down. Exposures are telemetry, not
-acknowledged data: a crash loses at most the last batch.
+acknowledged data: a crash loses at most the last batch. Deleting a user drops their buffered
+rows (:meth:`ExposureLog.forget`), and the write itself leaves out the rows of users deleted
+meanwhile, so a list served just before a deletion logs nothing after it.
 """
 
 from __future__ import annotations
@@ -30,13 +32,14 @@ import math
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 from scipy import stats
 
 from tastebud.errors import InvalidInputError
+from tastebud.service.rules import MAX_ROW_ID, RequestBody
 from tastebud.service.storage import Storage, exposure_row
 
 log = logging.getLogger("tastebud.service")
@@ -45,23 +48,33 @@ EXPLORATION_SOURCE = "exploration"
 
 
 # -- A/B assignment --------------------------------------------------------------------------
-class Variant(BaseModel):
+class Variant(RequestBody):
     """One arm of an experiment."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
-
     name: str = Field(min_length=1, max_length=64)
-    share: float = Field(gt=0, le=1, allow_inf_nan=False, description="Share of users")
-    model_version: int | None = Field(
-        None, ge=1, le=2**62, description="Version served (None: the active one)"
+    share: float = Field(
+        gt=0, le=1, allow_inf_nan=False, description="Share of users (relative to the others)"
     )
-    pipeline: dict[str, Any] | None = Field(None, description="Pipeline settings overridden")
+    model_version: int | None = Field(
+        None, ge=1, le=MAX_ROW_ID, description="Version served (None: the active one)"
+    )
+    pipeline: Annotated[
+        dict[str, Any] | None,
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"$ref": "#/components/schemas/PipelineSettings"},
+                    {"type": "null"},
+                ]
+            }
+        ),
+    ] = Field(None, description="Pipeline settings overridden (any of the pipeline's settings)")
 
 
-class ExperimentIn(BaseModel):
-    """A new experiment: shares must add up to 1."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
+class ExperimentIn(RequestBody):
+    """A new experiment: two or more variants with different names, each with a share of
+    the users (relative: the shares are scaled to add up to 1, so 1 and 1 is an even
+    split)."""
 
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.\-]+$")
     variants: list[Variant] = Field(min_length=2, max_length=20)
@@ -69,13 +82,13 @@ class ExperimentIn(BaseModel):
     @field_validator("variants")
     @classmethod
     def _shares(cls, variants: list[Variant]) -> list[Variant]:
-        names = [v.name for v in variants]
-        if len(set(names)) != len(names):
-            raise ValueError("variant names must be different")
         total = sum(v.share for v in variants)
-        if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"the variants' shares add up to {total:g}, not 1")
-        return variants
+        return [v.model_copy(update={"share": v.share / total}) for v in variants]
+
+    def duplicate_names(self) -> list[str]:
+        """Variant names given more than once (a conflict: the request is refused)."""
+        names = [v.name for v in self.variants]
+        return sorted({n for n in names if names.count(n) > 1})
 
 
 def bucket(experiment: str, user_id: str) -> float:
@@ -282,6 +295,16 @@ class ExposureLog:
         """Checked tuples in ``EXPOSURE_COLUMNS`` order (the service's own lists)."""
         with self._lock:
             self._rows.extend(rows)
+
+    def forget(self, user_id: str) -> int:
+        """Drop a user's buffered rows (the user is being deleted); returns how many. Rows
+        added later, by a list computed before the deletion, and rows of a write already
+        under way are kept out of the database by :meth:`Storage.log_exposure_rows`."""
+        with self._lock:
+            kept = [row for row in self._rows if row[1] != user_id]
+            dropped = len(self._rows) - len(kept)
+            self._rows = kept
+        return dropped
 
     def flush(self) -> int:
         """Write what is buffered now; returns how many rows were written. When it returns,

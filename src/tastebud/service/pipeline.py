@@ -46,6 +46,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tastebud.errors import InvalidInputError
+from tastebud.service import rules
 
 #: Every candidate generator, in the order their names are reported.
 GENERATORS = ("model", "item_to_item", "demographic", "popular", "new")
@@ -81,6 +82,10 @@ class PipelineSettings(BaseModel):
             "demographic": 50,
         },
         description="Candidate generators and how many candidates each proposes (0: off)",
+        json_schema_extra={
+            "propertyNames": {"enum": list(GENERATORS)},
+            "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 10_000},
+        },
     )
     recent_items: int = Field(5, ge=1, le=100, description="History items seeding item_to_item")
     new_item_days: float = Field(
@@ -121,11 +126,25 @@ class PipelineSettings(BaseModel):
         given = {k: v for k, v in overrides.items() if v is not None}
         if not given:
             return self
-        return PipelineSettings.model_validate({**self.model_dump(), **given})
+        given = rules.whole_numbers(PipelineSettings, given)
+        return PipelineSettings.model_validate({**self.model_dump(), **given}, strict=True)
 
 
 # -- business filters ------------------------------------------------------------------------
-_PREDICATE = re.compile(r"^\s*([^=!<>\s][^=!<>]*?)\s*(!=|>=|<=|=|>|<)\s*(.*?)\s*$")
+_WS = r"[ \t\n\r\f\v]"  # whitespace, said the same way in every regex dialect
+_NUMBER = r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?"
+#: What :meth:`Predicate.parse` accepts, as a JSON Schema pattern (ECMA-262, Python's and
+#: Rust's regex alike, and what ``parse`` itself checks): ``field=text``, ``field!=text``,
+#: or a comparison with a number in ASCII digits; no NUL anywhere (nor a lone surrogate,
+#: unsaid: see ``rules.ID_PATTERN``).
+FILTER_PATTERN = (
+    rf"^(?=[^\u0000]*$){_WS}*[^=!<> \t\n\r\f\v][^=!<>]*"
+    rf"(!=[\s\S]*|=[\s\S]*|(>=|<=|>|<){_WS}*{_NUMBER}{_WS}*)$"
+)
+_FILTER = re.compile(FILTER_PATTERN)
+_PREDICATE = re.compile(
+    rf"{_WS}*([^=!<> \t\n\r\f\v][^=!<>]*?){_WS}*(!=|>=|<=|=|>|<){_WS}*([\s\S]*?){_WS}*"
+)
 
 
 @dataclass(frozen=True)
@@ -140,18 +159,18 @@ class Predicate:
 
     @classmethod
     def parse(cls, text: str) -> Predicate:
-        match = _PREDICATE.match(text)
+        match = _PREDICATE.fullmatch(text) if _FILTER.search(text) else None
         if match is None:
             raise InvalidInputError(
-                f"filter {text!r}: expected field=value, field!=value or a comparison such "
-                "as year>=1990"
+                f"filter {text!r}: expected field=value, field!=value or a comparison with a "
+                "number such as year>=1990"
             )
         field_name, op, value = match.groups()
-        if op in ("<", "<=", ">", ">=") and _number(value) is None:
-            raise InvalidInputError(f"filter {text!r}: {op} needs a number, got {value!r}")
         return cls(field_name, op, value)
 
-    def __call__(self, attributes: Mapping[str, Any]) -> bool:
+    def __call__(self, attributes: Any) -> bool:
+        if not isinstance(attributes, Mapping):  # stored attributes that are not an object
+            attributes = {}
         if self.field not in attributes or attributes[self.field] is None:
             return self.op == "!="
         raw = attributes[self.field]
@@ -185,7 +204,11 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else None
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            return None
+        return number if math.isfinite(number) else None
     if isinstance(value, str):
         try:
             number = float(value)
@@ -202,15 +225,19 @@ def category_field(settings: PipelineSettings, attributes: Mapping[str, Any]) ->
     return next((name for name in CATEGORY_FIELDS if attributes.get(name) is not None), None)
 
 
-def categories(settings: PipelineSettings, attributes: Mapping[str, Any]) -> frozenset[str]:
+def categories(settings: PipelineSettings, attributes: Any) -> frozenset[str]:
     """An item's categories, case-folded (a text attribute or a list of them; a text with
-    ``|`` or ``,`` separators is split)."""
+    ``|`` or ``,`` separators is split). Attributes are any stored JSON: what cannot be a
+    category (objects, nested lists, null) is left out."""
+    if not isinstance(attributes, Mapping):
+        return frozenset()
     name = category_field(settings, attributes)
     raw = attributes.get(name) if name is not None else None
-    if raw is None:
+    if raw is None or isinstance(raw, dict):
         return frozenset()
     values = raw if isinstance(raw, list) else re.split(r"[|,]", str(raw))
-    return frozenset(_text(v).strip() for v in values if str(v).strip())
+    scalars = (v for v in values if isinstance(v, str | int | float))  # bools are ints
+    return frozenset(text for text in (_text(v).strip() for v in scalars) if text)
 
 
 @dataclass(frozen=True)
@@ -237,7 +264,7 @@ class Filters:
     def __bool__(self) -> bool:
         return bool(self.include_categories or self.exclude_categories or self.predicates)
 
-    def keep(self, cats: frozenset[str], attributes: Mapping[str, Any]) -> bool:
+    def keep(self, cats: frozenset[str], attributes: Any) -> bool:
         if self.include_categories and not cats & self.include_categories:
             return False
         if cats & self.exclude_categories:

@@ -73,9 +73,38 @@ class Settings(BaseSettings):
     max_k: int = Field(200, ge=1)
     max_batch: int = Field(10_000, ge=1, description="Most events in one POST")
     max_body_bytes: int = Field(8 * 2**20, ge=1024, description="Largest request body")
-    api_key: str | None = Field(None, description="Required by write and admin endpoints")
-    admin_key: str | None = Field(None, description="Required by admin endpoints (else api_key)")
-    read_key: str | None = Field(None, description="If set, required by read endpoints too")
+    api_key: str | None = Field(
+        None,
+        min_length=16,
+        description="Required by write endpoints (else the admin key). With neither api_key "
+        "nor admin_key set, an admin key is generated at the first start into "
+        "model_dir/admin.key and printed once",
+    )
+    admin_key: str | None = Field(
+        None, min_length=16, description="Required by admin endpoints (else api_key)"
+    )
+    read_key: str | None = Field(
+        None, min_length=16, description="If set, required by read endpoints too"
+    )
+    insecure: bool = Field(
+        False,
+        description="No keys at all: anyone who reaches the port can write, delete users and "
+        "retrain (for a throwaway local run; tastebud serve --insecure)",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Web origins (https://shop.example) whose pages may send writes; other "
+        "origins' writes are refused (403), as the browser tells them by Origin header",
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="A connection must send a request's headers within this long"
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="A request's whole body must arrive within this long (408)"
+    )
+    max_connections: int = Field(
+        1000, ge=1, description="Open connections per process; more are answered 503"
+    )
     pipeline: PipelineSettings = Field(
         default_factory=PipelineSettings, description="Candidate generators and re-rankers"
     )

@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,7 @@ from tastebud.data.dataset import Dataset
 from tastebud.data.idmap import IdMap
 from tastebud.errors import InvalidInputError
 from tastebud.models import Recommender, create
+from tastebud.service import rules
 from tastebud.service.storage import Storage
 
 log = logging.getLogger("tastebud.service")
@@ -54,28 +55,55 @@ POPULAR_BASIS = (
     "events as a share of the most popular item's"
 )
 
+#: Largest absolute number an attribute feature holds: the range of a 64-bit integer
+#: (:data:`rules.MAX_INT`), so that models standardizing a column (sums of squares) stay
+#: finite; a float beyond it (1e308 is valid JSON) is left out like a huge integer.
+MAX_FEATURE = float(rules.MAX_INT)
+
 
 def item_feature_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Catalogue rows as a feature table: ``item``, ``title`` and one column per attribute
-    (lists joined with ``|``, the multi-valued form content models read)."""
+    (lists joined with ``|``, the multi-valued form content models read).
 
-    def flat(value: Any) -> Any:
-        if isinstance(value, list):
-            return "|".join(str(v) for v in value)
-        if isinstance(value, dict):
-            return None  # nested objects are not features
-        return value
-
-    records = [
-        {
-            **{str(k): flat(v) for k, v in (row.get("attributes") or {}).items()},
-            "item": row["id"],
-            "title": row.get("title"),
-        }
-        for row in rows
-    ]
+    Attributes are any JSON a database may hold, so only what a feature can be is kept
+    (:func:`feature_cell`): text, booleans, numbers within :data:`MAX_FEATURE`, and lists
+    of those. Nested objects, deeper lists, non-finite numbers and huge integers are
+    left out, as are attributes that are not an object at all and titles that are not text."""
+    records = []
+    for row in rows:
+        attributes = row.get("attributes")
+        record: dict[str, Any] = {}
+        if isinstance(attributes, Mapping):
+            for key, value in attributes.items():
+                cell = feature_cell(value)
+                if cell is not None and isinstance(key, str) and rules.text_problem(key) is None:
+                    record[key] = cell
+        title = row.get("title")
+        record["item"] = row["id"]
+        record["title"] = (
+            title if isinstance(title, str) and not rules.text_problem(title) else None
+        )
+        records.append(record)
     table = pd.DataFrame.from_records(records) if records else pd.DataFrame({"item": []})
     return table.dropna(axis=1, how="all").infer_objects()
+
+
+def feature_cell(value: Any) -> Any:
+    """One attribute value as a feature cell: a scalar (``None`` for what no content model
+    can read), a list as its scalars joined with ``|``."""
+    if isinstance(value, list):
+        parts = [_scalar(v) for v in value]
+        text = "|".join(str(p) for p in parts if p is not None)
+        return text or None
+    return _scalar(value)
+
+
+def _scalar(value: Any) -> str | bool | int | float | None:
+    if isinstance(value, bool | str):
+        return value if not isinstance(value, str) or rules.text_problem(value) is None else None
+    if isinstance(value, int | float):  # finite, within 64 bits and MAX_FEATURE
+        return value if rules.json_problem(value) is None and abs(value) <= MAX_FEATURE else None
+    return None  # null, objects, nested lists
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +163,8 @@ def fit_catalogue(rows: list[dict[str, Any]]) -> tuple[Recommender, str] | None:
             return create(name).fit(dataset), basis
         except InvalidInputError as err:  # no text (TF-IDF), no usable attribute (profiles)
             log.debug("no %s content model of the catalogue: %s", name, err)
+        except Exception:  # odd metadata must not fail a similar-items answer
+            log.warning("no %s content model of the catalogue", name, exc_info=True)
     return None
 
 

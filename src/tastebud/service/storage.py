@@ -20,9 +20,11 @@ sequence numbers (``seq``) only grow and are never reused after a delete, but ma
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
 import random
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
@@ -41,17 +43,26 @@ from sqlalchemy.engine import Connection, Engine
 from tastebud._io import _plain
 from tastebud.data.dataset import Dataset
 from tastebud.errors import InvalidInputError, TastebudError, UnknownIdError
+from tastebud.service import rules
 
 T = TypeVar("T")
 Backend = Literal["sqlite", "postgresql"]
 
-#: Longest accepted id (user, item, event type, client event id...), in characters.
-MAX_ID_LENGTH = 512
 _CHUNK = 5_000  # ids per IN (...) query
 _BULK_CHUNK = 10_000  # rows per bulk INSERT
 _ROWCOUNT = {"preserve_rowcount": True}  # rowcount of INSERTs, too
 _WRITE_ATTEMPTS = 8  # a write that loses a race is run again up to this many times in all
 _PG_LOCK_KEY = 7_204_113_502  # pg_advisory_xact_lock key serializing migrate() across processes
+#: pg_advisory_xact_lock key: a user deletion takes it exclusively, exposure writes shared, so
+#: an exposure batch commits wholly before a deletion or reads the deletion it follows
+_PG_FORGET_KEY = 7_204_113_503
+#: Seconds a deletion stays in the deletions log (serving processes read it every 0.1 s).
+DELETION_LOG_S = 600.0
+#: Exposures stamped up to this long after their user's deletion are taken for a list computed
+#: before it, and not logged (:meth:`Storage.log_exposure_rows`).
+_DELETION_SLACK_S = 2.0
+#: Key of ``events_frame().attrs``: :meth:`Storage.forget_mark` read before the events.
+FORGET_MARK = "tastebud_forget_mark"
 
 # -- schema ----------------------------------------------------------------------------------------
 METADATA = sa.MetaData()
@@ -60,6 +71,46 @@ METADATA = sa.MetaData()
 _BIGID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 _TIME: sa.Double[float] = sa.Double()
 _EMPTY_JSON = sa.text("'{}'")
+
+
+class _JSONObject(sa.TypeDecorator[dict[str, Any]]):
+    """A JSON column holding an object (attributes, a version's params and metrics), read
+    so that whatever a row holds -- written before today's checks, by an import of older
+    code or by hand -- reads as an object the API can answer with and every consumer can
+    use: text that is not JSON, and JSON that is not an object, read as ``{}``; an entry
+    that :func:`rules.json_problem` refuses (NaN, an integer beyond 64 bits, nesting deeper
+    than :data:`rules.MAX_JSON_DEPTH`, a lone surrogate) is left out of what is read. The
+    row itself is not changed."""
+
+    impl = sa.JSON
+    cache_ok = True
+
+    def result_processor(self, dialect: sa.Dialect, coltype: Any) -> Callable[[Any], Any]:
+        # the JSON type's own processor first (it parses the text on SQLite), but a failure
+        # to parse is a value to read as {}, not an error for the whole query
+        inner = self.impl_instance.result_processor(dialect, coltype)
+
+        def process(value: Any) -> dict[str, Any]:
+            if inner is not None and value is not None:
+                try:
+                    value = inner(value)
+                except (ValueError, RecursionError):  # not JSON; a number beyond 4300 digits
+                    return {}
+            return _readable_object(value)
+
+        return process
+
+
+def _readable_object(value: Any) -> dict[str, Any]:
+    """``value`` as a JSON object of the entries :func:`rules.json_problem` accepts."""
+    if not isinstance(value, dict):
+        return {}
+    if rules.json_problem(value) is None:  # the usual case: one walk
+        return value
+    return {k: v for k, v in value.items() if rules.json_problem({k: v}) is None}
+
+
+_JSON_OBJECT = _JSONObject()
 
 SCHEMA_VERSION_TABLE = sa.Table(
     "schema_version",
@@ -73,7 +124,7 @@ USERS = sa.Table(
     "users",
     METADATA,
     sa.Column("id", sa.Text, primary_key=True),
-    sa.Column("attributes", sa.JSON, nullable=False, server_default=_EMPTY_JSON),
+    sa.Column("attributes", _JSON_OBJECT, nullable=False, server_default=_EMPTY_JSON),
     sa.Column("created_at", _TIME, nullable=False),
 )
 
@@ -82,7 +133,7 @@ ITEMS = sa.Table(
     METADATA,
     sa.Column("id", sa.Text, primary_key=True),
     sa.Column("title", sa.Text, nullable=True),
-    sa.Column("attributes", sa.JSON, nullable=False, server_default=_EMPTY_JSON),
+    sa.Column("attributes", _JSON_OBJECT, nullable=False, server_default=_EMPTY_JSON),
     sa.Column("available", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("created_at", _TIME, nullable=False),
     # every write sets it: serving processes read the changes since their last look
@@ -113,12 +164,15 @@ MODEL_VERSIONS = sa.Table(
     METADATA,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("model", sa.Text, nullable=False),
-    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("params", _JSON_OBJECT, nullable=False),
     sa.Column("path", sa.Text, nullable=False),
-    sa.Column("metrics", sa.JSON, nullable=False),
+    sa.Column("metrics", _JSON_OBJECT, nullable=False),
     sa.Column("created_at", _TIME, nullable=False),
     sa.Column("n_events", sa.BigInteger, nullable=False),
     sa.Column("active", sa.Boolean, nullable=False, server_default=sa.false()),
+    # when a user whose events this version may have learned from was deleted (None: none
+    # was): such a version is never activated again and its folder is deleted (migration 6)
+    sa.Column("forgotten_at", _TIME, nullable=True),
     sqlite_autoincrement=True,
 )
 
@@ -164,17 +218,29 @@ EXPERIMENTS = sa.Table(
     sa.Column("stopped_at", _TIME, nullable=True),
 )
 
-#: Events deleted with a user or an item, one row per deletion, written in the deleting
-#: transaction: how the other serving processes learn that a user's history changed (new
-#: events they see by ``seq``; deleted ones leave no row behind).
+#: Deleted users and items, one row per deletion, written in the deleting transaction: how
+#: the other serving processes learn that a user's history changed (new events they see by
+#: ``seq``; deleted ones leave no row behind) or that a user is gone. A user is named by
+#: :meth:`Storage.user_hash` (a keyed hash), never by id; rows older than
+#: :data:`DELETION_LOG_S` are pruned by the next deletion.
 DELETIONS = sa.Table(
     "deletions",
     METADATA,
     sa.Column("seq", _BIGID, primary_key=True, autoincrement=True),
-    sa.Column("user_id", sa.Text, nullable=True),  # a user's events were deleted
+    sa.Column("user_hash", sa.Text, nullable=True),  # a user was deleted
     sa.Column("item_id", sa.Text, nullable=True),  # an item's events were deleted
     sa.Column("ts", _TIME, nullable=False),
     sqlite_autoincrement=True,
+)
+
+#: Values the service keeps about the database itself: ``deletion_key`` (the secret of
+#: :meth:`Storage.user_hash`, made by migration 6) and ``forget_mark`` (how many deleted
+#: users had events: :meth:`Storage.forget_mark`).
+META = sa.Table(
+    "meta",
+    METADATA,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
 )
 
 _DATA_TABLES = (USERS, ITEMS, EVENTS, MODEL_VERSIONS, EXPOSURES, FEEDBACK)
@@ -260,6 +326,54 @@ def _migration_5(conn: Connection) -> None:
         conn.execute(sa.text('CREATE INDEX IF NOT EXISTS ix_users_id_c ON users (id COLLATE "C")'))
 
 
+def _migration_6(conn: Connection) -> None:
+    """Version 6: complete deletion of users. The ``meta`` table with the secret of
+    :meth:`Storage.user_hash`; the deletions log names users by that keyed hash (an older
+    log's ids are hashed, the ``user_id`` column dropped); ``model_versions.forgotten_at``,
+    set on the versions trained before a logged user deletion."""
+    META.create(conn, checkfirst=True)
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    conn.execute(
+        insert(META)
+        .values(key="deletion_key", value=secrets.token_hex(32))
+        .on_conflict_do_nothing(index_elements=[META.c.key])
+    )
+    inspector = sa.inspect(conn)
+    if "forgotten_at" not in {c["name"] for c in inspector.get_columns(MODEL_VERSIONS.name)}:
+        conn.execute(sa.text("ALTER TABLE model_versions ADD COLUMN forgotten_at DOUBLE PRECISION"))
+    if "user_id" not in {c["name"] for c in inspector.get_columns(DELETIONS.name)}:
+        return  # new databases have the hashed log from step 4
+    conn.execute(sa.text("ALTER TABLE deletions ADD COLUMN user_hash TEXT"))
+    key = bytes.fromhex(
+        conn.execute(sa.select(META.c.value).where(META.c.key == "deletion_key")).scalar_one()
+    )
+    logged = conn.execute(
+        sa.text("SELECT seq, user_id, ts FROM deletions WHERE user_id IS NOT NULL")
+    ).all()
+    for seq, user, ts in logged:
+        conn.execute(
+            sa.update(DELETIONS)
+            .where(DELETIONS.c.seq == seq)
+            .values(user_hash=_keyed_hash(key, user))
+        )
+        # the versions trained before it may hold that user: never activated again
+        mv = MODEL_VERSIONS
+        conn.execute(
+            sa.update(mv)
+            .where(mv.c.created_at < ts, mv.c.forgotten_at.is_(None))
+            .values(forgotten_at=ts)
+        )
+    if conn.dialect.name == "postgresql" or sqlite3.sqlite_version_info >= (3, 35):
+        conn.execute(sa.text("ALTER TABLE deletions DROP COLUMN user_id"))
+    else:  # pragma: no cover - SQLite before 3.35 cannot drop a column: empty it
+        conn.execute(sa.text("UPDATE deletions SET user_id = NULL"))
+
+
+def _keyed_hash(key: bytes, user_id: str) -> str:
+    """HMAC-SHA256 of a user id under ``key``, as hex."""
+    return hmac.new(key, user_id.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+
+
 #: Ordered migrations: ``MIGRATIONS[v]`` turns a version ``v - 1`` database into version ``v``.
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     1: _migration_1,
@@ -267,6 +381,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     3: _migration_3,
     4: _migration_4,
     5: _migration_5,
+    6: _migration_6,
 }
 #: The schema version this code writes and reads.
 SCHEMA_VERSION = max(MIGRATIONS)
@@ -306,16 +421,13 @@ def _positions(positions: list[int]) -> str:
 
 # -- input checks ----------------------------------------------------------------------------------
 def _check_id(value: Any, what: str) -> str:
-    """An id as stored: a non-empty string (ints are accepted and written as text)."""
+    """An id as stored (:func:`rules.id_problem`; ints are accepted and written as text)."""
     if isinstance(value, bool) or not isinstance(value, str | int | np.integer):
         raise InvalidInputError(f"{what} must be a string, got {type(value).__name__}")
     text = str(value)
-    if not text:
-        raise InvalidInputError(f"{what} must not be empty")
-    if len(text) > MAX_ID_LENGTH:
-        raise InvalidInputError(f"{what} is longer than {MAX_ID_LENGTH} characters")
-    if "\x00" in text:
-        raise InvalidInputError(f"{what} must not contain NUL characters")
+    problem = rules.id_problem(text)
+    if problem is not None:
+        raise InvalidInputError(f"{what} {problem}")
     return text
 
 
@@ -324,13 +436,14 @@ def _check_optional_id(value: Any, what: str) -> str | None:
 
 
 def _check_text(value: Any, what: str) -> str | None:
-    """Optional free text (a title): a string without NUL characters, or ``None``."""
+    """Optional free text (a title): valid Unicode without NUL characters, or ``None``."""
     if value is None:
         return None
     if not isinstance(value, str):
         raise InvalidInputError(f"{what} must be a string or null, got {type(value).__name__}")
-    if "\x00" in value:
-        raise InvalidInputError(f"{what} must not contain NUL characters")
+    problem = rules.text_problem(value)
+    if problem is not None:
+        raise InvalidInputError(f"{what} {problem}")
     return value
 
 
@@ -343,6 +456,24 @@ def _check_number(value: Any, what: str) -> float | None:
     number = float(value)
     if not math.isfinite(number):
         raise InvalidInputError(f"{what} must be finite, got {number}")
+    return number
+
+
+def _check_ts(value: Any, what: str) -> float | None:
+    """An optional timestamp (:func:`rules.ts_problem`)."""
+    return _check_ruled(value, what, rules.ts_problem)
+
+
+def _check_value(value: Any, what: str) -> float | None:
+    """An optional event value (:func:`rules.value_problem`)."""
+    return _check_ruled(value, what, rules.value_problem)
+
+
+def _check_ruled(value: Any, what: str, rule: Callable[[float], str | None]) -> float | None:
+    number = _check_number(value, what)
+    problem = None if number is None else rule(number)
+    if problem is not None:
+        raise InvalidInputError(f"{what} {problem}")
     return number
 
 
@@ -361,16 +492,20 @@ def _check_bool(value: Any, what: str) -> bool:
 
 
 def _json_object(value: Any, what: str) -> dict[str, Any]:
-    """A JSON object exactly as it will read back (string keys, no NaN, plain types)."""
+    """A JSON object exactly as it will read back (:func:`rules.json_problem`: string keys,
+    finite numbers, integers within 64 bits, valid text), as plain types."""
     if not isinstance(value, Mapping):
         raise InvalidInputError(f"{what} must be a JSON object, got {type(value).__name__}")
     try:
         text = json.dumps(dict(value), allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as err:
         raise InvalidInputError(f"{what} must be JSON-serializable: {err}") from None
-    if "\\u0000" in text:
-        raise InvalidInputError(f"{what} must not contain NUL characters")
     loaded: dict[str, Any] = json.loads(text)
+    problem = rules.json_problem(loaded)
+    if problem is not None:
+        raise InvalidInputError(
+            f"{what}.{problem}" if not problem.startswith("key ") else f"{what}: {problem}"
+        )
     return loaded
 
 
@@ -413,23 +548,55 @@ def _chunks(values: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
 _MISSING = object()
 
 
+def _floats(values: Sequence[Any]) -> np.ndarray:
+    """A numeric column as float64 (NULL as NaN). SQLite keeps text given to a numeric
+    column as text: such a cell reads as NaN rather than failing the read (a missing value
+    for ``value``; a timestamp the training set then leaves out)."""
+    try:
+        return np.array(values, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(
+            dtype=np.float64, na_value=np.nan
+        )
+
+
 def _feature_value(value: Any) -> Any:
-    """A feature cell as a JSON value, or ``_MISSING`` for NaN/NA/NaT/None."""
+    """A feature cell as a JSON value that :func:`rules.json_problem` accepts, or
+    ``_MISSING`` for NaN/NA/NaT/None and for what no attribute may hold (an integer beyond
+    64 bits, text with a NUL or a lone surrogate, nesting deeper than
+    :data:`rules.MAX_JSON_DEPTH`): an import leaves such a cell out instead of failing. In a
+    list or an object, such entries are left out."""
+    try:
+        cell = _json_cell(value)
+    except RecursionError:
+        return _MISSING
+    if cell is _MISSING or rules.json_problem({"attribute": cell}) is not None:  # too deep
+        return _MISSING
+    return cell
+
+
+def _json_cell(value: Any) -> Any:
     if value is None or value is pd.NA or value is pd.NaT:
         return _MISSING
     if isinstance(value, np.datetime64):
         return _MISSING if np.isnat(value) else pd.Timestamp(value).isoformat()
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else _MISSING
-    if isinstance(value, bool | int | str):
-        return value
     if isinstance(value, datetime | date):
         return value.isoformat()
+    if isinstance(value, bool | int | float | str):
+        return value if rules.json_problem(value) is None else _MISSING
     if isinstance(value, list | tuple | np.ndarray):
-        return [v for v in (_feature_value(x) for x in value) if v is not _MISSING]
-    return str(value)
+        return [v for v in (_json_cell(x) for x in value) if v is not _MISSING]
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            cell = _json_cell(item)
+            if cell is not _MISSING and isinstance(key, str) and rules.text_problem(key) is None:
+                out[key] = cell
+        return out
+    text = str(value)
+    return text if rules.text_problem(text) is None else _MISSING
 
 
 def _feature_records(
@@ -448,7 +615,7 @@ def _feature_records(
         title: str | None = None
         for key, cell in record.items():
             value = _feature_value(cell)
-            if value is _MISSING:
+            if value is _MISSING or rules.text_problem(str(key)) is not None:
                 continue
             if take_title and key == "title":
                 title = value if isinstance(value, str) else str(value)
@@ -462,7 +629,7 @@ def _feature_records(
 def _import_event_id(name_json: str, user_json: str, item_json: str) -> str:
     """Deterministic ``client_event_id`` of an imported interaction (one per user/item pair)."""
     key = f"import:[{name_json},{user_json},{item_json}]"
-    if len(key) > MAX_ID_LENGTH:
+    if len(key) > rules.MAX_ID_LENGTH:
         key = "import:sha256:" + hashlib.sha256(key.encode()).hexdigest()
     return key
 
@@ -530,6 +697,7 @@ class Storage:
                 "or postgresql+psycopg://user@host:5432/dbname"
             )
         self.url = parsed.render_as_string(hide_password=True)
+        self._deletion_key: bytes | None = None  # user_hash's secret, read once
 
     @staticmethod
     def _sqlite_engine(url: sa.URL) -> Engine:
@@ -557,6 +725,9 @@ class Storage:
                 cursor.execute("PRAGMA journal_mode = WAL")
                 cursor.execute("PRAGMA synchronous = FULL")
                 cursor.execute("PRAGMA foreign_keys = ON")
+                # deleted rows are overwritten with zeros, not left in free space of the
+                # file (a deleted user's id must not stay readable in its bytes)
+                cursor.execute("PRAGMA secure_delete = ON")
             finally:
                 cursor.close()
             dbapi_connection.create_function("tastebud_casefold", 1, _casefold, deterministic=True)
@@ -723,6 +894,7 @@ class Storage:
             METADATA.drop_all(conn, checkfirst=True)
 
         self._write(run)
+        self._deletion_key = None
 
     # -- users -------------------------------------------------------------------------------------
     def upsert_user(
@@ -763,23 +935,145 @@ class Storage:
         uid = _check_id(user_id, "user_id")
         return self._read(lambda conn: self._get_one(conn, USERS, uid))
 
-    def delete_user(self, user_id: str) -> bool:
-        """Delete a user with all their events, exposures and feedback (one transaction).
+    def delete_user(self, user_id: str, *, log: bool = False) -> bool:
+        """Delete a user with all their events, exposures and feedback (one transaction), so
+        that no table holds their id afterwards.
 
-        Returns whether the user or any of their events existed.
+        The deletions log gets the user's :meth:`user_hash` (serving processes drop what
+        they hold of the user; exposure writes still buffered leave the user's rows out);
+        when the user had events, the model versions that may have learned from them get
+        ``forgotten_at`` (never activated again) and :meth:`forget_mark` grows. Returns
+        whether anything of the user was stored (a user row, events, exposures -- lists
+        are logged for ids never stored as users -- or feedback). ``log=True`` logs the
+        deletion even when nothing was (the caller dropped rows of theirs still buffered).
         """
         uid = _check_id(user_id, "user_id")
+        hashed = self.user_hash(uid)
 
         def run(conn: Connection) -> bool:
+            if self.backend == "postgresql":  # exposure batches in flight commit first
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_FORGET_KEY)))
+            first = conn.execute(
+                sa.select(sa.func.min(EVENTS.c.seq)).where(EVENTS.c.user_id == uid)
+            ).scalar()
             events = conn.execute(sa.delete(EVENTS).where(EVENTS.c.user_id == uid)).rowcount
-            conn.execute(sa.delete(EXPOSURES).where(EXPOSURES.c.user_id == uid))
-            conn.execute(sa.delete(FEEDBACK).where(FEEDBACK.c.user_id == uid))
+            logs = conn.execute(sa.delete(EXPOSURES).where(EXPOSURES.c.user_id == uid)).rowcount
+            logs += conn.execute(sa.delete(FEEDBACK).where(FEEDBACK.c.user_id == uid)).rowcount
             user = conn.execute(sa.delete(USERS).where(USERS.c.id == uid)).rowcount
-            if events:
-                conn.execute(sa.insert(DELETIONS).values(user_id=uid, ts=time.time()))
-            return bool(user or events)
+            found = bool(user or events or logs)
+            if not (found or log):
+                return False
+            now = time.time()
+            self._log_deletion(conn, now, user_hash=hashed)
+            if events and first is not None:
+                self._forget_in_versions(conn, int(first), now)
+            return found
 
-        return self._write(run)
+        deleted = self._write(run)
+        if (deleted or log) and self.backend == "sqlite":
+            self._truncate_wal()
+        return deleted
+
+    def _truncate_wal(self) -> None:
+        """Copy the write-ahead log into the database file and empty it, so that the frames
+        holding a deleted user's rows go (best effort: readers in the way for more than
+        0.5 s leave it to SQLite's next checkpoints, which overwrite the log from its start).
+        """
+        with self._engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            if raw is None:  # pragma: no cover
+                return
+            raw.execute("PRAGMA busy_timeout = 500")
+            try:
+                # a busy database answers (1, ...) or raises; either way nothing is lost
+                raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.OperationalError:  # pragma: no cover
+                pass
+            finally:
+                raw.execute("PRAGMA busy_timeout = 10000")
+
+    def _log_deletion(self, conn: Connection, now: float, **row: str) -> None:
+        """Add a row to the deletions log and prune the rows older than DELETION_LOG_S."""
+        conn.execute(sa.delete(DELETIONS).where(DELETIONS.c.ts < now - DELETION_LOG_S))
+        conn.execute(sa.insert(DELETIONS).values(ts=now, **row))
+
+    def _forget_in_versions(self, conn: Connection, first_seq: int, now: float) -> None:
+        """A user whose first stored event was ``first_seq`` was deleted: mark the versions
+        trained on events up to it or later (``metrics.last_seq``; unknown counts as later)
+        and grow the forget mark."""
+        mv = MODEL_VERSIONS
+        rows = conn.execute(sa.select(mv.c.id, mv.c.metrics).where(mv.c.forgotten_at.is_(None)))
+        marked = []
+        for vid, metrics in rows:
+            last = (metrics or {}).get("last_seq")
+            if not isinstance(last, int) or last >= first_seq:
+                marked.append(vid)
+        for chunk in _chunks(marked):
+            conn.execute(sa.update(mv).where(mv.c.id.in_(chunk)).values(forgotten_at=now))
+        mark = self._meta(conn, "forget_mark")
+        value = str(int(mark or 0) + 1)
+        if mark is None:
+            conn.execute(sa.insert(META).values(key="forget_mark", value=value))
+        else:
+            conn.execute(sa.update(META).where(META.c.key == "forget_mark").values(value=value))
+
+    @staticmethod
+    def _meta(conn: Connection, key: str) -> str | None:
+        return conn.execute(sa.select(META.c.value).where(META.c.key == key)).scalar()
+
+    def user_hash(self, user_id: str) -> str:
+        """The keyed hash that stands for a deleted user in the deletions log: HMAC-SHA256
+        of the id under this database's secret (``meta.deletion_key``), as hex. Without the
+        secret it cannot be told from a random value; serving processes compare it with the
+        hashes of the users they hold."""
+        return _keyed_hash(self._key(), str(user_id))
+
+    def _key(self, conn: Connection | None = None) -> bytes:
+        """The secret of :meth:`user_hash` (read once, on ``conn`` when given)."""
+        if self._deletion_key is None:
+            stored = (
+                self._meta(conn, "deletion_key")
+                if conn is not None
+                else self._read(lambda c: self._meta(c, "deletion_key"))
+            )
+            if stored is None:
+                raise TastebudError(f"the database {self.url} has no deletion key; migrate it")
+            self._deletion_key = bytes.fromhex(stored)
+        return self._deletion_key
+
+    def forget_mark(self) -> int:
+        """How many deleted users had events (grows with each): a model trained on events
+        read when it was lower may hold a deleted user. :meth:`events_frame` notes it in
+        ``frame.attrs[FORGET_MARK]``, read before the events."""
+        return self._read(self._read_forget_mark)
+
+    def _read_forget_mark(self, conn: Connection) -> int:
+        return int(self._meta(conn, "forget_mark") or 0)
+
+    def mark_forgotten(self, version_ids: Iterable[int]) -> None:
+        """Mark versions as possibly holding a deleted user (never activated again)."""
+        ids = [_check_int(v, "version id") for v in version_ids]
+        mv = MODEL_VERSIONS
+
+        def run(conn: Connection) -> None:
+            for chunk in _chunks(ids):
+                conn.execute(
+                    sa.update(mv)
+                    .where(mv.c.id.in_(chunk), mv.c.forgotten_at.is_(None))
+                    .values(forgotten_at=time.time())
+                )
+
+        self._write(run)
+
+    def forgotten_versions(self) -> list[dict[str, Any]]:
+        """The versions marked ``forgotten_at``, oldest first."""
+        mv = MODEL_VERSIONS
+        stmt = sa.select(mv).where(mv.c.forgotten_at.is_not(None)).order_by(mv.c.id)
+        return self._read(lambda conn: _rows(conn.execute(stmt)))
+
+    def deactivate_model_versions(self) -> None:
+        """Leave no version active (the service serves popularity until the next one)."""
+        self._write(lambda conn: conn.execute(sa.update(MODEL_VERSIONS).values(active=False)))
 
     def list_users(
         self, limit: int = 100, offset: int = 0, prefix: str | None = None
@@ -796,7 +1090,11 @@ class Storage:
         if not prefix:
             stmt = sa.select(USERS).order_by(USERS.c.id).limit(limit).offset(offset)
             return self._read(lambda conn: _rows(conn.execute(stmt)))
-        start = _check_id(prefix, "prefix")
+        if not isinstance(prefix, str):
+            raise InvalidInputError(f"prefix must be a string, got {type(prefix).__name__}")
+        if rules.text_problem(prefix) is not None or len(prefix) > rules.MAX_ID_LENGTH:
+            return []  # no id starts with it (nor could be stored)
+        start = prefix
         key: sa.ColumnElement[str] = USERS.c.id
         if self.backend == "postgresql":
             key = sa.collate(USERS.c.id, "C")
@@ -903,7 +1201,7 @@ class Storage:
             events = conn.execute(sa.delete(EVENTS).where(EVENTS.c.item_id == iid)).rowcount
             item = conn.execute(sa.delete(ITEMS).where(ITEMS.c.id == iid)).rowcount
             if events:
-                conn.execute(sa.insert(DELETIONS).values(item_id=iid, ts=time.time()))
+                self._log_deletion(conn, time.time(), item_id=iid)
             return bool(item or events)
 
         return self._write(run)
@@ -1134,7 +1432,9 @@ class Storage:
         """Events with ``seq > since_seq`` for training, ordered by ``seq``.
 
         Columns: ``user``, ``item``, ``type`` (str), ``value`` (float, NaN when absent),
-        ``timestamp`` (float unix seconds), ``seq`` (int64).
+        ``timestamp`` (float unix seconds), ``seq`` (int64). ``frame.attrs[FORGET_MARK]`` is
+        :meth:`forget_mark` read first: a model trained on these events holds no user
+        deleted while that mark stays the same.
         """
         since = _check_int(since_seq, "since_seq")
         stmt = (
@@ -1149,18 +1449,24 @@ class Storage:
             .where(EVENTS.c.seq > since)
             .order_by(EVENTS.c.seq)
         )
-        rows = self._read(lambda conn: conn.execute(stmt).all())
+
+        def read(conn: Connection) -> tuple[int, list[Any]]:
+            return self._read_forget_mark(conn), list(conn.execute(stmt).all())
+
+        mark, rows = self._read(read)
         columns = list(zip(*rows, strict=True)) if rows else [()] * 6
-        return pd.DataFrame(
+        frame = pd.DataFrame(
             {
                 "user": pd.Series(columns[0], dtype=object),
                 "item": pd.Series(columns[1], dtype=object),
                 "type": pd.Series(columns[2], dtype=object),
-                "value": np.array(columns[3], dtype=np.float64),
-                "timestamp": np.array(columns[4], dtype=np.float64),
+                "value": _floats(columns[3]),
+                "timestamp": _floats(columns[4]),
                 "seq": np.array(columns[5], dtype=np.int64),
             }
         )
+        frame.attrs[FORGET_MARK] = mark
+        return frame
 
     def events_after(
         self, seq: int, also: Iterable[int] = (), limit: int = 10_000
@@ -1186,11 +1492,11 @@ class Storage:
         return self._read(lambda conn: [tuple(row) for row in conn.execute(stmt)])
 
     def deletions_after(self, seq: int) -> list[tuple[int, str | None, str | None]]:
-        """The deletions log after ``seq``: ``(seq, user_id, item_id)`` ordered by ``seq``
-        (a user's events, or an item's, were deleted)."""
+        """The deletions log after ``seq``: ``(seq, user_hash, item_id)`` ordered by ``seq``
+        (a user was deleted -- :meth:`user_hash` -- or an item's events were)."""
         after = _check_int(seq, "seq")
         stmt = (
-            sa.select(DELETIONS.c.seq, DELETIONS.c.user_id, DELETIONS.c.item_id)
+            sa.select(DELETIONS.c.seq, DELETIONS.c.user_hash, DELETIONS.c.item_id)
             .where(DELETIONS.c.seq > after)
             .order_by(DELETIONS.c.seq)
         )
@@ -1294,18 +1600,51 @@ class Storage:
     def log_exposure_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
         """Store exposures given as tuples in :data:`EXPOSURE_COLUMNS` order, already
         checked (:func:`exposure_row`, or the service's own lists): the cheap path, one
-        ``executemany`` on SQLite. Returns how many rows were written."""
+        ``executemany`` on SQLite. Returns how many rows were written.
+
+        Rows of users in the deletions log are left out, in the writing transaction: a list
+        served just before its user was deleted, whose exposures were still buffered, adds
+        nothing after the deletion (SQLite runs one write at a time; on PostgreSQL the
+        deletion and this write take one advisory lock, exclusive and shared)."""
         if not rows:
             return 0
 
         def run(conn: Connection) -> int:
+            if self.backend == "postgresql":
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(_PG_FORGET_KEY)))
+            kept = self._not_deleted(conn, rows)
+            if not kept:
+                return 0
             if self.backend == "sqlite":
-                conn.exec_driver_sql(_INSERT_EXPOSURES_SQLITE, list(rows))
-                return len(rows)
-            as_dicts = [dict(zip(EXPOSURE_COLUMNS, row, strict=True)) for row in rows]
+                conn.exec_driver_sql(_INSERT_EXPOSURES_SQLITE, kept)
+                return len(kept)
+            as_dicts = [dict(zip(EXPOSURE_COLUMNS, row, strict=True)) for row in kept]
             return self._bulk_insert(conn, EXPOSURES, as_dicts)
 
         return self._write(run, durable=False)
+
+    def _not_deleted(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """``rows`` (exposure tuples) less those of users in the deletions log shown before
+        their deletion, or up to :data:`_DELETION_SLACK_S` after it (a list stamped just
+        after the deletion was computed before it; another server's clock may differ). A
+        list shown later asked for the id again: it is logged."""
+        ds = DELETIONS
+        stmt = (
+            sa.select(ds.c.user_hash, sa.func.max(ds.c.ts))
+            .where(ds.c.user_hash.is_not(None))
+            .group_by(ds.c.user_hash)
+        )
+        deleted: dict[str, float] = {h: float(ts) for h, ts in conn.execute(stmt)}
+        if not deleted:
+            return list(rows)
+        key = self._key(conn)
+        until = {}
+        for user in {row[1] for row in rows}:
+            at = deleted.get(_keyed_hash(key, str(user)))
+            if at is not None:
+                until[user] = at + _DELETION_SLACK_S
+        ts = EXPOSURE_COLUMNS.index("ts")
+        return [row for row in rows if row[1] not in until or row[ts] > until[row[1]]]
 
     def log_feedback(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """Store one outcome (``user_id``, ``item_id``, ``type`` like click or like; optionally
@@ -1314,7 +1653,7 @@ class Storage:
         if not isinstance(row, Mapping):
             raise InvalidInputError("feedback must be an object")
         _no_extra_keys(row, {"request_id", "user_id", "item_id", "type", "ts"}, "feedback")
-        ts = _check_number(row.get("ts"), "feedback ts")
+        ts = _check_ts(row.get("ts"), "feedback ts")
         values = {
             "request_id": _check_optional_id(row.get("request_id"), "feedback request_id"),
             "user_id": _check_id(row.get("user_id"), "feedback user_id"),
@@ -1528,6 +1867,11 @@ class Storage:
         kind = _check_id(event_type, "event_type")
         values = _dataset_values(dataset, value)
         now = time.time()
+        for what, column, problem in (
+            ("value", values, rules.value_problem),
+            ("timestamp", dataset.timestamp, rules.ts_problem),
+        ):
+            _check_column(dataset.name, what, column, problem)
 
         user_ids = [str(u) for u in dataset.users.ids.tolist()]
         item_ids = [str(i) for i in dataset.items.ids.tolist()]
@@ -1642,12 +1986,12 @@ def _clean_event(event: Any, pos: int, now: float) -> dict[str, Any]:
     if not isinstance(event, Mapping):
         raise InvalidInputError(f"{where}: expected an object, got {type(event).__name__}")
     _no_extra_keys(event, _EVENT_FIELDS, where)
-    ts = _check_number(event.get("ts"), f"{where}: ts")
+    ts = _check_ts(event.get("ts"), f"{where}: ts")
     return {
         "user_id": _check_id(event.get("user_id"), f"{where}: user_id"),
         "item_id": _check_id(event.get("item_id"), f"{where}: item_id"),
         "type": _check_id(event.get("type"), f"{where}: type"),
-        "value": _check_number(event.get("value"), f"{where}: value"),
+        "value": _check_value(event.get("value"), f"{where}: value"),
         "ts": now if ts is None else ts,
         "client_event_id": _check_optional_id(
             event.get("client_event_id"), f"{where}: client_event_id"
@@ -1679,7 +2023,7 @@ def exposure_row(row: Any, pos: int, now: float) -> tuple[Any, ...]:
     position = _check_int(row.get("position"), f"{where}: position")
     if position is None or position < 0:
         raise InvalidInputError(f"{where}: position must be >= 0")
-    ts = _check_number(row.get("ts"), f"{where}: ts")
+    ts = _check_ts(row.get("ts"), f"{where}: ts")
     return (
         _check_id(row.get("request_id"), f"{where}: request_id"),
         _check_id(row.get("user_id"), f"{where}: user_id"),
@@ -1691,6 +2035,22 @@ def exposure_row(row: Any, pos: int, now: float) -> tuple[Any, ...]:
         _check_optional_id(row.get("variant"), f"{where}: variant"),
         now if ts is None else ts,
     )
+
+
+def _check_column(
+    name: str, what: str, column: np.ndarray | None, problem: Callable[[float], str | None]
+) -> None:
+    """Refuse an import whose interactions hold a value the rules refuse (asked once per
+    distinct value), naming the first."""
+    if column is None or not len(column):
+        return
+    distinct = np.unique(np.asarray(column, dtype=np.float64))  # NaN sorts last
+    for number in distinct.tolist():
+        found = problem(number)
+        if found is not None:
+            raise InvalidInputError(
+                f"{name}: an interaction's {what} {number:g} {found}; nothing was imported"
+            )
 
 
 def _dataset_values(dataset: Dataset, value: str) -> np.ndarray | None:
