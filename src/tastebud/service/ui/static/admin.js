@@ -20,7 +20,9 @@ import {
 const $ = (id) => document.getElementById(id);
 
 /** What training reports about itself; everything else in `metrics` is an offline metric. */
-const TRAINING_INFO = new Set(["fit_seconds", "users", "items", "interactions", "last_seq"]);
+const TRAINING_INFO = new Set([
+  "fit_seconds", "users", "items", "interactions", "last_seq", "skipped", "capped_pairs",
+]);
 const METRIC_ORDER = ["ndcg@10", "popularity_ndcg@10", "precision@10", "recall@10", "map@10", "coverage"];
 
 const METRIC_LABELS = { "popularity_ndcg@10": "ndcg@10 of popularity" };
@@ -168,6 +170,12 @@ function renderModels() {
       let status;
       if (m.active) {
         status = el("span", { class: "badge active", testid: "model-active" }, "active");
+      } else if (m.forgotten_at != null) {
+        status = el(
+          "span",
+          { class: "muted small", testid: "model-retired", title: "learned from a deleted user" },
+          "retired",
+        );
       } else {
         status = el(
           "button",
@@ -180,6 +188,8 @@ function renderModels() {
       const details = [
         ...Object.entries(m.params || {}).map(([k, v]) => `${k} = ${valueText(v)}`),
         ...metricNotes(info).map(([k, v]) => `${k}: ${v}`),
+        ...Object.entries(info.skipped || {}).map(([why, n]) => `skipped ${valueText(n)}: ${why}`),
+        info.capped_pairs ? `weights capped: ${valueText(info.capped_pairs)} pairs` : null,
         m.path ? `path: ${m.path}` : null,
       ].filter(Boolean);
       return el(
