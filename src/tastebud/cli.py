@@ -958,9 +958,9 @@ def serve(
 
         counts = storage.import_dataset(load_sample(), event_type="rating")
         out.print("sample data: " + ", ".join(f"{n:,} {what}" for what, n in counts.items()))
+    base = f"http://{f'[{host}]' if ':' in host else host}:{port}"  # an IPv6 address: [::1]
     out.print(
-        f"tastebud serving {storage.url} on http://{host}:{port} "
-        f"(web UI: http://{host}:{port}/ui/, API docs: http://{host}:{port}/docs)",
+        f"tastebud serving {storage.url} on {base} (web UI: {base}/ui/, API docs: {base}/docs)"
     )
     options = uvicorn_options(settings)
     if workers == 1:

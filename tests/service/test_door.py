@@ -106,7 +106,7 @@ def test_event_numbers_out_of_range_are_422(client: ApiClient, field: str, value
     assert error(client.post("/events", json=event), 422)["problems"][0]["where"] == f"body.{field}"
     batch = {"events": [dict(event, **{field: 1.0}), event]}
     where = error(client.post("/events/batch", json=batch), 422)["problems"][0]["where"]
-    assert where == f"body.events.1.{field}"
+    assert where == f"body.events[1].{field}"
 
 
 BAD_IDS = [
@@ -241,3 +241,38 @@ def test_json_body_parse_of_huge_numbers_is_not_a_500(client: ApiClient) -> None
     error(raw(client, "PUT", "/users/x", f'{{"attributes": {{"n": {huge}}}}}'), 400)
     body = json.dumps({"user_id": "u1", "item_id": "a1", "type": "like"})
     ok(raw(client, "POST", "/events", body), 201)
+
+
+# -- pipeline overrides (the acceptance walk: new_item_days 1e308 broke every list) -----------
+@pytest.mark.parametrize(
+    "pipeline",
+    [
+        {"new_item_days": 1e308},  # the example
+        {"new_item_days": 36_501},
+        {"freshness_half_life_days": 1e308},
+        {"freshness": 1001},
+        {"max_per_category": 10**10},
+        {"category_field": "x" * 201},
+    ],
+)
+def test_pipeline_settings_no_list_can_use_are_refused_at_the_door(
+    client: ApiClient, pipeline: dict[str, Any]
+) -> None:
+    variants = [{"name": "a", "share": 1, "pipeline": pipeline}, {"name": "b", "share": 1}]
+    problem = error(
+        client.post("/admin/experiments", json={"name": "z", "variants": variants}), 422
+    )
+    assert "pipeline." + next(iter(pipeline)) in problem["message"]
+    with pytest.raises(ValueError, match=next(iter(pipeline))):
+        make_settings(Path("/nonexistent"), pipeline=pipeline)
+    ok(client.get("/users/u1/recommendations"))
+
+
+def test_head_answers_as_get_without_a_body(client: ApiClient) -> None:
+    for url in ("/health/live", "/items/a1", "/users/u1/recommendations"):
+        answer = client.head(url)
+        assert answer.status_code == 200 and answer.content == b""
+        assert int(answer.headers["content-length"]) == len(client.get(url).content) or (
+            url.endswith("recommendations")  # each list has its own request id
+        )
+    assert "HEAD" in client.options("/items/a1").headers["allow"].split(", ")

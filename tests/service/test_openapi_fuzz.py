@@ -9,6 +9,7 @@ failure reproduces with the command printed in the assertion)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -57,5 +58,7 @@ def test_schemathesis_finds_nothing(
     assert run.returncode == 0, (
         f"{' '.join(shown)} found problems:\n{run.stdout[-15000:]}\n{run.stderr[-3000:]}"
     )
-    assert "No issues found" in run.stdout
+    # every generated case passed (a warning such as "missing test data" is not a failure)
+    passed = re.search(r"(\d+) generated, (\d+) passed", run.stdout)
+    assert passed is not None and passed.group(1) == passed.group(2), run.stdout[-3000:]
     assert "28/28" in run.stdout or "Tested: 2" in run.stdout  # every operation was tried

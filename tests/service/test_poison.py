@@ -27,6 +27,7 @@ from tests.service.test_app import (  # noqa: F401 - _clean_environment is an au
     B_ITEMS,
     ApiClient,
     _clean_environment,
+    error,
     make_settings,
     ok,
     seed,
@@ -557,8 +558,66 @@ def test_the_live_tail_and_histories_take_poisoned_rows(storage: Storage, tmp_pa
         )
     engine._follow_events()
     assert engine._counted_seq == storage.last_seq()  # read past them, once
-    assert engine.popular(3) == [("good", float(len(BAD_IDS) + 2))]  # 4.0, like, bad ids
+    # 4.0, the like, the bad ids -- and on SQLite the rating whose value is the text 'five':
+    # an unreadable value reads as no value, in the live tail as in the training set
+    unreadable = 1 if storage.backend == "sqlite" else 0
+    assert engine.popular(3) == [("good", float(len(BAD_IDS) + 2 + unreadable))]
     # a history holding them: the usable events count, the others say nothing
-    assert engine.user_state("u").values == {"good": 4.0 + 4.0}
+    # (4.0 for the rating of 4, 4.0 for the like, and the unreadable rating's weight, 1)
+    assert engine.user_state("u").values == {"good": 4.0 + 4.0 + unreadable}
     assert engine.event_value("rating", float("nan")) == 1.0  # NaN: no value
     assert engine.event_value("rating", "five") == 0.0  # type: ignore[arg-type]
+
+
+# -- rows of the wrong SQL type (the acceptance walk of issue 17) ----------------------------------
+def test_values_of_the_wrong_type_in_any_column_answer_on_every_route(
+    tmp_path: Path,
+) -> None:
+    """SQLite keeps whatever a column is given: a BLOB id or title that is no UTF-8, text
+    in a value or a time. A start, the lists, the item pages and searches, a user's events
+    and a retrain all answer for them."""
+    settings = make_settings(tmp_path)
+    with serve(settings) as client:
+        seed(client)
+    with Storage(settings.db) as storage:
+        _raw(
+            storage,
+            "INSERT INTO events (user_id, item_id, type, value, ts, received_at) VALUES "
+            "(x'fffe', 'a1', 'like', NULL, 1.0, 0), ('u1', x'ff', 'like', NULL, 1.0, 0), "
+            "('u1', 'a2', 'rating', 'abc', 1.0, 0), ('u1', 'a3', 'like', NULL, 'notats', 0), "
+            "('u1', 'a4', 'rating', 4.0, 'Infinity', 0)",
+            [{}],
+        )
+        _raw(
+            storage,
+            "INSERT INTO items (id, title, attributes, available, created_at, updated_at) "
+            "VALUES ('blob-title', x'ff', '{}', 1, 1.0, 1.0), (x'fe', 'blob id', '{}', 1, 1, 1)",
+            [{}],
+        )
+        _raw(
+            storage,
+            "INSERT INTO experiments (name, variants, status, created_at) VALUES "
+            "('broken', '{bad json', 'running', 1.0)",
+            [{}],
+        )
+    with serve(settings) as client:  # the start reads them all (demographics, catalogue...)
+        assert ok(client.get("/health/ready"))["status"] == "ready"
+        ok(client.get("/users/u1/recommendations"))
+        ok(client.post("/users/u1/onboarding", json={"liked_items": ["a1"]}))
+        assert ok(client.get("/items/blob-title"))["title"] == "\ufffd"
+        assert {i["id"] for i in ok(client.get("/items", params={"limit": 1000}))} >= {
+            "blob-title",
+            "\ufffd",
+        }
+        ok(client.get("/items", params={"q": "pi"}))  # the case-folding search skips a BLOB
+        events = ok(client.get("/users/u1/events"))
+        assert {e["item_id"] for e in events} >= {"a2", "a3", "\ufffd"}
+        by_item = {e["item_id"]: e for e in events}
+        assert by_item["a2"]["value"] is None and by_item["a3"]["ts"] is None
+        assert by_item["a4"]["ts"] is None  # infinity: no JSON number
+        # the broken experiment is not run (lists above answered) and its report says why
+        assert [e["name"] for e in ok(client.get("/admin/experiments"))] == ["broken"]
+        assert "unreadable" in error(client.get("/admin/experiments/broken/report"), 409)["message"]
+        version = ok(client.post("/admin/retrain", params={"wait": "true"}))["version"]
+        skipped = version["metrics"]["skipped"]
+        assert skipped[BAD_TS] == 2  # the text time and the infinite one

@@ -159,6 +159,7 @@ def test_a_write_with_a_body_that_is_not_json_is_415(
         {"origin": "http://testserver.evil.example"},
         {"sec-fetch-site": "cross-site"},
         {"origin": "https://evil.example", "sec-fetch-site": "same-site"},
+        {"origin": "null"},  # a sandboxed frame or a file:// page
     ],
 )
 def test_a_write_from_another_web_origin_is_403(tmp_path: Path, headers: dict[str, str]) -> None:

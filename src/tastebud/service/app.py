@@ -20,6 +20,7 @@ import gc
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -291,7 +292,7 @@ class EventOut(BaseModel):
     item_id: str
     type: str
     value: float | None
-    ts: float
+    ts: float | None = Field(description="unix seconds (null: the stored value is unreadable)")
     client_event_id: str | None
     received_at: float
 
@@ -543,10 +544,14 @@ class _HTTPError(StarletteHTTPException):
         self.kind = kind
 
 
+#: A checked request's message that starts with where the problem is (``query.k: ...``).
+_WHERE = re.compile(r"((?:query|body|path)(?:\.[^\s:.\[]+|\[\d+\])+): (.+)", re.DOTALL)
+
+
 def _where(loc: Any, ctx: Any) -> str:
     """Where an invalid request's problem is: ``body.events.3.type``, ``query.k``...
     (:class:`rules.RequestBody` puts the path inside the body in ``ctx``)."""
-    where = ".".join(str(p) for p in loc)
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
     inner = ctx.get("path") if isinstance(ctx, dict) else None
     if inner:
         where += ("" if inner.startswith("[") or not where else ".") + str(inner)
@@ -554,12 +559,13 @@ def _where(loc: Any, ctx: Any) -> str:
 
 
 def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route answers at this path (for ``Allow``), OPTIONS included."""
+    """Every method some route answers at this path (for ``Allow``), OPTIONS included, and
+    HEAD wherever GET is."""
     methods = {"OPTIONS"}
     for route in request.app.router.routes:
         route_methods = getattr(route, "methods", None)
         if route_methods and route.matches(request.scope)[0] != Match.NONE:
-            methods |= route_methods
+            methods |= route_methods | ({"HEAD"} if "GET" in route_methods else set())
     return sorted(methods)
 
 
@@ -608,7 +614,12 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(InvalidInputError)
     async def bad_input(_: Request, err: InvalidInputError) -> JSONResponse:
-        return _error(422, "invalid_request", str(err))
+        message = str(err)
+        where = _WHERE.match(message)
+        if where is None:
+            return _error(422, "invalid_request", message)
+        problems = [{"where": where.group(1), "problem": where.group(2)}]
+        return _error(422, "invalid_request", message, problems=problems)
 
     @app.exception_handler(TastebudError)
     async def conflict(_: Request, err: TastebudError) -> JSONResponse:
@@ -745,9 +756,8 @@ class _Guard:
         origin = headers.get(b"origin", b"").decode("latin-1").rstrip("/").lower()
         site = headers.get(b"sec-fetch-site", b"").decode("latin-1").lower()
         host = headers.get(b"host", b"").decode("latin-1").lower()
-        foreign = site == "cross-site" or (
-            origin not in ("", "null") and origin.split("://", 1)[-1] != host
-        )
+        # "null": a sandboxed frame, a file:// page, a redirect across sites -- never ours
+        foreign = site == "cross-site" or (origin != "" and origin.split("://", 1)[-1] != host)
         if foreign and origin not in self.allowed_origins:
             return _error(
                 403,
@@ -882,6 +892,8 @@ class _ServiceApp(FastAPI):
     fast_path: _RecommendationsFastPath | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":  # GET's answer, no body
+            scope, send = {**scope, "method": "GET"}, _headers_only(send)
         if scope["type"] == "http" and not _id_path(scope):
             response = _error(400, "bad_request", "the path is not valid percent-encoded UTF-8")
             await response(scope, receive, send)
@@ -893,6 +905,20 @@ class _ServiceApp(FastAPI):
             return
         assert fast is not None
         await fast(scope, receive, send, user_id, self)
+
+
+def _headers_only(send: Send) -> Send:
+    """``send`` for a HEAD request answered as a GET: the status and headers (the length
+    of the body a GET would get included), no body."""
+
+    async def send_head(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            if message.get("more_body", False):
+                return
+            message = {"type": "http.response.body", "body": b"", "more_body": False}
+        await send(message)
+
+    return send_head
 
 
 #: Paths whose segments hold ids (:func:`_id_path`).
@@ -1262,6 +1288,11 @@ def create_app(
         events = store.user_events(user_id, limit=limit)
         if not events and store.get_user(user_id) is None:
             raise UnknownIdError(f"unknown user {user_id!r}")
+        for event in events:  # a row written around the API may hold NaN or infinity
+            for field in ("value", "ts"):
+                number = event[field]
+                if number is not None and not math.isfinite(number):
+                    event[field] = None
         return events
 
     # -- items -----------------------------------------------------------------------------
@@ -1432,7 +1463,10 @@ def create_app(
             except TastebudError as err:  # its files are gone: serve the active version
                 log.error("experiment %s: %s", experiment["name"], err)
             if variant.get("pipeline"):
-                base = _merged(base, variant["pipeline"], "experiment pipeline.")
+                try:
+                    base = _merged(base, variant["pipeline"], "experiment pipeline.")
+                except InvalidInputError as err:  # stored before today's bounds, or by hand
+                    log.error("experiment %s: variant %s: %s", experiment["name"], variant, err)
         options = _options(base, stages)
 
         def attributes() -> dict[str, Any] | None:

@@ -177,6 +177,7 @@ class Engine:
         self._own_unranked = False  # this process stored events the ranking may not have
         self.demographics = Demographics.empty()
         self._experiment_cache: tuple[float, dict[str, Any] | None] = (-float("inf"), None)
+        self._unrunnable: set[str] = set()  # experiments not run (their variants unusable)
         self._versions: dict[int, Snapshot] = {}  # earlier versions served by experiments
         self._versions_lock = threading.Lock()
         self._new_cache: dict[tuple[int, float], tuple[float, list[tuple[str, float]]]] = {}
@@ -917,6 +918,15 @@ class Engine:
         cached_at, experiment = self._experiment_cache
         if now - cached_at >= 2.0:
             experiment = self.storage.running_experiment()
+            if experiment is not None and not _runnable(experiment):
+                if experiment["name"] not in self._unrunnable:  # said once
+                    self._unrunnable.add(experiment["name"])
+                    log.error(
+                        "experiment %r is not run: its stored variants are unusable (%r)",
+                        experiment["name"],
+                        experiment["variants"],
+                    )
+                experiment = None
             self._experiment_cache = (now, experiment)
         return experiment
 
@@ -1506,6 +1516,24 @@ def _pairwise(snapshot: Snapshot, items: Sequence[str]) -> np.ndarray:
         sims = np.asarray(snapshot.model._similar(idx[known]), dtype=np.float64)[:, idx[known]]
         out[np.ix_(known, known)] = sims
     return out
+
+
+def _runnable(experiment: Mapping[str, Any]) -> bool:
+    """Whether a stored experiment's variants can split users: two or more, each a valid
+    ``Variant`` (a row written by hand or by older code may hold anything)."""
+    from pydantic import ValidationError
+
+    from tastebud.service.experiments import Variant
+
+    variants = experiment.get("variants")
+    if not isinstance(variants, list) or len(variants) < 2:
+        return False
+    try:
+        for variant in variants:
+            Variant.model_validate(variant)
+    except ValidationError:
+        return False
+    return True
 
 
 @dataclasses.dataclass(frozen=True)

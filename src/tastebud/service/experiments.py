@@ -123,6 +123,10 @@ def report(
         raise UnknownIdError(f"unknown experiment {name!r}")
     if not 0 < alpha < 1:
         raise InvalidInputError(f"alpha must be between 0 and 1, got {alpha}")
+    if not experiment["variants"]:
+        from tastebud.errors import TastebudError
+
+        raise TastebudError(f"experiment {name!r}: its stored variants are unreadable")
     counts = storage.exposure_counts(name)
     types = sorted(c[: -len("_users")] for c in counts.columns if c.endswith("_users"))
     types = [t for t in types if t != ""]

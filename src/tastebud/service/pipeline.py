@@ -89,15 +89,27 @@ class PipelineSettings(BaseModel):
     )
     recent_items: int = Field(5, ge=1, le=100, description="History items seeding item_to_item")
     new_item_days: float = Field(
-        30.0, gt=0, description="The 'new' generator proposes items created this recently"
+        30.0,
+        gt=0,
+        le=36_500,
+        description="The 'new' generator proposes items created this recently (days, at most "
+        "100 years)",
     )
     diversity: float = Field(0.0, ge=0, le=1, description="MMR trade-off (0: pure relevance)")
-    freshness: float = Field(0.0, ge=0, description="Boost of a brand-new item (0: none)")
-    freshness_half_life_days: float = Field(7.0, gt=0, description="Age that halves the boost")
-    category_field: str | None = Field(
-        None, description=f"Item attribute holding categories (default: first of {CATEGORY_FIELDS})"
+    freshness: float = Field(
+        0.0, ge=0, le=1000, description="Boost of a brand-new item (0: none; at most 1000)"
     )
-    max_per_category: int | None = Field(None, ge=1, description="Cap per category in a list")
+    freshness_half_life_days: float = Field(
+        7.0, gt=0, le=36_500, description="Age that halves the boost (days)"
+    )
+    category_field: str | None = Field(
+        None,
+        max_length=200,
+        description=f"Item attribute holding categories (default: first of {CATEGORY_FIELDS})",
+    )
+    max_per_category: int | None = Field(
+        None, ge=1, le=10**9, description="Cap per category in a list"
+    )
 
     @field_validator("generators", mode="before")
     @classmethod

@@ -69,7 +69,48 @@ METADATA = sa.MetaData()
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets BIGSERIAL.
 _BIGID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-_TIME: sa.Double[float] = sa.Double()
+
+
+class _ReadText(sa.TypeDecorator[str]):
+    """A text column read as text whatever a row holds (written around the API, by hand or
+    by older code): a BLOB is decoded (undecodable bytes replaced), a number written as
+    text. Writes are unchanged."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> str | None:
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, bytes | bytearray | memoryview):
+            return bytes(value).decode("utf-8", "replace")
+        return str(value)
+
+
+class _ReadNumber(sa.TypeDecorator[float]):
+    """A number column read as a float whatever a row holds: text that is no number, or a
+    BLOB, reads as ``unreadable`` (``None`` for an event's value and time -- the training
+    set counts such rows and skips them --, 0.0, the epoch, for the other times). NaN and
+    infinities read as they are, for the training set to count; an answer drops them."""
+
+    impl = sa.Double
+    cache_ok = True
+
+    def __init__(self, unreadable: float | None = 0.0) -> None:
+        super().__init__()
+        self.unreadable = unreadable
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> float | None:
+        if value is None:
+            return None
+        try:
+            return float(value)
+        except (TypeError, ValueError, OverflowError):
+            return self.unreadable
+
+
+_TEXT = _ReadText()
+_TIME = _ReadNumber()
 _EMPTY_JSON = sa.text("'{}'")
 
 
@@ -112,6 +153,32 @@ def _readable_object(value: Any) -> dict[str, Any]:
 
 _JSON_OBJECT = _JSONObject()
 
+
+class _JSONObjects(sa.TypeDecorator[list[dict[str, Any]]]):
+    """A JSON column holding a list of objects (an experiment's variants), read as such
+    whatever a row holds: text that is not JSON, or JSON that is not a list, reads as
+    ``[]``, and entries that are not objects are left out (the engine then refuses to run
+    an experiment whose variants are unusable, and says so, instead of failing lists)."""
+
+    impl = sa.JSON
+    cache_ok = True
+
+    def result_processor(self, dialect: sa.Dialect, coltype: Any) -> Callable[[Any], Any]:
+        inner = self.impl_instance.result_processor(dialect, coltype)
+
+        def process(value: Any) -> list[dict[str, Any]]:
+            if inner is not None and value is not None:
+                try:
+                    value = inner(value)
+                except (ValueError, RecursionError):
+                    return []
+            if not isinstance(value, list):
+                return []
+            return [_readable_object(v) for v in value if isinstance(v, dict)]
+
+        return process
+
+
 SCHEMA_VERSION_TABLE = sa.Table(
     "schema_version",
     METADATA,
@@ -123,7 +190,7 @@ SCHEMA_VERSION_TABLE = sa.Table(
 USERS = sa.Table(
     "users",
     METADATA,
-    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("id", _TEXT, primary_key=True),
     sa.Column("attributes", _JSON_OBJECT, nullable=False, server_default=_EMPTY_JSON),
     sa.Column("created_at", _TIME, nullable=False),
 )
@@ -131,8 +198,8 @@ USERS = sa.Table(
 ITEMS = sa.Table(
     "items",
     METADATA,
-    sa.Column("id", sa.Text, primary_key=True),
-    sa.Column("title", sa.Text, nullable=True),
+    sa.Column("id", _TEXT, primary_key=True),
+    sa.Column("title", _TEXT, nullable=True),
     sa.Column("attributes", _JSON_OBJECT, nullable=False, server_default=_EMPTY_JSON),
     sa.Column("available", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("created_at", _TIME, nullable=False),
@@ -146,12 +213,12 @@ EVENTS = sa.Table(
     "events",
     METADATA,
     sa.Column("seq", _BIGID, primary_key=True, autoincrement=True),
-    sa.Column("user_id", sa.Text, nullable=False),
-    sa.Column("item_id", sa.Text, nullable=False),
-    sa.Column("type", sa.Text, nullable=False),
-    sa.Column("value", _TIME, nullable=True),
-    sa.Column("ts", _TIME, nullable=False),
-    sa.Column("client_event_id", sa.Text, nullable=True, unique=True),
+    sa.Column("user_id", _TEXT, nullable=False),
+    sa.Column("item_id", _TEXT, nullable=False),
+    sa.Column("type", _TEXT, nullable=False),
+    sa.Column("value", _ReadNumber(unreadable=None), nullable=True),
+    sa.Column("ts", _ReadNumber(unreadable=None), nullable=False),
+    sa.Column("client_event_id", _TEXT, nullable=True, unique=True),
     sa.Column("received_at", _TIME, nullable=False),
     # (user_id, ts, seq) serves lookups by user and a user's history in order.
     sa.Index("ix_events_user_ts", "user_id", "ts", "seq"),
@@ -163,9 +230,9 @@ MODEL_VERSIONS = sa.Table(
     "model_versions",
     METADATA,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("model", _TEXT, nullable=False),
     sa.Column("params", _JSON_OBJECT, nullable=False),
-    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("path", _TEXT, nullable=False),
     sa.Column("metrics", _JSON_OBJECT, nullable=False),
     sa.Column("created_at", _TIME, nullable=False),
     sa.Column("n_events", sa.BigInteger, nullable=False),
@@ -180,14 +247,14 @@ EXPOSURES = sa.Table(
     "exposures",
     METADATA,
     sa.Column("id", _BIGID, primary_key=True, autoincrement=True),
-    sa.Column("request_id", sa.Text, nullable=False),
-    sa.Column("user_id", sa.Text, nullable=False),
-    sa.Column("item_id", sa.Text, nullable=False),
+    sa.Column("request_id", _TEXT, nullable=False),
+    sa.Column("user_id", _TEXT, nullable=False),
+    sa.Column("item_id", _TEXT, nullable=False),
     sa.Column("position", sa.Integer, nullable=False),
-    sa.Column("source", sa.Text, nullable=True),
+    sa.Column("source", _TEXT, nullable=True),
     sa.Column("model_version", sa.Integer, nullable=True),
-    sa.Column("experiment", sa.Text, nullable=True),
-    sa.Column("variant", sa.Text, nullable=True),
+    sa.Column("experiment", _TEXT, nullable=True),
+    sa.Column("variant", _TEXT, nullable=True),
     sa.Column("ts", _TIME, nullable=False),
     sa.Index("ix_exposures_experiment_variant", "experiment", "variant"),
     sa.Index("ix_exposures_user", "user_id"),
@@ -198,10 +265,10 @@ FEEDBACK = sa.Table(
     "feedback",
     METADATA,
     sa.Column("id", _BIGID, primary_key=True, autoincrement=True),
-    sa.Column("request_id", sa.Text, nullable=True),
-    sa.Column("user_id", sa.Text, nullable=False),
-    sa.Column("item_id", sa.Text, nullable=False),
-    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("request_id", _TEXT, nullable=True),
+    sa.Column("user_id", _TEXT, nullable=False),
+    sa.Column("item_id", _TEXT, nullable=False),
+    sa.Column("type", _TEXT, nullable=False),
     sa.Column("ts", _TIME, nullable=False),
     sa.Index("ix_feedback_request", "request_id"),
     sa.Index("ix_feedback_user", "user_id"),
@@ -210,10 +277,10 @@ FEEDBACK = sa.Table(
 EXPERIMENTS = sa.Table(
     "experiments",
     METADATA,
-    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("name", _TEXT, primary_key=True),
     # [{"name", "share", "model_version", "pipeline"}]; shares sum to 1
-    sa.Column("variants", sa.JSON, nullable=False),
-    sa.Column("status", sa.Text, nullable=False),  # "running" or "stopped"
+    sa.Column("variants", _JSONObjects(), nullable=False),
+    sa.Column("status", _TEXT, nullable=False),  # "running" or "stopped"
     sa.Column("created_at", _TIME, nullable=False),
     sa.Column("stopped_at", _TIME, nullable=True),
 )
@@ -227,8 +294,8 @@ DELETIONS = sa.Table(
     "deletions",
     METADATA,
     sa.Column("seq", _BIGID, primary_key=True, autoincrement=True),
-    sa.Column("user_hash", sa.Text, nullable=True),  # a user was deleted
-    sa.Column("item_id", sa.Text, nullable=True),  # an item's events were deleted
+    sa.Column("user_hash", _TEXT, nullable=True),  # a user was deleted
+    sa.Column("item_id", _TEXT, nullable=True),  # an item's events were deleted
     sa.Column("ts", _TIME, nullable=False),
     sqlite_autoincrement=True,
 )
@@ -239,8 +306,8 @@ DELETIONS = sa.Table(
 META = sa.Table(
     "meta",
     METADATA,
-    sa.Column("key", sa.Text, primary_key=True),
-    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("key", _TEXT, primary_key=True),
+    sa.Column("value", _TEXT, nullable=False),
 )
 
 _DATA_TABLES = (USERS, ITEMS, EVENTS, MODEL_VERSIONS, EXPOSURES, FEEDBACK)
@@ -535,9 +602,10 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _casefold(value: str | None) -> str | None:
-    """SQL function ``tastebud_casefold`` on SQLite (whose lower() only folds ASCII)."""
-    return None if value is None else value.casefold()
+def _casefold(value: Any) -> str | None:
+    """SQL function ``tastebud_casefold`` on SQLite (whose lower() only folds ASCII); a
+    value that is not text (a BLOB written around the API) matches nothing."""
+    return value.casefold() if isinstance(value, str) else None
 
 
 def _chunks(values: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
