@@ -1046,7 +1046,7 @@ def experiments_start(
     """Start an A/B test (stops the running one; a serving process follows within 2 s)."""
     from pydantic import ValidationError
 
-    from tastebud.service.experiments import ExperimentIn
+    from tastebud.service.schemas import ExperimentIn
 
     variants = []
     for text in variant:

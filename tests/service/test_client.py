@@ -22,14 +22,14 @@ from serving import app_server, ids, raised, sample_server, served_app
 from tastebud.client import UNSET, AsyncClient, Client, ListOptions, ServiceError
 from tastebud.client._routes import _Routes
 from tastebud.errors import TastebudError
-from tastebud.service.app import (
+from tastebud.service.app import create_app
+from tastebud.service.schemas import (
     EventIn,
     RecommendationList,
-    _recommend_query_docs,
-    _Stages,
-    create_app,
+    Stages,
+    Variant,
+    recommend_query_docs,
 )
-from tastebud.service.experiments import Variant
 from tastebud.service.settings import Settings
 
 JAZZ = [f"j{i}" for i in range(6)]
@@ -483,9 +483,9 @@ def test_every_route_of_the_api_has_a_method_in_both_clients(tmp_path: Path) -> 
 
 def test_list_options_are_the_services_per_request_settings() -> None:
     options = set(ListOptions.__annotations__)
-    assert options == set(_Stages.model_fields)
+    assert options == set(Stages.model_fields)
     query = {"filter" if name == "filters" else name for name in options}
-    assert query == {p["name"] for p in _recommend_query_docs(10)} - {"k", "explain"}
+    assert query == {p["name"] for p in recommend_query_docs(10)} - {"k", "explain"}
     assert repr(UNSET) == "UNSET"
 
 

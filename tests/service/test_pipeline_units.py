@@ -22,7 +22,6 @@ from scipy import stats
 from tastebud.errors import InvalidInputError, UnknownIdError
 from tastebud.service.experiments import (
     EXPLORATION_SOURCE,
-    ExperimentIn,
     ExplorationSettings,
     Explorer,
     ExposureLog,
@@ -46,6 +45,7 @@ from tastebud.service.pipeline import (
     rank,
     select,
 )
+from tastebud.service.schemas import ExperimentIn
 from tastebud.service.storage import Storage
 
 

@@ -15,7 +15,7 @@ import httpx
 from tastebud import __version__
 from tastebud.client._routes import _DEFAULT_TIMEOUT, _Call, _Routes
 from tastebud.errors import TastebudError
-from tastebud.service.app import ReadyOut
+from tastebud.service.schemas import ReadyOut
 
 T = TypeVar("T")
 P = ParamSpec("P")

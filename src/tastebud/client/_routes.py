@@ -17,7 +17,7 @@ import httpx
 from pydantic import TypeAdapter
 from typing_extensions import TypedDict  # pydantic reads typing's only from Python 3.12
 
-from tastebud.service.app import (
+from tastebud.service.schemas import (
     BatchOut,
     Deleted,
     EventIn,
@@ -35,8 +35,8 @@ from tastebud.service.app import (
     StatsOut,
     Stored,
     UserOut,
+    Variant,
 )
-from tastebud.service.experiments import Variant
 
 T = TypeVar("T")
 

@@ -29,23 +29,17 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, Any, Literal, TypeVar, get_args
+from typing import Annotated, Any, TypeVar
 from urllib.parse import unquote
 
 from fastapi import Body, Depends, FastAPI, Header, Query, Request
 from fastapi import Path as FastPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    Field,
     ValidationError,
-    create_model,
 )
 from sqlalchemy import exc as sa_exc
 from starlette.applications import Starlette
@@ -61,7 +55,6 @@ from tastebud.service import rules
 from tastebud.service.engine import Engine, Snapshot, UserState
 from tastebud.service.experiments import (
     EXPLORATION_SOURCE,
-    ExperimentIn,
     Explorer,
     ExposureLog,
     assign,
@@ -71,13 +64,53 @@ from tastebud.service.keys import Keys
 from tastebud.service.keys import announce as announce_keys
 from tastebud.service.keys import resolve as access_keys
 from tastebud.service.pipeline import (
-    FILTER_PATTERN,
-    GENERATORS,
     Candidate,
     Filters,
     PipelineSettings,
 )
-from tastebud.service.rules import RequestBody as _Body
+from tastebud.service.schemas import (
+    BatchOut,
+    Deleted,
+    EventBatch,
+    EventIn,
+    EventOut,
+    EventsLimit,
+    ExperimentIn,
+    ExperimentOut,
+    ExplorationOut,
+    FeedbackIn,
+    FeedbackOut,
+    ItemIn,
+    ItemOut,
+    ItemPatch,
+    Limit,
+    ModelVersionOut,
+    Offset,
+    OnboardingIn,
+    PathId,
+    QueryText,
+    ReadyOut,
+    RecommendationList,
+    ReportOut,
+    RetrainOut,
+    RowId,
+    SessionIn,
+    SimilarList,
+    Stages,
+    StatsOut,
+    Stored,
+    UrlShare,
+    UserIn,
+    UserOut,
+    document_errors,
+    event_bodies,
+    exact_openapi,
+    recommend_query,
+    recommend_query_docs,
+    url_int,
+    where_of,
+    with_max_k,
+)
 from tastebud.service.settings import Settings
 from tastebud.service.storage import MissingIdsError, Storage
 from tastebud.service.ui import mount_docs, mount_ui
@@ -86,441 +119,9 @@ log = logging.getLogger("tastebud.service")
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def _valid_id(value: str) -> str:
-    problem = rules.id_problem(value)
-    if problem is not None:
-        raise ValueError(problem)
-    return value
-
-
-def _path_id(value: Any) -> Any:
-    """An id as it arrives in a path segment, percent-decoded (see :func:`_id_path`)."""
-    return unquote(value) if isinstance(value, str) else value
-
-
-#: An id in a body or a query: :func:`rules.id_problem`.
-Id = Annotated[
-    str,
-    Field(
-        min_length=1,
-        max_length=rules.MAX_ID_LENGTH,
-        description="Any text of 1 to 256 characters, not blank, without control characters",
-        json_schema_extra={"pattern": rules.ID_PATTERN},
-    ),
-    AfterValidator(_valid_id),
-]
-
-
-def _valid_text(value: Any) -> Any:
-    problem = rules.text_problem(value) if isinstance(value, str) else None
-    if problem is not None:
-        raise ValueError(problem)
-    return value
-
-
-#: Free text in a query (a search): :func:`rules.text_problem`.
-QueryText = Annotated[str, AfterValidator(_valid_text)]
-
-#: An id in a URL path: any :data:`Id`, percent-encoded (``a/b`` is ``a%2Fb``).
-PathId = Annotated[
-    Id,
-    BeforeValidator(_path_id),
-    Field(description="Any id, percent-encoded: a/b is a%2Fb, 50% is 50%25"),
-]
-_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
-_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
-
-
-def _ascii_integer(value: Any) -> Any:
-    """A query or path integer as written: ASCII digits only (no spaces, no "5.0", no
-    full-width or other scripts' digits, which ``int()`` would take)."""
-    if isinstance(value, str) and not _INTEGER.fullmatch(value):
-        raise ValueError("must be an integer written in ASCII digits")
-    return value
-
-
-def _ascii_decimal(value: Any) -> Any:
-    """A query number as written: ASCII digits, a point and an exponent (no nan or inf)."""
-    if isinstance(value, str) and not _DECIMAL.fullmatch(value):
-        raise ValueError("must be a number written in ASCII digits")
-    return value
-
-
-def _url_int(low: int, high: int) -> Any:
-    """An integer in a URL (query or path), from ``low`` to ``high``. (The bounds go inside,
-    before the digits check: given to ``Query()`` they would be checked all the same but
-    documented as unknown keywords instead of ``minimum`` and ``maximum``.)"""
-    return Annotated[int, Field(ge=low, le=high), _Digits]
-
-
-_Digits = BeforeValidator(_ascii_integer)
-_Limit = Annotated[int, Field(ge=1, le=1000), _Digits]
-_EventsLimit = Annotated[int, Field(ge=1, le=10_000), _Digits]
-_Offset = Annotated[int, Field(ge=0, le=2**62), _Digits]
-_RowId = Annotated[int, Field(ge=1, le=rules.MAX_ROW_ID), _Digits]
-#: A share in a URL query (strictly between 0 and 1).
-_UrlShare = Annotated[float, Field(gt=0, lt=1), BeforeValidator(_ascii_decimal)]
-#: A candidate generator's name.
-Generator = Literal["model", "item_to_item", "demographic", "popular", "new"]
-assert get_args(Generator) == GENERATORS
-
-#: Attributes: any JSON object (numbers finite, integers within 64 bits, valid text).
-Attributes = dict[str, Any]
-
-
-# -- bodies ----------------------------------------------------------------------------------
-
-
-class UserIn(_Body):
-    attributes: Attributes | None = Field(
-        None, description="Replaces the stored ones (null or left out: kept as they are)"
-    )
-
-
-class ItemIn(_Body):
-    """Creates the item, or updates the fields given (the others keep their values;
-    ``"title": null`` clears the title)."""
-
-    title: str | None = Field(None, max_length=1000)
-    attributes: Attributes | None = Field(None, description="Replaces the stored ones")
-    available: bool | None = None
-
-
-class ItemPatch(_Body):
-    """The fields to change (``"title": null`` clears the title, ``"attributes": null``
-    the attributes)."""
-
-    title: str | None = Field(None, max_length=1000)
-    attributes: Attributes | None = Field(None, description="Replaces the stored ones")
-    available: bool | None = Field(None, description="null: left as it is")
-
-
-class EventIn(_Body):
-    user_id: Id
-    item_id: Id
-    type: str = Field(min_length=1, max_length=64)
-    value: float | None = Field(
-        None,
-        ge=-rules.MAX_ABS_VALUE,
-        le=rules.MAX_ABS_VALUE,
-        allow_inf_nan=False,
-        description="a rating's value, a price...",
-    )
-    ts: float | None = Field(
-        None, ge=0, le=rules.MAX_TS, allow_inf_nan=False, description="unix seconds"
-    )
-    client_event_id: Id | None = Field(None, description="idempotency key")
-    request_id: Id | None = Field(
-        None, description="The recommendation list the item was picked from (logs feedback too)"
-    )
-
-
-class EventBatch(_Body):
-    events: list[EventIn]
-
-
-class _Stages(_Body):
-    """Per-request pipeline settings (unset: the service's)."""
-
-    include_categories: list[Annotated[str, Field(max_length=200)]] = Field(
-        default_factory=list, max_length=100
-    )
-    exclude_categories: list[Annotated[str, Field(max_length=200)]] = Field(
-        default_factory=list, max_length=100
-    )
-    filters: list[
-        Annotated[str, Field(max_length=500, json_schema_extra={"pattern": FILTER_PATTERN})]
-    ] = Field(default_factory=list, max_length=50, description="Attribute predicates: year>=1990")
-    diversity: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
-    freshness: float | None = Field(None, ge=0, le=1000, allow_inf_nan=False)
-    max_per_category: int | None = Field(None, ge=1, le=10**9)
-    generators: list[Generator] | None = Field(
-        None, min_length=1, max_length=10, description="The candidate generators to run"
-    )
-
-
-class SessionIn(_Stages):
-    items: list[Id] = Field(
-        default_factory=list, max_length=1000, description="Recent items, oldest first"
-    )
-    k: int | None = Field(None, ge=1)
-    explain: bool = False
-
-
-class OnboardingIn(_Stages):
-    liked_items: list[Id] = Field(default_factory=list, max_length=100)
-    attributes: Attributes | None = Field(None, description="Replaces the stored ones")
-    k: int | None = Field(None, ge=1)
-    explain: bool = True
-
-
-class FeedbackIn(_Body):
-    request_id: Id
-    user_id: Id
-    item_id: Id
-    type: Annotated[
-        str,
-        Field(
-            min_length=1,
-            max_length=64,
-            description="click, like, skip...",
-            json_schema_extra={"pattern": rules.ID_PATTERN},
-        ),
-        AfterValidator(_valid_id),
-    ]
-    ts: float | None = Field(None, ge=0, le=rules.MAX_TS, allow_inf_nan=False)
-
-
-# -- answers ---------------------------------------------------------------------------------
-class UserOut(BaseModel):
-    id: str
-    attributes: dict[str, Any]
-    created_at: float
-
-
-class ItemOut(BaseModel):
-    id: str
-    title: str | None
-    attributes: dict[str, Any]
-    available: bool
-    created_at: float
-
-
-class EventOut(BaseModel):
-    seq: int
-    user_id: str
-    item_id: str
-    type: str
-    value: float | None
-    ts: float | None = Field(description="unix seconds (null: the stored value is unreadable)")
-    client_event_id: str | None
-    received_at: float
-
-
-class Stored(BaseModel):
-    seq: int
-    duplicate: bool
-
-
-class BatchOut(BaseModel):
-    stored: int
-    duplicates: int
-    results: list[Stored]
-
-
-class Deleted(BaseModel):
-    deleted: str
-    events: int | None = None
-
-
-class Recommendation(BaseModel):
-    item: str
-    title: str | None
-    score: float
-    rank: int
-    source: str = Field(description="The generator that proposed it (or exploration)")
-    sources: list[str] = Field(description="Every generator that proposed it")
-    exploration: bool = False
-    explanation: str | None = None
-    because: list[str] | None = None
-
-
-class RecommendationList(BaseModel):
-    user: str | None
-    request_id: str = Field(description="Send it back with feedback on these items")
-    model_version: int | None
-    experiment: str | None = None
-    variant: str | None = None
-    items: list[Recommendation]
-
-
-class Similar(BaseModel):
-    item: str
-    title: str | None
-    score: float = Field(description="Higher is closer; the list's basis says what it is")
-    rank: int
-    source: str = Field(description="model, content or popular: the list's source")
-
-
-class SimilarList(BaseModel):
-    item: str
-    source: str = Field(
-        description="model: the serving model's item similarity; content: the catalogue's "
-        "metadata (titles, attributes), before the first model exists, for items the model "
-        "has not learned, or under a model without item similarities; popular: neither can "
-        "tell, popular items instead"
-    )
-    basis: str = Field(description="What the scores are, in words")
-    items: list[Similar]
-
-
-class FeedbackOut(BaseModel):
-    id: int
-    request_id: str | None
-    user_id: str
-    item_id: str
-    type: str
-    ts: float
-
-
-class ModelVersionOut(BaseModel):
-    id: int
-    model: str
-    params: dict[str, Any]
-    path: str
-    metrics: dict[str, Any]
-    created_at: float
-    n_events: int
-    active: bool
-    forgotten_at: float | None = Field(
-        None,
-        description="When a user it learned from was deleted: it can no longer be activated, "
-        "and its folder goes once a newer version serves",
-    )
-
-
-class RetrainOut(BaseModel):
-    status: str
-    version: ModelVersionOut | None = None
-
-
-class StatsOut(BaseModel):
-    users: int
-    items: int
-    events: int
-    model_version: int | None
-    training: bool
-    experiment: str | None
-    exploration: str
-    list_cache: dict[str, int] = Field(description="Lists served again / rebuilt")
-    state_cache: dict[str, int] = Field(
-        description="User histories kept in memory / read from the database"
-    )
-
-
-class ReadyOut(BaseModel):
-    status: str = Field(description="ready")
-    serving: str = Field(description="What lists come from now, in words")
-    model_version: int | None = Field(description="The serving version; null before the first")
-    model: str | None = Field(description="Its model (als, item-knn...); null before the first")
-    training: bool = Field(description="A retrain runs now")
-    pid: int = Field(description="The answering process")
-
-
-class ExperimentOut(BaseModel):
-    name: str
-    variants: list[dict[str, Any]]
-    status: str
-    created_at: float
-    stopped_at: float | None
-
-
-class VariantReport(BaseModel):
-    variant: str
-    share: float
-    model_version: int | None
-    users: int
-    requests: int
-    exposures: int
-    outcome_users: int
-    outcome_events: int
-    rate: float | None = Field(description="Share of exposed users with the outcome")
-    per_exposure: float | None = Field(description="Outcomes per item shown")
-    lift: float | None = Field(description="rate / control's rate - 1")
-    outcomes: dict[str, int] = Field(description="Users with each outcome type")
-
-
-class TestOut(BaseModel):
-    method: str
-    alpha: float
-    statistic: float | None
-    p_value: float | None
-    significant: bool
-
-
-class ReportOut(BaseModel):
-    experiment: str
-    status: str
-    outcome: str
-    control: str
-    variants: list[VariantReport]
-    test: TestOut
-
-
-class ExplorationOut(BaseModel):
-    method: str
-    items: int = Field(description="Items explored so far")
-    exposures: int
-    answered: int
-    rate: float | None
-
-
 # -- errors ----------------------------------------------------------------------------------
 def _error(status: int, kind: str, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": {"type": kind, "message": message, **extra}}, status)
-
-
-class ErrorDetail(BaseModel):
-    type: str = Field(description="invalid_request, not_found, conflict, unauthorized...")
-    message: str = Field(description="What is wrong, in words")
-    problems: list[dict[str, str]] | None = Field(
-        None, description="Each problem of an invalid request: where (body.items[2]...), problem"
-    )
-    missing: list[str] | None = Field(None, description="Unknown ids the body names (409)")
-
-
-class ErrorOut(BaseModel):
-    """Every error answer: ``{"error": {"type", "message", ...}}``."""
-
-    error: ErrorDetail
-
-
-_ERROR_TEXTS = {
-    400: "The path is not valid percent-encoded UTF-8, the body is not valid JSON, or the "
-    "Content-Length header is not a number",
-    401: "An API key is needed (X-API-Key header)",
-    403: "The API key does not open this endpoint, or a write came from another web origin",
-    404: "No such id (or route)",
-    408: "The body did not arrive within body_timeout_s",
-    409: "The request conflicts with what is stored (an unknown item named in the body, too "
-    "few events to train, an unservable model version, a name taken twice)",
-    413: "The body is larger than max_body_bytes",
-    415: "The body is not sent as JSON (Content-Type: application/json)",
-    422: "A parameter or the body is invalid; problems says where",
-    503: "The database does not answer, or the service is starting",
-}
-
-
-def _document_errors(app: FastAPI) -> None:
-    """Adds every error status each route can answer to its OpenAPI responses, all with
-    the :class:`ErrorOut` body: 400, 422 and 503 everywhere (with the key statuses where a
-    key may be needed), the body's statuses where there is one, 404 where the path names
-    an id, 409 on every request that changes something."""
-    for route in app.routes:
-        if not isinstance(route, APIRoute) or not route.include_in_schema:
-            continue
-        codes = {400, 422, 503}
-        if not route.path.startswith("/health/"):
-            codes |= {401, 403}
-        methods = route.methods or set()
-        if methods & {"POST", "PUT", "PATCH"}:
-            codes |= {403, 404, 408, 409, 413, 415}
-        if "DELETE" in methods:
-            codes |= {403, 404, 409}
-        if "{" in route.path:
-            codes.add(404)
-        responses = dict(route.responses)
-        for code in sorted(codes):
-            responses.setdefault(
-                code,
-                {
-                    "description": _ERROR_TEXTS[code],
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}
-                    },
-                },
-            )
-        route.responses = responses
 
 
 _HTTP_KINDS = {
@@ -548,16 +149,6 @@ class _HTTPError(StarletteHTTPException):
 _WHERE = re.compile(r"((?:query|body|path)(?:\.[^\s:.\[]+|\[\d+\])+): (.+)", re.DOTALL)
 
 
-def _where(loc: Any, ctx: Any) -> str:
-    """Where an invalid request's problem is: ``body.events.3.type``, ``query.k``...
-    (:class:`rules.RequestBody` puts the path inside the body in ``ctx``)."""
-    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
-    inner = ctx.get("path") if isinstance(ctx, dict) else None
-    if inner:
-        where += ("" if inner.startswith("[") or not where else ".") + str(inner)
-    return where
-
-
 def _allowed_methods(request: Request) -> list[str]:
     """Every method some route answers at this path (for ``Allow``), OPTIONS included, and
     HEAD wherever GET is."""
@@ -574,7 +165,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def invalid(_: Request, err: RequestValidationError) -> JSONResponse:
         problems = [
             {
-                "where": _where(e.get("loc", ()), e.get("ctx")),
+                "where": where_of(e.get("loc", ()), e.get("ctx")),
                 "problem": str(e.get("msg", "invalid")).removeprefix("Value error, "),
             }
             for e in err.errors()
@@ -1240,8 +831,8 @@ def create_app(
                 "type-ahead search, one index range however many users there are",
             ),
         ] = None,
-        limit: Annotated[_Limit, Query()] = 100,
-        offset: Annotated[_Offset, Query()] = 0,
+        limit: Annotated[Limit, Query()] = 100,
+        offset: Annotated[Offset, Query()] = 0,
     ) -> list[dict[str, Any]]:
         """Users ordered by id (code point order with ``q``), one page."""
         return store.list_users(limit=limit, offset=offset, prefix=q or None)
@@ -1282,7 +873,7 @@ def create_app(
         response_model=list[EventOut],
     )
     def user_events(
-        user_id: PathId, limit: Annotated[_EventsLimit, Query()] = 100
+        user_id: PathId, limit: Annotated[EventsLimit, Query()] = 100
     ) -> list[dict[str, Any]]:
         """The user's latest events, oldest first (404 for an unknown user)."""
         events = store.user_events(user_id, limit=limit)
@@ -1332,8 +923,8 @@ def create_app(
         q: Annotated[
             QueryText | None, Query(max_length=200, description="title/id contains")
         ] = None,
-        limit: Annotated[_Limit, Query()] = 100,
-        offset: Annotated[_Offset, Query()] = 0,
+        limit: Annotated[Limit, Query()] = 100,
+        offset: Annotated[Offset, Query()] = 0,
     ) -> list[dict[str, Any]]:
         return store.list_items(limit=limit, offset=offset, query=q)
 
@@ -1349,7 +940,7 @@ def create_app(
         return {"deleted": item_id}
 
     # -- events ----------------------------------------------------------------------------
-    event_in, batch_in = _event_bodies(settings)
+    event_in, batch_in = event_bodies(settings)
 
     def _store_events(events: list[EventIn], where: Callable[[int], str]) -> list[dict[str, Any]]:
         if len(events) > settings.max_batch:
@@ -1413,8 +1004,8 @@ def create_app(
         )
 
     # -- recommendations -------------------------------------------------------------------
-    session_body = _with_max_k(SessionIn, settings.max_k)
-    onboarding_body = _with_max_k(OnboardingIn, settings.max_k)
+    session_body = with_max_k(SessionIn, settings.max_k)
+    onboarding_body = with_max_k(OnboardingIn, settings.max_k)
 
     def _k(k: int | None) -> int:
         k = settings.default_k if k is None else k
@@ -1422,7 +1013,7 @@ def create_app(
             raise InvalidInputError(f"k={k} is above the limit max_k={settings.max_k}")
         return k
 
-    def _options(base: PipelineSettings, stages: _Stages | None) -> PipelineSettings:
+    def _options(base: PipelineSettings, stages: Stages | None) -> PipelineSettings:
         if stages is None:
             return base
         overrides: dict[str, Any] = {
@@ -1438,7 +1029,7 @@ def create_app(
             }
         return _merged(base, overrides, "")
 
-    def _filters(stages: _Stages | None) -> Filters:
+    def _filters(stages: Stages | None) -> Filters:
         if stages is None:
             return Filters()
         return Filters.build(stages.include_categories, stages.exclude_categories, stages.filters)
@@ -1448,7 +1039,7 @@ def create_app(
         state: UserState,
         k: int,
         explain: bool,
-        stages: _Stages | None,
+        stages: Stages | None,
     ) -> dict[str, Any]:
         """Run the pipeline (in the user's experiment variant, with exploration) and log
         what is shown."""
@@ -1554,7 +1145,7 @@ def create_app(
         tags=["recommendations"],
         dependencies=[read_key],
         response_model=RecommendationList,
-        openapi_extra={"parameters": _recommend_query_docs(settings.max_k)},
+        openapi_extra={"parameters": recommend_query_docs(settings.max_k)},
     )
     async def recommend_user(user_id: PathId, request: Request) -> JSONResponse:
         """Top-k for a user from their events up to now: candidates from every generator,
@@ -1571,7 +1162,7 @@ def create_app(
         return _recommend_user(user_id, request.query_params)
 
     def _recommend_user(user_id: str, query: QueryParams) -> JSONResponse:
-        k, explain, stages = _recommend_query(query, settings.max_k)
+        k, explain, stages = recommend_query(query, settings.max_k)
         state = engine.user_state(user_id)
         return JSONResponse(_serve(user_id, state, _k(k), explain, stages))
 
@@ -1634,7 +1225,7 @@ def create_app(
         dependencies=[read_key],
         response_model=SimilarList,
     )
-    @_annotated(k=Annotated[_url_int(1, settings.max_k) | None, Query()])
+    @_annotated(k=Annotated[url_int(1, settings.max_k) | None, Query()])
     def similar(item_id: PathId, k: Annotated[int | None, Query()] = None) -> dict[str, Any]:
         """Items most similar to one, from the best source that can tell (``source``, and
         ``basis`` says what the scores are): the serving model's learned similarity; the
@@ -1702,7 +1293,7 @@ def create_app(
         response_model=ModelVersionOut,
     )
     def activate(
-        version_id: Annotated[_RowId, FastPath()],
+        version_id: Annotated[RowId, FastPath()],
     ) -> dict[str, Any]:
         """Serve an earlier version again (a rollback)."""
         return engine.activate(version_id)
@@ -1779,7 +1370,7 @@ def create_app(
     def experiment_report(
         name: PathId,
         outcome: Annotated[QueryText | None, Query(min_length=1, max_length=64)] = None,
-        alpha: Annotated[_UrlShare, Query()] = 0.05,
+        alpha: Annotated[UrlShare, Query()] = 0.05,
     ) -> dict[str, Any]:
         """Per-variant exposures and the share of exposed users with an ``outcome``
         (feedback type, default click), with a significance test between variants."""
@@ -1808,8 +1399,8 @@ def create_app(
             "rate": answered / shown if shown else None,
         }
 
-    _document_errors(app)
-    app.openapi = lambda: _exact_openapi(app)  # type: ignore[method-assign]
+    document_errors(app)
+    app.openapi = lambda: exact_openapi(app)  # type: ignore[method-assign]
     app.add_middleware(
         _Guard,
         max_body_bytes=settings.max_body_bytes,
@@ -1826,216 +1417,6 @@ def create_app(
     return app
 
 
-def _recommend_query_docs(max_k: int) -> list[dict[str, Any]]:
-    """The OpenAPI parameters of ``GET /users/{user_id}/recommendations``, exactly as
-    :func:`_recommend_query` checks them."""
-    texts = {
-        "type": "array",
-        "maxItems": 100,
-        "items": {"type": "string", "maxLength": 200, "pattern": rules.TEXT_PATTERN},
-    }
-    params: dict[str, tuple[dict[str, Any], str]] = {
-        "k": (
-            {"type": "integer", "minimum": 1, "maximum": max_k},
-            "List length (default: the default_k setting)",
-        ),
-        "explain": ({"type": "boolean"}, "Add explanations ('because you liked ...')"),
-        "include_categories": (texts, "Only items of these categories (repeat or comma list)"),
-        "exclude_categories": (texts, "No items of these categories (repeat or comma list)"),
-        "filter": (
-            {
-                **texts,
-                "maxItems": 50,
-                "items": {"type": "string", "maxLength": 500, "pattern": FILTER_PATTERN},
-            },
-            "Attribute predicates such as year>=1990 or genre=jazz (repeat)",
-        ),
-        "diversity": (
-            {"type": "number", "minimum": 0, "maximum": 1},
-            "MMR trade-off, 0 (relevance only) to 1",
-        ),
-        "freshness": (
-            {"type": "number", "minimum": 0, "maximum": 1000},
-            "Boost of brand-new items, 0 to 1000",
-        ),
-        "max_per_category": (
-            {"type": "integer", "minimum": 1, "maximum": 10**9},
-            "At most this many items of one category",
-        ),
-        "generators": (
-            {"type": "string", "maxLength": 200, "pattern": f"^{_GENERATOR_LIST.pattern}$"},
-            f"Comma list of candidate generators: {', '.join(GENERATORS)}",
-        ),
-    }
-    return [
-        {"name": name, "in": "query", "required": False, "description": text, "schema": schema}
-        for name, (schema, text) in params.items()
-    ]
-
-
-def _recommend_query(query: Any, max_k: int) -> tuple[int | None, bool, _Stages]:
-    """The recommendation query parameters, checked (422 naming the parameter)."""
-
-    def one(name: str) -> str | None:
-        values = query.getlist(name)
-        if len(values) > 1:
-            raise InvalidInputError(f"query.{name}: give it once")
-        return values[0] if values else None
-
-    def number(name: str, low: float, high: float, integer: bool = False) -> Any:
-        text = one(name)
-        if text is None:
-            return None
-        if not (_INTEGER if integer else _DECIMAL).fullmatch(text):
-            kind = "an integer" if integer else "a number"
-            raise InvalidInputError(f"query.{name}: {text[:50]!r} is not {kind} in ASCII digits")
-        value = int(text) if integer else float(text)
-        if not low <= value <= high:  # also refuses nan
-            raise InvalidInputError(f"query.{name}: must be between {low:g} and {high:g}")
-        return value
-
-    def many(name: str, longest: int) -> list[str]:
-        values = query.getlist(name)
-        if len(values) > 100 or any(len(v) > longest for v in values):
-            raise InvalidInputError(f"query.{name}: at most 100 values of {longest} characters")
-        return list(values)
-
-    explain_text = one("explain")
-    explain = False
-    if explain_text is not None:
-        lowered = explain_text.lower()
-        if lowered not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-            raise InvalidInputError(f"query.explain: {explain_text[:50]!r} is not true or false")
-        explain = lowered in ("true", "1", "yes", "on")
-    generators = one("generators")
-    if generators is not None and not _GENERATOR_LIST.fullmatch(generators):
-        raise InvalidInputError(
-            f"query.generators: {generators[:50]!r} is not a comma list of {', '.join(GENERATORS)}"
-        )
-    fields = {
-        "include_categories": many("include_categories", 200),
-        "exclude_categories": many("exclude_categories", 200),
-        "filters": many("filter", 500),
-        "diversity": number("diversity", 0, 1),
-        "freshness": number("freshness", 0, 1000),
-        "max_per_category": number("max_per_category", 1, 10**9, integer=True),
-        "generators": None if generators is None else _split_names(generators),
-    }
-    try:
-        stages = _Stages.model_validate(fields)
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = _where(first["loc"], first.get("ctx")).replace("filters", "filter", 1)
-        raise InvalidInputError(f"query.{where}: {first['msg']}") from None
-    return number("k", 1, max_k, integer=True), explain, stages
-
-
-_GENERATOR_LIST = re.compile(
-    rf"\s*({'|'.join(GENERATORS)})(\s*,\s*({'|'.join(GENERATORS)}))*\s*", re.ASCII
-)
-
-
-def _split_names(text: str) -> list[str]:
-    """The names of a comma list, each once."""
-    return list(dict.fromkeys(name.strip() for name in text.split(",")))
-
-
-#: Attribute values as the schema documents them (recursive): what :func:`rules.json_problem`
-#: accepts, but for the nesting depth.
-_JSON_VALUE = {
-    "description": "Any JSON value: integers within 64 bits, finite numbers, text without NUL",
-    "anyOf": [
-        {"type": "null"},
-        {"type": "boolean"},
-        {"type": "integer", "minimum": rules.MIN_INT, "maximum": rules.MAX_INT},
-        {"type": "number"},
-        {"type": "string", "pattern": rules.TEXT_PATTERN},
-        {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
-        {
-            "type": "object",
-            "propertyNames": {"pattern": rules.TEXT_PATTERN},
-            "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
-        },
-    ],
-}
-
-
-def _exact_openapi(app: FastAPI) -> dict[str, Any]:
-    """The app's OpenAPI document with what every request body is held to at the door
-    (:class:`rules.RequestBody`) written into it: every string without NUL or lone
-    surrogates, every integer within 64 bits, every free-form object (attributes) made of
-    :data:`_JSON_VALUE`; and the :class:`ErrorOut` answers of :func:`_document_errors`."""
-    if app.openapi_schema:
-        return app.openapi_schema
-    spec = FastAPI.openapi(app)
-    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
-    schemas.update(
-        ErrorOut.model_json_schema(ref_template="#/components/schemas/{model}").pop("$defs", {})
-    )
-    schemas["ErrorOut"] = ErrorOut.model_json_schema(ref_template="#/components/schemas/{model}")
-    schemas["ErrorOut"].pop("$defs", None)
-    schemas["JsonValue"] = _JSON_VALUE
-    schemas["PipelineSettings"] = PipelineSettings.model_json_schema(
-        ref_template="#/components/schemas/{model}"
-    )
-    requests: list[Any] = []
-    for path in spec["paths"].values():
-        for operation in path.values():
-            requests += [param.get("schema", {}) for param in operation.get("parameters", [])]
-            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
-            requests.append((body or {}).get("schema", {}))
-    for name in _referenced(requests, schemas) - {"JsonValue"}:
-        _held_at_the_door(schemas[name])
-    for schema in requests:
-        _held_at_the_door(schema)
-    app.openapi_schema = spec
-    return spec
-
-
-def _referenced(roots: list[Any], schemas: dict[str, Any]) -> set[str]:
-    """The component schemas reachable from ``roots`` through ``$ref``s."""
-    found: set[str] = set()
-    todo = list(roots)
-    while todo:
-        node = todo.pop()
-        if isinstance(node, list):
-            todo += node
-        elif isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
-                name = ref.rsplit("/", 1)[1]
-                if name not in found and name in schemas:
-                    found.add(name)
-                    todo.append(schemas[name])
-            todo += list(node.values())
-    return found
-
-
-def _held_at_the_door(schema: Any) -> None:
-    """Writes the door's rules into one request schema, in place (see :func:`_exact_openapi`)."""
-    if isinstance(schema, list):
-        for item in schema:
-            _held_at_the_door(item)
-        return
-    if not isinstance(schema, dict):
-        return
-    kind = schema.get("type")
-    if kind == "string" and not {"pattern", "enum", "const", "format"} & set(schema):
-        schema["pattern"] = rules.TEXT_PATTERN
-    elif kind == "integer":
-        schema.setdefault("minimum", rules.MIN_INT)
-        schema.setdefault("maximum", rules.MAX_INT)
-    elif kind == "object" and schema.get("additionalProperties") is True:
-        schema["additionalProperties"] = {"$ref": "#/components/schemas/JsonValue"}
-        schema["propertyNames"] = {"pattern": rules.TEXT_PATTERN}
-    for key, value in schema.items():
-        if key in ("properties", "$defs"):
-            for sub in value.values():
-                _held_at_the_door(sub)
-        elif key in ("items", "anyOf", "oneOf", "allOf", "additionalProperties", "if", "then"):
-            _held_at_the_door(value)
-
-
 def _annotated(**types: Any) -> Callable[[_F], _F]:
     """Gives a route's parameters types made at run time (FastAPI reads them from
     ``__annotations__``; a local variable in a string annotation would not resolve)."""
@@ -2045,39 +1426,6 @@ def _annotated(**types: Any) -> Callable[[_F], _F]:
         return fn
 
     return mark
-
-
-def _event_bodies(settings: Settings) -> tuple[type[EventIn], type[EventBatch]]:
-    """``EventIn`` and ``EventBatch`` with this service's event types (an enum in the
-    schema), batch limit, and a rating's value required (``if``/``then`` in the schema)."""
-    kinds: Any = Literal[tuple(settings.event_types)]
-    extra: dict[str, Any] = {}
-    if "rating" in settings.event_types:
-        extra = {
-            "if": {"properties": {"type": {"const": "rating"}}, "required": ["type"]},
-            "then": {"required": ["value"], "properties": {"value": {"type": "number"}}},
-        }
-    event: Any = create_model(
-        "EventIn",
-        __base__=EventIn,
-        __doc__="One event (a rating needs its value).",
-        __config__=None,
-        type=(kinds, Field(description="One of the service's event types")),
-    )
-    event.model_config["json_schema_extra"] = extra
-    event.model_rebuild(force=True)
-    batch: Any = create_model(
-        "EventBatch",
-        __base__=EventBatch,
-        events=(list[event], Field(max_length=settings.max_batch)),
-    )
-    return event, batch
-
-
-def _with_max_k(body: type[_Stages], max_k: int) -> type[_Stages]:
-    """``body`` (a model with a list length ``k``) with ``max_k`` in its schema."""
-    field: Any = (int | None, Field(None, ge=1, le=max_k, description="List length"))
-    return create_model(body.__name__, __base__=body, __doc__=body.__doc__, k=field)
 
 
 def _onboarding_event_id(user_id: str, item_id: str) -> str:

@@ -1523,7 +1523,7 @@ def _runnable(experiment: Mapping[str, Any]) -> bool:
     ``Variant`` (a row written by hand or by older code may hold anything)."""
     from pydantic import ValidationError
 
-    from tastebud.service.experiments import Variant
+    from tastebud.service.schemas import Variant
 
     variants = experiment.get("variants")
     if not isinstance(variants, list) or len(variants) < 2:

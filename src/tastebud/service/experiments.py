@@ -32,14 +32,13 @@ import math
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats
 
 from tastebud.errors import InvalidInputError
-from tastebud.service.rules import MAX_ROW_ID, RequestBody
 from tastebud.service.storage import Storage, exposure_row
 
 log = logging.getLogger("tastebud.service")
@@ -48,49 +47,6 @@ EXPLORATION_SOURCE = "exploration"
 
 
 # -- A/B assignment --------------------------------------------------------------------------
-class Variant(RequestBody):
-    """One arm of an experiment."""
-
-    name: str = Field(min_length=1, max_length=64)
-    share: float = Field(
-        gt=0, le=1, allow_inf_nan=False, description="Share of users (relative to the others)"
-    )
-    model_version: int | None = Field(
-        None, ge=1, le=MAX_ROW_ID, description="Version served (None: the active one)"
-    )
-    pipeline: Annotated[
-        dict[str, Any] | None,
-        WithJsonSchema(
-            {
-                "anyOf": [
-                    {"$ref": "#/components/schemas/PipelineSettings"},
-                    {"type": "null"},
-                ]
-            }
-        ),
-    ] = Field(None, description="Pipeline settings overridden (any of the pipeline's settings)")
-
-
-class ExperimentIn(RequestBody):
-    """A new experiment: two or more variants with different names, each with a share of
-    the users (relative: the shares are scaled to add up to 1, so 1 and 1 is an even
-    split)."""
-
-    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.\-]+$")
-    variants: list[Variant] = Field(min_length=2, max_length=20)
-
-    @field_validator("variants")
-    @classmethod
-    def _shares(cls, variants: list[Variant]) -> list[Variant]:
-        total = sum(v.share for v in variants)
-        return [v.model_copy(update={"share": v.share / total}) for v in variants]
-
-    def duplicate_names(self) -> list[str]:
-        """Variant names given more than once (a conflict: the request is refused)."""
-        names = [v.name for v in self.variants]
-        return sorted({n for n in names if names.count(n) > 1})
-
-
 def bucket(experiment: str, user_id: str) -> float:
     """A user's stable position in [0, 1) for an experiment."""
     digest = hashlib.sha256(f"{experiment}\x00{user_id}".encode()).digest()
