@@ -938,7 +938,7 @@ def serve(
     import uvicorn
 
     from tastebud.service import logs
-    from tastebud.service.app import serving_app
+    from tastebud.service.runtime import serving_app
     from tastebud.service.server import is_loopback, uvicorn_options
     from tastebud.service.settings import load_settings
     from tastebud.service.storage import Storage
@@ -968,11 +968,11 @@ def serve(
         storage.close()
         return
     storage.close()
-    from tastebud.service.app import WORKER_SETTINGS_ENV
+    from tastebud.service.runtime import WORKER_SETTINGS_ENV
 
     os.environ[WORKER_SETTINGS_ENV] = settings.model_dump_json()
     uvicorn.run(
-        "tastebud.service.app:worker_app",
+        "tastebud.service.runtime:worker_app",
         factory=True,
         workers=workers,
         host=host,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tastebud.service import app as app_module
+from tastebud.service import runtime
 from tastebud.service.app import create_app
 
 from .test_app import ApiClient, error, make_settings, ok, seed
@@ -34,14 +34,14 @@ def test_the_fast_path_and_the_route_give_the_same_answers(
     client: ApiClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = 0
-    answer = app_module._RecommendationsFastPath.__call__
+    answer = runtime.RecommendationsFastPath.__call__
 
     async def counting(self: Any, *args: Any) -> None:
         nonlocal calls
         calls += 1
         await answer(self, *args)
 
-    monkeypatch.setattr(app_module._RecommendationsFastPath, "__call__", counting)
+    monkeypatch.setattr(runtime.RecommendationsFastPath, "__call__", counting)
     # a root_path is one thing the fast path leaves to the route
     behind_proxy = ApiClient(
         client.app, root_path="/api", headers={"X-API-Key": "write-key-0123456789"}

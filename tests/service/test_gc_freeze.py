@@ -14,10 +14,10 @@ SCRIPT = textwrap.dedent(
     """
     import asyncio, gc, sys, time, weakref
     from pathlib import Path
-    from tastebud.service import app as app_module
+    from tastebud.service import app as app_module, runtime
     from tastebud.service.settings import Settings
 
-    app_module.REFREEZE_S = 0.05
+    runtime.REFREEZE_S = 0.05
     tmp = Path(sys.argv[1])
     settings = Settings(
         db=f"sqlite:///{tmp / 'f.db'}", model_dir=tmp / "m", log_level="warning", insecure=True
