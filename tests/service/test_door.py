@@ -282,3 +282,19 @@ def test_head_answers_as_get_without_a_body(client: ApiClient) -> None:
             url.endswith("recommendations")  # each list has its own request id
         )
     assert "HEAD" in client.options("/items/a1").headers["allow"].split(", ")
+
+
+def test_the_largest_batch_the_schema_allows_fits_in_the_default_body_limit() -> None:
+    """At the default settings every batch the OpenAPI schema allows is one the size limit
+    takes (a schema-valid request answered 413 would break the contract): max_batch events
+    whose four ids are 256 non-BMP characters each, sent as JSON escapes (12 bytes each)."""
+    from tastebud.service.settings import Settings
+
+    settings = Settings()
+    worst = "\U0001f3a7" * rules.MAX_ID_LENGTH
+    event = {
+        "user_id": worst, "item_id": worst, "type": "purchase", "client_event_id": worst,
+        "request_id": worst, "value": -1.2345678901234567e-300, "ts": 253402300798.99997,
+    }  # fmt: skip
+    body = json.dumps({"events": [event] * settings.max_batch}).encode()
+    assert len(body) <= settings.max_body_bytes

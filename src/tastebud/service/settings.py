@@ -71,8 +71,14 @@ class Settings(BaseSettings):
     history_limit: int = Field(500, ge=1, description="Latest events per user used live")
     default_k: int = Field(10, ge=1, le=1000)
     max_k: int = Field(200, ge=1)
-    max_batch: int = Field(10_000, ge=1, description="Most events in one POST")
-    max_body_bytes: int = Field(8 * 2**20, ge=1024, description="Largest request body")
+    max_batch: int = Field(
+        1_000,
+        ge=1,
+        description="Most events in one POST /events/batch (with max_body_bytes: a batch of "
+        "this many events of the longest ids fits in a body, so the API's schema and its "
+        "size limit agree; `tastebud import` loads files of any size)",
+    )
+    max_body_bytes: int = Field(16 * 2**20, ge=1024, description="Largest request body")
     api_key: str | None = Field(
         None,
         min_length=16,
