@@ -2,6 +2,11 @@
 import, serve.
 
 Every error a user can cause ends as one line on stderr and exit code 2 -- never a traceback.
+
+One module (~1,300 lines) because the commands share what they are made of -- the data
+flags and their reader, model specs and ``--param``, the error translation to flags, the
+leaderboard printing -- and each command is a thin function over the library; a command
+that grows an idea of its own belongs in the library, not here.
 """
 
 from __future__ import annotations

@@ -112,16 +112,6 @@ def _seed(client: ApiClient) -> None:
     ok(client.post("/events/batch", json={"events": cluster_likes()}), 201)
 
 
-def _routable(client: ApiClient) -> bool:
-    """Whether the routes address an id with "/" (and "?", "#", a space) whole: the
-    percent-decoding routes of issue 17, part 4."""
-    probe = "probe/a b?c#d"
-    put = client.put(f"/users/{_url(probe)}", json={"attributes": {}})
-    back = client.get(f"/users/{_url(probe)}")
-    routable = put.status_code == back.status_code == 200 and back.json()["id"] == probe
-    return routable and client.delete(f"/users/{_url(probe)}").status_code == 200
-
-
 def _active(client: ApiClient) -> dict[str, Any]:
     return next(v for v in ok(client.get("/admin/models")) if v["active"])
 
@@ -131,8 +121,6 @@ def test_a_deleted_user_is_in_no_table_and_no_model_file(
     storage_url: str, tmp_path: Path, user: str
 ) -> None:
     with ApiClient(create_app(_settings(tmp_path, storage_url))) as client:
-        if user == SLASHED and not _routable(client):
-            pytest.skip("ids with '/' are not addressable yet (issue 17, part 4)")
         app_engine: Engine = client.app.state.engine  # type: ignore[attr-defined]
         store: Storage = client.app.state.storage  # type: ignore[attr-defined]
         path = f"/users/{_url(user)}"

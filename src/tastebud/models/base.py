@@ -18,6 +18,9 @@ and a model implements only:
     item-to-item scores ``(len(items), n_items)``;
 ``_explain(user, items)`` (optional)
     a reason per item.
+
+One module (~900 lines) because it is one contract: the base class and the few helpers
+every model's top-k, fold-in and persistence go through; models live in their own modules.
 """
 
 from __future__ import annotations

@@ -62,6 +62,9 @@ Incremental updates
     "likes so far -> new item"; the like also joins the user's input, so their next
     recommendations reflect it at once. Items
     unknown at fit time cannot become classes (refit to add them).
+
+One module (~800 lines) for one model family: the history samplers, the linear and softmax
+trainers and the model that joins them are only used together.
 """
 
 from __future__ import annotations

@@ -37,6 +37,9 @@ the text models.
 :class:`UserMetadata` (``"user-metadata"``) recommends what similar users liked, similarity
 being the mean per-field cosine of users' attributes (age, gender, location, occupation,
 text): the demographic route to user cold start, answering users known only by attributes.
+
+One module (~600 lines) for one family: the content models share the item vectors, the user
+profiles built from them and the demographic route over the same code.
 """
 
 from __future__ import annotations

@@ -38,6 +38,9 @@ numpy attributes, so saved models load without ``implicit``.
 Users with no training interaction (known only by id) get the fallback scores, like unknown
 users. Every model folds in a user given only by a history (``recommend_from_history``) with
 the item side fixed; each class documents how.
+
+One module (~950 lines) for one family: the four factor models share the factor layout,
+the fold-in of a new history and the kernels' conventions documented above.
 """
 
 from __future__ import annotations

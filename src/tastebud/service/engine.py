@@ -16,6 +16,10 @@ commit order on SQLite; on PostgreSQL a transaction that took its seqs earlier m
 after a later one, so a hole in the seqs read is asked for again for ``_GAP_S`` seconds.
 Popularity is recounted from scratch at every retrain; a cached state lives at most
 ``state_cache_s``, which bounds what a miss (a transaction held open longer than that) costs.
+
+Over 1,600 lines holding several ideas (training, live state and its follower, deletions,
+caches, the pipeline's generators): issue 18 splits it; until then each part keeps to its
+own section and methods.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ Each ``*_problem`` function returns ``None`` for a good value, else what is wron
 
 from __future__ import annotations
 
+import functools
 import math
 import unicodedata
 from typing import Any, get_args, get_origin
@@ -186,6 +187,7 @@ def whole_numbers(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any
     return out
 
 
+@functools.cache
 def _integer_fields(model: type[BaseModel]) -> frozenset[str]:
     """The fields of ``model`` that take an integer (``int``, ``int | None``, or a dict of
     integers)."""
