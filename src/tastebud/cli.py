@@ -474,6 +474,14 @@ def evaluate(
         str | None, typer.Option(metavar="COLUMN", help="user attribute to compare groups by")
     ] = None,
     beyond: Annotated[bool, typer.Option(help="beyond-accuracy metrics")] = True,
+    pipeline: Annotated[
+        str | None,
+        typer.Option(
+            metavar="FILE|default",
+            help="score the lists the service shows: the pipeline of this settings file "
+            "(what 'tastebud serve --config' reads), or 'default'",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     report: Annotated[
         Path | None, typer.Option(metavar="FOLDER", help="write a report folder")
@@ -490,12 +498,19 @@ def evaluate(
     """Fit models on a training set and score their top-k lists on a test set."""
     from tastebud.evaluation import DEFAULT_METRICS, leaderboard
     from tastebud.evaluation import evaluate as run_evaluation
+    from tastebud.pipeline import load_config
     from tastebud.split import SPLITTERS, Split
 
     reading = _Reading.from_options(column, sep, encoding, header, on_bad_rows)
     models = _parse_models(model, param or [])
     _check_metrics(metric or [])
     _check_tracking(track)
+    config = None
+    if pipeline is not None:
+        try:
+            config = load_config(None if pipeline == "default" else Path(pipeline))
+        except InvalidInputError as err:
+            raise InvalidInputError(f"--pipeline {err}") from None
     if train is not None or test is not None:
         if train is None or test is None or dataset is not None or data is not None:
             raise InvalidInputError("--train and --test go together, without --dataset/--data")
@@ -527,6 +542,7 @@ def evaluate(
         beyond_accuracy=beyond,
         fairness_by=fairness_by,
         progress=None if not as_json else False,
+        pipeline=config,
     )
     if report is not None:
         from tastebud.report import write_report

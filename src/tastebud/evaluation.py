@@ -34,6 +34,8 @@ from tastebud.features import feature_matrix
 from tastebud.metrics import beyond, ranking, rating
 from tastebud.metrics.ranking import check_k
 from tastebud.models import Recommender, create
+from tastebud.pipeline.config import load_config
+from tastebud.pipeline.replay import describe, replay
 from tastebud.split import Split, kfold
 
 DEFAULT_METRICS = ("precision", "recall", "ndcg", "map", "mrr", "hit_rate")
@@ -269,6 +271,7 @@ def evaluate(
     progress: bool | None = None,
     per_user: dict[str, pd.DataFrame] | None = None,
     candidates: Any = None,
+    pipeline: Any = None,
 ) -> pd.DataFrame:
     """Fit each model on ``split.train`` and score it on ``split.test``.
 
@@ -299,6 +302,13 @@ def evaluate(
         Item ids that are the only ones ranked (default: the whole catalog) -- e.g.
         ``"test"``, the items of the test set, to measure how well models rank a cold-item
         split's new items among themselves. Items unknown to training are ignored.
+    pipeline:
+        Score the lists the service would show instead of the model's own top-k: each test
+        user's training history replayed through :mod:`tastebud.pipeline` (generators,
+        ranker, re-rankers) with live state built from the training data as of the split.
+        A settings file (TOML/JSON, the one ``tastebud serve --config`` reads), a mapping
+        with the same keys, a :class:`~tastebud.pipeline.PipelineSettings`, or ``True``
+        for the default pipeline.
 
     Returns
     -------
@@ -312,6 +322,14 @@ def evaluate(
     resolved = _resolve_models(models)
     train = split.train
     cand = _candidate_index(train, split.test, candidates)
+    config = None
+    if pipeline is not None and pipeline is not False:
+        if cand is not None:
+            raise InvalidInputError(
+                "candidates= and pipeline= cannot be combined: the pipeline's generators "
+                "choose the candidates"
+            )
+        config = load_config(None if pipeline is True else pipeline)
     test = prepare_test(split, relevance_threshold, cand)
     popular = None
     if beyond_accuracy:
@@ -344,7 +362,10 @@ def evaluate(
         else:
             model._require_fitted()
         t1 = time.perf_counter()
-        rec, _ = model.recommend_indices(test.users, k, exclude=model.seen_, items=cand)
+        if config is None:
+            rec, _ = model.recommend_indices(test.users, k, exclude=model.seen_, items=cand)
+        else:
+            rec = replay(model, train, test.users, k, config, user_ids=test.user_ids)
         t2 = time.perf_counter()
         users_table = ranking_scores(rec, test, ctx.metrics, k)
         if per_user is not None:
@@ -364,6 +385,9 @@ def evaluate(
         rows += [(label, metric, value) for metric, value in values.items()]
     result = pd.DataFrame(rows, columns=["model", "metric", "value"])
     result.attrs["protocol"] = _protocol(ctx)
+    if config is not None:
+        result.attrs["protocol"].update(describe(config))
+        result.attrs["protocol"]["candidates"] = "the pipeline's generators (see pipeline)"
     if cand is not None:
         result.attrs["protocol"]["candidates"] = (
             f"{len(cand)} given items minus the user's training items"

@@ -39,7 +39,8 @@ from tastebud.models import create, get_class
 from tastebud.service import rules
 from tastebud.service.app import create_app
 from tastebud.service.catalog import Catalog
-from tastebud.service.engine import Demographics, Engine
+from tastebud.pipeline import Demographics
+from tastebud.service.engine import Engine
 from tastebud.service.pipeline import Filters, PipelineSettings, Predicate, categories
 from tastebud.service.settings import Settings
 from tastebud.service.similar import fit_catalogue, item_feature_table
@@ -565,8 +566,8 @@ def test_the_live_tail_and_histories_take_poisoned_rows(storage: Storage, tmp_pa
     # a history holding them: the usable events count, the others say nothing
     # (4.0 for the rating of 4, 4.0 for the like, and the unreadable rating's weight, 1)
     assert engine.user_state("u").values == {"good": 4.0 + 4.0 + unreadable}
-    assert engine.event_value("rating", float("nan")) == 1.0  # NaN: no value
-    assert engine.event_value("rating", "five") == 0.0  # type: ignore[arg-type]
+    assert engine.rules.value("rating", float("nan")) == 1.0  # NaN: no value
+    assert engine.rules.value("rating", "five") == 0.0  # type: ignore[arg-type]
 
 
 # -- rows of the wrong SQL type (the acceptance walk of issue 17) ----------------------------------

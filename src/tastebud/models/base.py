@@ -213,6 +213,45 @@ class Retriever(Protocol):
         ...
 
 
+class UserScores:
+    """One user's scores from their history (:meth:`Recommender.fold_in`): the best items
+    (:meth:`top`) and the scores of given items (:meth:`at`), on one scale. A dense row over
+    the catalogue, or -- for models that search theirs through an approximate index -- that
+    search, so a large catalogue is never scored whole for one list. Items in ``exclude``
+    score ``-inf`` and are never in :meth:`top`."""
+
+    __slots__ = ("_retriever", "_row", "exclude")
+
+    def __init__(
+        self, row: np.ndarray | None, retriever: Retriever | None, exclude: np.ndarray
+    ) -> None:
+        self._row, self._retriever, self.exclude = row, retriever, exclude
+        if row is not None:
+            row[exclude] = -np.inf
+
+    def top(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n`` best items (internal indices, best first; ties to the lower index) and
+        their scores: finite scores only, so fewer when fewer qualify."""
+        if self._retriever is not None:
+            idx, val = self._retriever.top(n, self.exclude)
+        else:
+            assert self._row is not None
+            found, scores = top_k(self._row[None, :], min(n, len(self._row)))
+            idx, val = found[0], scores[0]
+        keep = (idx >= 0) & np.isfinite(val)
+        return idx[keep], val[keep]
+
+    def at(self, items: np.ndarray) -> np.ndarray:
+        """The scores of these item indices (``-inf`` for excluded ones), float64."""
+        if self._row is not None:
+            return self._row[items]
+        assert self._retriever is not None
+        idx = np.asarray(items, dtype=np.int64)
+        scores = np.array(self._retriever.score(idx), dtype=np.float64)
+        scores[np.isin(idx, self.exclude)] = -np.inf
+        return scores
+
+
 def mask_rows(
     scores: np.ndarray, matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray | None
 ) -> None:
@@ -530,6 +569,36 @@ class Recommender(abc.ABC):
         every item scored. The service asks it before each fold-in."""
         return None
 
+    def fold_in(
+        self,
+        history: sp.csr_matrix,
+        sequence: np.ndarray | None = None,
+        exclude: np.ndarray | None = None,
+    ) -> UserScores:
+        """Score a user given only by their history, without refitting -- the one way a
+        history is scored (:meth:`recommend_from_history`, the pipeline's ranker and the
+        service all go through it).
+
+        ``history`` is a one-row ``(1, n_items)`` matrix of values over internal item
+        indices (:meth:`history_matrix`); ``sequence`` the same items' indices in time order,
+        oldest first, which sequential models read (default: the matrix's column order);
+        ``exclude`` item indices never proposed. Models with an approximate index answer
+        with a search (see :class:`UserScores`)."""
+        self._require_fitted()
+        if not self.supports_fold_in:
+            raise TastebudError(f"{type(self).__name__} cannot recommend from a history")
+        ordered = (
+            np.asarray(history.indices, dtype=np.int64)
+            if sequence is None
+            else np.asarray(sequence, dtype=np.int64)
+        )
+        masked = np.zeros(0, dtype=np.int64) if exclude is None else np.asarray(exclude, np.int64)
+        retriever = self._retriever([ordered], history)
+        if retriever is not None:
+            return UserScores(None, retriever, masked)
+        row = np.array(self._score_sequences([ordered], history), dtype=np.float64)[0]
+        return UserScores(row, None, masked)
+
     def history_matrix(self, items: Any, values: Any = None) -> sp.csr_matrix:
         """A one-row ``(1, n_items)`` CSR history from item ids (unknown items are dropped) and
         optional values (ratings or weights; 1 when omitted)."""
@@ -573,27 +642,23 @@ class Recommender(abc.ABC):
             )
         k = check_k(k)
         history = self.history_matrix(items, values)
-        cand = None
-        if candidates is not None:
-            cand = self._item_index(candidates, strict=False)
-            cand = np.unique(cand[cand >= 0])
         ids = _as_list(items)
         order = self.items_.to_index(ids, on_unknown="ignore") if ids else np.zeros(0, np.int64)
         sequence = np.asarray(order[order >= 0], dtype=np.int64)
-        scores = np.array(self._score_sequences([sequence], history), dtype=np.float64)  # a copy
-        if cand is not None:
-            scores = scores[:, cand]
-        if exclude_seen:
-            mask_rows(scores, history.tocsr(), np.zeros(1, dtype=np.int64), cand)
-        idx, val = top_k(scores, k)
-        if cand is not None and len(cand):
-            idx = np.where(idx >= 0, cand[np.maximum(idx, 0)], -1)
-        valid = idx[0] >= 0
+        user = self.fold_in(history, sequence, history.indices if exclude_seen else None)
+        if candidates is None:
+            idx, val = user.top(k)
+        else:
+            cand = self._item_index(candidates, strict=False)
+            cand = np.unique(cand[cand >= 0])
+            found, scores = top_k(user.at(cand)[None, :], min(k, len(cand)))
+            keep = found[0] >= 0
+            idx, val = cand[found[0][keep]], scores[0][keep]
         return pd.DataFrame(
             {
-                C.ITEM: self.items_.to_ids(idx[0][valid]),
-                C.SCORE: val[0][valid],
-                C.RANK: np.arange(1, int(valid.sum()) + 1, dtype=np.int64),
+                C.ITEM: self.items_.to_ids(idx),
+                C.SCORE: val,
+                C.RANK: np.arange(1, len(idx) + 1, dtype=np.int64),
             }
         )
 
@@ -628,13 +693,17 @@ class Recommender(abc.ABC):
         """Optional hook: item-to-item scores ``(len(items), n_items)``."""
         raise TastebudError(f"{type(self).__name__} does not compute item similarities")
 
-    def _neighbours(
+    def nearest(
         self, item: int, k: int, exclude: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` items most similar to item index ``item`` -- itself, the indices in
         ``exclude`` and non-finite similarities left out, best first, ties to the lower
-        index -- as indices and similarities (fewer when fewer qualify). Models with a
-        search index override it."""
+        index -- as indices and similarities (fewer when fewer qualify): the one path of
+        :meth:`similar_items`, the service's ``/similar`` and the pipeline's item-to-item
+        generator. Models with a search index override it."""
+        self._require_fitted()
+        if not self.supports_similar_items:
+            raise TastebudError(f"{type(self).__name__} does not compute item similarities")
         sims = np.array(self._similar(np.array([item])), dtype=np.float64)
         sims[0, item] = -np.inf
         if exclude is not None:
@@ -652,19 +721,27 @@ class Recommender(abc.ABC):
         k = check_k(k)
         ids = _as_list(items)
         idx = self._item_index(ids, strict=True)
-        scores = self._similar(idx).astype(np.float64, copy=True)
-        scores[np.arange(len(idx)), idx] = -np.inf  # an item is not similar to itself
-        top, val = top_k(scores, int(k))
-        valid = top >= 0
-        rows = np.repeat(np.arange(len(ids)), valid.sum(axis=1))
+        found = [self.nearest(int(i), k) for i in idx]  # an item is not similar to itself
+        sizes = [len(top) for top, _ in found]
+        empty = np.zeros(0, dtype=np.int64)
         return pd.DataFrame(
             {
-                C.ITEM: np.asarray(ids, dtype=object)[rows],
-                "similar": self.items_.to_ids(top[valid]),
-                C.SCORE: val[valid],
-                C.RANK: (np.nonzero(valid)[1] + 1).astype(np.int64),
+                C.ITEM: np.asarray(ids, dtype=object)[np.repeat(np.arange(len(ids)), sizes)],
+                "similar": self.items_.to_ids(
+                    np.concatenate([top for top, _ in found]) if found else empty
+                ),
+                C.SCORE: np.concatenate([val for _, val in found]) if found else np.zeros(0),
+                C.RANK: np.concatenate([np.arange(1, n + 1) for n in sizes] or [empty]),
             }
         )
+
+    def similarities(self, items: np.ndarray, others: np.ndarray) -> np.ndarray:
+        """Item-to-item similarities ``(len(items), len(others))`` between internal item
+        indices (what MMR diversity and "because you liked" explanations read)."""
+        self._require_fitted()
+        if not self.supports_similar_items:
+            raise TastebudError(f"{type(self).__name__} does not compute item similarities")
+        return np.asarray(self._similar(np.asarray(items, dtype=np.int64)), np.float64)[:, others]
 
     def _explain(self, user: int, items: np.ndarray) -> list[str]:
         """Optional hook: one reason per item."""

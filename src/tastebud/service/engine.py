@@ -2,7 +2,7 @@
 
 Real time: a list is built from the user's latest events (``history_limit``, read by one
 indexed query) folded into the active model (``recommend_from_history``). The state read
-from them (:class:`UserState`) is kept per user until their events change: this process's
+from them (:class:`History`) is kept per user until their events change: this process's
 own writes drop it before they are answered, so an event committed before its 2xx changes
 the very next list; the other processes' writes are seen by :meth:`Engine.follow`, which
 tails the events table by ``seq`` (and the deletions log) every 0.1 s. Retraining builds a
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import functools
 import itertools
 import logging
 import math
@@ -35,31 +34,31 @@ import shutil
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from tastebud.data.dataset import Dataset
 from tastebud.errors import ModelFileError, TastebudError, UnknownIdError
 from tastebud.models import Recommender, create, load
-from tastebud.models.base import Retriever, top_k
-from tastebud.service import rules
-from tastebud.service.catalog import Catalog
-from tastebud.service.pipeline import (
-    SECONDS_PER_DAY,
+from tastebud.pipeline import (
     Candidate,
+    Demographics,
+    EventRules,
     Filters,
+    History,
+    ModelView,
+    Pipeline,
     PipelineSettings,
-    Pool,
-    boost_fresh,
+    Query,
+    Recommendations,
     categories,
-    rank,
-    select,
 )
+from tastebud.pipeline.config import SECONDS_PER_DAY
+from tastebud.service.catalog import Catalog
 from tastebud.service.settings import Settings
 from tastebud.service.similar import (
     POPULAR_BASIS,
@@ -85,61 +84,25 @@ _RERANK_S = 1.0
 _FORGOTTEN_HERE_S = 10.0
 #: Serial numbers of snapshots.
 _SNAPSHOTS = itertools.count(1)
-#: Neighbours kept per item for the item-to-item generator, and items kept per snapshot.
-NEIGHBOURS = 50
-NEIGHBOUR_ITEMS = 20_000
 #: How often (seconds) the follower tries again to load an active version that failed to load.
 _RELOAD_S = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
-class Snapshot:
-    """An immutable serving state: the model (None before the first training), its version
-    row, and the model's item ids as text (``ids[i]``) and back (``index[id]``) -- plain
-    dict lookups for the request path -- and the nearest neighbours of the items asked
-    for so far (:meth:`neighbours`)."""
+class Snapshot(ModelView):
+    """An immutable serving state: a :class:`~tastebud.pipeline.ModelView` of the model
+    (None before the first training) and its version row."""
 
-    model: Recommender | None
-    version: dict[str, Any] | None
-    ids: list[str] = dataclasses.field(default_factory=list)
-    index: dict[str, int] = dataclasses.field(default_factory=dict)
+    version: dict[str, Any] | None = None
     #: a number no other snapshot of this process has (what cached lists are keyed by)
     serial: int = dataclasses.field(default_factory=lambda: next(_SNAPSHOTS), compare=False)
-    _neighbours: OrderedDict[int, tuple[tuple[str, float], ...]] = dataclasses.field(
-        default_factory=OrderedDict, repr=False, compare=False
-    )
-    _neighbours_lock: threading.Lock = dataclasses.field(
-        default_factory=threading.Lock, repr=False, compare=False
-    )
-
-    def neighbours(self, item: int) -> tuple[tuple[str, float], ...]:
-        """The :data:`NEIGHBOURS` items most similar to item index ``item`` by the model
-        (itself and non-finite similarities left out), best first, ties to the lower index:
-        worked out once per item and snapshot (at most :data:`NEIGHBOUR_ITEMS` items kept,
-        least recently used out first), as ids and similarities."""
-        with self._neighbours_lock:
-            found = self._neighbours.get(item)
-            if found is not None:
-                self._neighbours.move_to_end(item)
-                return found
-        assert self.model is not None
-        top, val = self.model._neighbours(item, NEIGHBOURS)
-        ids = self.ids
-        found = tuple(  # a tuple of text and numbers: the garbage collector stops tracking it
-            (ids[i], v) for i, v in zip(top.tolist(), val.tolist(), strict=True)
-        )
-        with self._neighbours_lock:
-            self._neighbours[item] = found
-            while len(self._neighbours) > NEIGHBOUR_ITEMS:
-                self._neighbours.popitem(last=False)
-        return found
 
     @classmethod
-    def of(cls, model: Recommender | None, version: dict[str, Any] | None) -> Snapshot:
-        if model is None:
-            return cls(None, version)
-        ids = [str(i) for i in model.items_.to_ids(np.arange(len(model.items_)))]
-        return cls(model, version, ids, {item: n for n, item in enumerate(ids)})
+    def of(  # type: ignore[override]  # a version beside the model
+        cls, model: Recommender | None, version: dict[str, Any] | None
+    ) -> Snapshot:
+        ids, index = ModelView.ids_of(model)
+        return cls(model, ids, index, version=version)
 
 
 class Engine:
@@ -167,7 +130,7 @@ class Engine:
         self._tail_lock = threading.Lock()  # one reader of the tail at a time
         self._synced_at = -float("inf")  # monotonic time of the last _sync_counts read
         self._counts_dirty = False  # this process stored events since that read
-        # user -> (UserState.key, monotonic expiry), least recently used first; _states_epoch
+        # user -> (History.key, monotonic expiry), least recently used first; _states_epoch
         # grows at every drop, so a state read while one happened is not kept
         self._states: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
         self._states_lock = threading.Lock()
@@ -180,6 +143,11 @@ class Engine:
         self._ranked_at = -float("inf")  # monotonic time of that sort
         self._own_unranked = False  # this process stored events the ranking may not have
         self.demographics = Demographics.empty()
+        self.rules = EventRules(
+            event_weights=settings.event_weights,
+            dislike_below_rating=settings.dislike_below_rating,
+        )
+        self.pipeline = Pipeline(settings.pipeline)
         self._experiment_cache: tuple[float, dict[str, Any] | None] = (-float("inf"), None)
         self._unrunnable: set[str] = set()  # experiments not run (their variants unusable)
         self._versions: dict[int, Snapshot] = {}  # earlier versions served by experiments
@@ -289,43 +257,19 @@ class Engine:
         return model
 
     # -- events ----------------------------------------------------------------------------
-    def event_value(self, kind: str, value: float | None) -> float:
-        """What one event says "the user wants this": its type's weight
-        (settings.event_weights), times the value for a rating; 0 for a dislike and for a
-        rating below ``dislike_below_rating``.
-
-        A stored value may be anything a database holds: NaN reads as no value, and a
-        value that :func:`rules.value_problem` refuses (or that is not a number) makes the
-        event say nothing (0), as the training set leaves it out."""
-        number = _usable_value(value)
-        if isinstance(number, _Unusable) or self._says_dislike(kind, number):
-            return 0.0
-        weight = self.settings.event_weights.get(kind, 1.0)
-        if kind == "rating" and number is not None:
-            weight *= number
-        return weight
-
     def event_values(self, frame: pd.DataFrame) -> np.ndarray:
-        """:meth:`event_value` of each row of an events frame."""
+        """What each row of an events frame says "the user wants this"
+        (:meth:`EventRules.value <tastebud.pipeline.EventRules.value>`)."""
         values = frame["value"].to_numpy(dtype=np.float64).tolist()
+        value = self.rules.value
         return np.fromiter(
             (
-                self.event_value(kind, None if math.isnan(v) else v)
+                value(kind, None if math.isnan(v) else v)
                 for kind, v in zip(frame["type"].astype(str).tolist(), values, strict=True)
             ),
             dtype=np.float64,
             count=len(values),
         )
-
-    def _says_dislike(self, kind: str, value: float | None) -> bool:
-        """A dislike, or a rating below ``dislike_below_rating``."""
-        if kind == "dislike":
-            return True
-        low = self.settings.dislike_below_rating
-        if kind != "rating" or low is None:
-            return False
-        number = _usable_value(value)
-        return isinstance(number, float) and number < low
 
     def _positive_items(self, frame: pd.DataFrame) -> list[str]:
         if not len(frame):
@@ -405,7 +349,7 @@ class Engine:
             positive = [
                 item
                 for _, _, item, kind, value in fresh
-                if self.event_value(kind, value) > 0  # any stored value: event_value
+                if self.rules.value(kind, value) > 0  # any stored value: EventRules.value
             ]
             if positive:
                 self._positive_counts.update(positive)
@@ -962,7 +906,7 @@ class Engine:
         return snapshot
 
     # -- generators' inputs ----------------------------------------------------------------
-    def user_state(self, user_id: str) -> UserState:
+    def user_state(self, user_id: str) -> History:
         """The user's positive history (value summed per item, in first-seen order), their
         recent positive items (newest first) and the items whose latest event is a dislike
         or a low rating (left out of the history and of their lists).
@@ -978,7 +922,7 @@ class Engine:
                 if entry is not None and entry[1] > now:
                     self._states.move_to_end(user_id)
                     self.state_cache_hits += 1
-                    return UserState.unpack(entry[0])
+                    return History.unpack(entry[0])
                 epoch = self._states_epoch  # before the read: a drop during it wins
             self.state_cache_misses += 1
         state = self._read_state(user_id)
@@ -992,29 +936,15 @@ class Engine:
                         self._states.popitem(last=False)
         return state
 
-    def _read_state(self, user_id: str) -> UserState:
+    def _read_state(self, user_id: str) -> History:
         """:meth:`user_state` from the database: plain Python on one lean query."""
         events = self.storage.recent_events(user_id, self.settings.history_limit)
-        last: dict[str, bool] = {}
-        for item, kind, value in events:  # oldest first: the last word on an item wins
-            last[item] = self._says_dislike(kind, value)
-        disliked = {item for item, no in last.items() if no}
-        values: dict[str, float] = {}
-        for item, kind, value in events:
-            weight = self.event_value(kind, value)
-            if weight > 0 and item not in disliked:
-                values[item] = values.get(item, 0.0) + weight
-        recent = list(dict.fromkeys(i for i, _, _ in reversed(events) if i in values))
-        return UserState(values, disliked, recent)
+        return History.from_events(events, self.rules)
 
     @staticmethod
-    def session_state(items: Iterable[str]) -> UserState:
+    def session_state(items: Iterable[str]) -> History:
         """The state of an anonymous session given its items (oldest first)."""
-        ids = [str(i) for i in items]
-        values: dict[str, float] = {}
-        for item in ids:
-            values[item] = values.get(item, 0.0) + 1.0
-        return UserState(values, set(), list(dict.fromkeys(reversed(ids))))
+        return History.of_session(items)
 
     def new_items(self, n: int, days: float) -> list[tuple[str, float]]:
         """The ``n`` newest available items of the last ``days`` (id, created_at), re-read
@@ -1031,7 +961,7 @@ class Engine:
     # -- the pipeline ----------------------------------------------------------------------
     def recommend(
         self,
-        state: UserState,
+        state: History,
         k: int,
         *,
         snapshot: Snapshot | None = None,
@@ -1040,7 +970,7 @@ class Engine:
         exclude: Iterable[str] = (),
         attributes: Callable[[], Mapping[str, Any] | None] | None = None,
         keep_rest: bool = True,
-    ) -> Recommendations:
+    ) -> Recommendations[Snapshot]:
         """The top ``k`` of the pipeline (module :mod:`tastebud.service.pipeline`) for a
         state; never its history's items, its dislikes, ``exclude``, unavailable or deleted
         items. ``attributes`` (called only when needed) gives a cold user's attributes.
@@ -1071,10 +1001,9 @@ class Engine:
             hit = self._cached_list(key, snapshot)
             if hit is not None:
                 return hit
-        result, scored = self._recommend(
-            state, k, snapshot, options, filters, exclude, attributes, keep_rest
-        )
-        if key is not None and scored:
+        query = Query(state, k, filters, frozenset(exclude), attributes, options)
+        result = self.pipeline.run(snapshot, self, query, keep_rest=keep_rest)
+        if key is not None and result.scored:
             now = time.monotonic()
             entry = (
                 now + self.settings.list_cache_s,
@@ -1092,7 +1021,9 @@ class Engine:
                     self._lists.popitem(last=False)
         return result
 
-    def _cached_list(self, key: tuple[Any, ...], snapshot: Snapshot) -> Recommendations | None:
+    def _cached_list(
+        self, key: tuple[Any, ...], snapshot: Snapshot
+    ) -> Recommendations[Snapshot] | None:
         """The kept list of ``key`` (made with ``snapshot``: its serial is in the key)."""
         with self._lists_lock:
             entry = self._lists.get(key)
@@ -1115,182 +1046,28 @@ class Engine:
             [Candidate.unpack(c) for c in chosen], still_available, rows, snapshot
         )
 
-    def _recommend(
-        self,
-        state: UserState,
-        k: int,
-        snapshot: Snapshot,
-        options: PipelineSettings,
-        filters: Filters,
-        exclude: Iterable[str],
-        attributes: Callable[[], Mapping[str, Any] | None] | None,
-        keep_rest: bool = True,
-    ) -> tuple[Recommendations, bool]:
-        """The pipeline itself; also says whether the model scored the history."""
-        model = snapshot.model
-        gens = options.generators
-        blocked = set(state.values) | state.disliked | set(exclude)
-        pool = Pool()
+    # -- the live state the pipeline reads (tastebud.pipeline.LiveState) -------------------
+    def rows(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        return self.catalog.get(ids)
 
-        row: _Scores | None = None  # the model's scores for this history
-        if model is not None and state.values:
-            index = snapshot.index
-            known = [(index[i], v) for i, v in state.values.items() if i in index]
-            if known:
-                known.sort()
-                cols = np.array([c for c, _ in known], dtype=np.int32)
-                vals = np.array([v for _, v in known], dtype=np.float64)
-                indptr = np.array([0, len(cols)], dtype=np.int32)
-                matrix = sp.csr_matrix((vals, cols, indptr), shape=(1, len(snapshot.ids)))
-                # sequential models read the history oldest first; the rest read the matrix
-                ordered = np.array(
-                    [index[i] for i in reversed(state.recent) if i in index], dtype=np.int64
-                )
-                # the history itself, dislikes and exclusions: never proposed
-                masked = np.array([index[i] for i in blocked if i in index], dtype=np.int64)
-                row = _Scores.of(model, ordered, matrix, masked)
-        sizes = {name: n for name, n in gens.items() if n > 0}
-        for attempt in range(3):  # widen when filters leave fewer than k
-            grow = 4**attempt
-            if row is not None and "model" in sizes:
-                pool.add("model", row.top(snapshot, sizes["model"] * grow + k))
-            if attempt == 0 and row is not None:
-                self._item_to_item(pool, snapshot, state.recent, options, sizes, blocked)
-            if "popular" in sizes:
-                wanted = sizes["popular"] * grow + k
-                pool.add("popular", self.popular(wanted, skip=blocked, current=row is None))
-            if attempt == 0 and "new" in sizes:
-                pool.add("new", self._new_to(snapshot, sizes["new"], options.new_item_days))
-            if attempt == 0 and "demographic" in sizes and row is None and attributes is not None:
-                attrs = attributes()
-                if attrs:
-                    pool.add("demographic", self.demographics.top(attrs, sizes["demographic"]))
-            survivors, rows = self._filter(pool, blocked, filters, options)
-            if len(survivors) >= k or (row is None and attempt == 0):
-                break
-        cats: dict[str, frozenset[str]] = {}
-        if options.max_per_category is not None or options.diversity > 0:  # they read them
-            cats = {c.item: self._categories(c.item, rows, options) for c in survivors}
-        scores: dict[str, float] = {}
-        if row is not None:
-            index = snapshot.index
-            known_items = [c.item for c in survivors if c.item in index]
-            picked = row.at([index[item] for item in known_items])
-            scores = {
-                item: v for item, v in zip(known_items, picked, strict=True) if math.isfinite(v)
-            }
-        rank(survivors, scores)
-        created: dict[str, float] = {}
-        if options.freshness > 0:  # the only reader
-            created = {c.item: float(rows[c.item]["created_at"]) for c in survivors}
-        boost_fresh(survivors, created, options, time.time())
-        similarity = None
-        if model is not None and model.supports_similar_items and options.diversity > 0:
-            similarity = functools.partial(_pairwise, snapshot)
-        chosen = select(survivors, k, options, cats, similarity)
-        rest: list[Candidate] = []
-        if keep_rest:
-            taken = {c.item for c in chosen}
-            rest = sorted((c for c in survivors if c.item not in taken), key=lambda c: -c.score)
-        return Recommendations(chosen, rest, rows, snapshot), row is not None
-
-    def _categories(
-        self, item: str, rows: Mapping[str, Mapping[str, Any]], options: PipelineSettings
-    ) -> frozenset[str]:
-        if options.category_field == self.settings.pipeline.category_field:
+    def categories(self, item: str, settings: PipelineSettings) -> frozenset[str]:
+        if settings.category_field == self.settings.pipeline.category_field:
             return self.catalog.categories(item)
-        return categories(options, rows[item]["attributes"] or {})
+        row = self.catalog.get([item]).get(item)
+        return categories(settings, row["attributes"] if row else {})
 
-    def _new_to(self, snapshot: Snapshot, n: int, days: float) -> list[tuple[str, float]]:
-        """The newest items of the last ``days`` that the snapshot's model has not learned
-        (all of them without a model): the items only this generator can bring in."""
-        newest = self.new_items(n if snapshot.model is None else 4 * n, days)
-        newest = [pair for pair in newest if pair[0] not in snapshot.index]
-        # the score: how new, from 1 (created now) down to 0 at the end of the window
-        now, window = time.time(), days * SECONDS_PER_DAY
-        return [
-            (item, max(1e-3, 1.0 - max(0.0, now - created) / window))
-            for item, created in newest[:n]
-        ]
-
-    def _item_to_item(
-        self,
-        pool: Pool,
-        snapshot: Snapshot,
-        recent: list[str],
-        options: PipelineSettings,
-        sizes: Mapping[str, int],
-        blocked: set[str],
-    ) -> None:
-        """The ``ceil(n / seeds)`` most similar unblocked items to each recent item: from
-        the seed's kept neighbours, or worked out over the catalogue when blocked items
-        leave fewer than that among them."""
-        n = sizes.get("item_to_item", 0)
-        model = snapshot.model
-        if n <= 0 or model is None or not model.supports_similar_items:
-            return
-        index = snapshot.index
-        seeds = [i for i in recent if i in index][: options.recent_items]
-        if not seeds:
-            return
-        per_seed = max(1, -(-n // len(seeds)))
-        for seed in seeds:
-            near = snapshot.neighbours(index[seed])
-            picked = list(itertools.islice((p for p in near if p[0] not in blocked), per_seed))
-            if len(picked) < per_seed and len(near) == NEIGHBOURS:  # the list ran short
-                picked = self._nearest_unblocked(snapshot, index[seed], blocked, per_seed)
-            pool.add("item_to_item", picked, because=seed)
+    def demographic(self, attributes: Mapping[str, Any], n: int) -> list[tuple[str, float]]:
+        return self.demographics.top(attributes, n)
 
     @staticmethod
-    def _nearest_unblocked(
-        snapshot: Snapshot, seed: int, blocked: set[str], n: int
-    ) -> list[tuple[str, float]]:
-        """The ``n`` items most similar to ``seed`` that are not ``blocked`` (nor itself)."""
-        assert snapshot.model is not None
-        index = snapshot.index
-        masked = np.array([index[i] for i in blocked if i in index], dtype=np.int64)
-        top, val = snapshot.model._neighbours(seed, n, masked)
-        ids = snapshot.ids
-        return [(ids[i], v) for i, v in zip(top.tolist(), val.tolist(), strict=True)]
-
-    def _filter(
-        self, pool: Pool, blocked: set[str], filters: Filters, options: PipelineSettings
-    ) -> tuple[list[Candidate], dict[str, dict[str, Any]]]:
-        """The candidates that may be shown, and their item rows."""
-        rows = self.catalog.get(c.item for c in pool if c.item not in blocked)
-        out = [c for c in pool if c.item in rows and rows[c.item]["available"]]
-        if filters:
-            out = [
-                c
-                for c in out
-                if filters.keep(
-                    self._categories(c.item, rows, options), rows[c.item]["attributes"] or {}
-                )
-            ]
-        return out, rows
+    def now() -> float:
+        return time.time()
 
     def explain(
         self, snapshot: Snapshot, history: Mapping[str, float], items: list[str]
     ) -> dict[str, str]:
-        """For each recommended item, the history item most similar to it (models with item
-        similarities; only where that similarity is positive)."""
-        model = snapshot.model
-        if model is None or not model.supports_similar_items or not history:
-            return {}
-        index = snapshot.index
-        known = [i for i in items if i in index]
-        hist = [i for i in history if i in index]
-        if not known or not hist:
-            return {}
-        rec_idx = np.array([index[i] for i in known], dtype=np.int64)
-        hist_idx = np.array([index[i] for i in hist], dtype=np.int64)
-        sims = np.asarray(model._similar(rec_idx), dtype=np.float64)[:, hist_idx]
-        best = sims.argmax(axis=1)
-        return {
-            item: hist[int(b)]
-            for n, (item, b) in enumerate(zip(known, best, strict=True))
-            if sims[n, b] > 0
-        }
+        """For each recommended item, the history item most similar to it."""
+        return snapshot.because(history, items)
 
 
 def _delete_model_folder(row: Mapping[str, Any], model_dir: Path) -> None:
@@ -1409,119 +1186,6 @@ class _FileLock:
             self._file = None
 
 
-@dataclasses.dataclass(frozen=True)
-class UserState:
-    """What a list is built from: the positive history (item → value, first-seen order),
-    the disliked items, and the recent positive items, newest first. Not to be changed once
-    made: the service caches it."""
-
-    values: dict[str, float]
-    disliked: set[str]
-    recent: list[str]
-
-    @functools.cached_property
-    def key(self) -> tuple[Any, ...]:
-        """The state as a tuple of text and numbers: hashable (the list cache's key), and
-        left alone by the garbage collector's walks (how the state cache keeps it)."""
-        return (tuple(self.values.items()), tuple(sorted(self.disliked)), tuple(self.recent))
-
-    @classmethod
-    def unpack(cls, key: tuple[Any, ...]) -> UserState:
-        """The state of a :attr:`key`."""
-        values, disliked, recent = key
-        state = cls(dict(values), set(disliked), list(recent))
-        state.__dict__["key"] = key  # cached_property's slot: no second packing
-        return state
-
-
-class Recommendations:
-    """A pipeline's answer: the chosen candidates, the rest that passed the filters (best
-    first; the exploration slot draws from them), the item rows, the snapshot used.
-
-    ``rest`` may be given as a function: a cached list builds it (and adds its rows) only
-    when asked, which is only when exploration is on."""
-
-    __slots__ = ("_rest", "chosen", "rows", "snapshot")
-
-    def __init__(
-        self,
-        chosen: list[Candidate],
-        rest: list[Candidate] | Callable[[], list[Candidate]],
-        rows: dict[str, dict[str, Any]],
-        snapshot: Snapshot,
-    ) -> None:
-        self.chosen = chosen
-        self._rest = rest
-        self.rows = rows
-        self.snapshot = snapshot
-
-    @property
-    def rest(self) -> list[Candidate]:
-        if callable(self._rest):
-            self._rest = self._rest()
-        return self._rest
-
-
-class _Scores:
-    """The model's scores for one history: a row over the whole catalogue, or for models
-    that search theirs through an approximate index (:meth:`Recommender._retriever`), that
-    search and the scores of the items asked for -- so a large catalogue is never scored
-    whole for a list."""
-
-    def __init__(
-        self, row: np.ndarray | None, retriever: Retriever | None, masked: np.ndarray
-    ) -> None:
-        self.row, self.retriever, self.masked = row, retriever, masked
-
-    @classmethod
-    def of(
-        cls, model: Recommender, ordered: np.ndarray, matrix: sp.csr_matrix, masked: np.ndarray
-    ) -> _Scores:
-        retriever = model._retriever([ordered], matrix)
-        if retriever is not None:
-            return cls(None, retriever, masked)
-        row = np.array(model._score_sequences([ordered], matrix), dtype=np.float64)[0]
-        row[masked] = -np.inf
-        return cls(row, None, masked)
-
-    def top(self, snapshot: Snapshot, n: int) -> list[tuple[str, float]]:
-        """The ``n`` best-scored unmasked items (finite scores only)."""
-        if self.retriever is not None:
-            idx, val = self.retriever.top(n, self.masked)
-        else:
-            assert self.row is not None
-            found, scores = top_k(self.row[None, :], min(n, len(self.row)))
-            idx, val = found[0], scores[0]
-        ids = snapshot.ids
-        return [
-            (ids[i], v)
-            for i, v in zip(idx.tolist(), val.tolist(), strict=True)
-            if i >= 0 and math.isfinite(v)
-        ]
-
-    def at(self, items: list[int]) -> list[float]:
-        """The scores of these item indices (-inf for masked ones)."""
-        if self.row is not None:
-            return list(self.row[items].tolist())
-        assert self.retriever is not None
-        idx = np.asarray(items, dtype=np.int64)
-        scores = self.retriever.score(idx)
-        scores[np.isin(idx, self.masked)] = -np.inf
-        return list(scores.tolist())
-
-
-def _pairwise(snapshot: Snapshot, items: Sequence[str]) -> np.ndarray:
-    """The model's item-to-item similarities among ``items`` (0 for items it does not know)."""
-    assert snapshot.model is not None
-    idx = np.array([snapshot.index.get(i, -1) for i in items], dtype=np.int64)
-    out = np.zeros((len(items), len(items)))
-    known = np.flatnonzero(idx >= 0)
-    if len(known):
-        sims = np.asarray(snapshot.model._similar(idx[known]), dtype=np.float64)[:, idx[known]]
-        out[np.ix_(known, known)] = sims
-    return out
-
-
 def _runnable(experiment: Mapping[str, Any]) -> bool:
     """Whether a stored experiment's variants can split users: two or more, each a valid
     ``Variant`` (a row written by hand or by older code may hold anything)."""
@@ -1540,85 +1204,5 @@ def _runnable(experiment: Mapping[str, Any]) -> bool:
     return True
 
 
-@dataclasses.dataclass(frozen=True)
-class Demographics:
-    """What users sharing an attribute value liked: for each (attribute, value) -- text
-    values as they are, numbers by decade (age 34 → "30s") -- the share of those users with
-    a positive event on each item. A cold user's score of an item is the sum of those shares
-    over their attributes."""
-
-    shares: dict[tuple[str, str], dict[str, float]]
-
-    @classmethod
-    def empty(cls) -> Demographics:
-        return cls({})
-
-    @staticmethod
-    def keys(attributes: Any) -> list[tuple[str, str]]:
-        """The (attribute, value) groups of a user's attributes: any stored JSON, of which
-        text and numbers count (integers within 64 bits, finite floats) and the rest --
-        null, booleans, lists, objects, attributes that are not an object -- is ignored."""
-        if not isinstance(attributes, Mapping):
-            return []
-        out = []
-        for name, value in attributes.items():
-            if isinstance(value, bool) or value is None or not isinstance(name, str):
-                continue
-            if isinstance(value, int | float):
-                if rules.json_problem(value) is None:
-                    out.append((name, f"{int(value // 10 * 10)}s"))
-            elif isinstance(value, str) and value.strip():
-                out.append((name, value.strip().casefold()))
-        return out
-
-    @classmethod
-    def learn(cls, positive: pd.DataFrame, attributes: Mapping[str, Any]) -> Demographics:
-        """From positive events (``user``, ``item``) and users' attributes."""
-        if not len(positive) or not attributes:
-            return cls.empty()
-        pairs = positive[["user", "item"]].astype(str).drop_duplicates()
-        liked = pairs.groupby("user")["item"].agg(list).to_dict()
-        groups: dict[tuple[str, str], list[str]] = {}
-        for user, attrs in attributes.items():
-            for key in cls.keys(attrs):
-                groups.setdefault(key, []).append(user)
-        shares: dict[tuple[str, str], dict[str, float]] = {}
-        for key, users in groups.items():
-            counts = Counter(item for u in users for item in liked.get(u, ()))
-            if counts:
-                n = len(users)
-                shares[key] = {item: c / n for item, c in counts.most_common(500)}
-        return cls(shares)
-
-    def top(self, attributes: Any, n: int) -> list[tuple[str, float]]:
-        """The ``n`` items liked most by users like these attributes."""
-        total: dict[str, float] = {}
-        for key in self.keys(attributes):
-            for item, share in self.shares.get(key, {}).items():
-                total[item] = total.get(item, 0.0) + share
-        ranked = sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))
-        return [(item, float(score)) for item, score in ranked[:n]]
-
-
-class _Unusable:
-    """The type of :data:`_UNUSABLE`."""
-
-
-#: A stored event value that no model can use (not a number, or refused by the rules).
-_UNUSABLE = _Unusable()
-
-
-def _usable_value(value: Any) -> float | _Unusable | None:
-    """A stored event value as a float: ``None`` when absent (NULL, NaN), else the value
-    when :func:`rules.value_problem` accepts it, else :data:`_UNUSABLE`."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return _UNUSABLE  # text or bytes in a numeric column (SQLite keeps what it is given)
-    try:
-        number = float(value)
-    except OverflowError:
-        return _UNUSABLE
-    if math.isnan(number):
-        return None
-    return number if rules.value_problem(number) is None else _UNUSABLE
+#: Temporary name of :class:`~tastebud.pipeline.History` while the routes move (issue 18).
+UserState = History

@@ -21,18 +21,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 from tastebud.errors import InvalidInputError
 from tastebud.models.base import Recommender
 from tastebud.service.experiments import ExplorationSettings
-from tastebud.service.pipeline import PipelineSettings
-
-#: How much each event type says "the user wants this", as the value x_ui the models learn
-#: from; "dislike" is never a positive (it removes the item from the user's lists).
-DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
-    "view": 1.0,
-    "click": 2.0,
-    "like": 4.0,
-    "rating": 1.0,  # times the event's value: a 5-star rating counts 5 (below 3: a dislike)
-    "purchase": 5.0,
-    "dislike": 0.0,
-}
+from tastebud.pipeline.config import DEFAULT_EVENT_WEIGHTS, PipelineSettings
 
 
 class Settings(BaseSettings):

@@ -34,14 +34,11 @@ import itertools
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 from tastebud.ann import VectorIndex, faiss_or_none
-from tastebud.data import columns as C
 from tastebud.data.dataset import Dataset
 from tastebud.metrics.ranking import check_k
-from tastebud.models.base import _as_list
 from tastebud.models.neural._recent import RecentItemsRecommender
 from tastebud.models.neural._torch import (
     import_torch,
@@ -373,46 +370,17 @@ class TwoTower(RecentItemsRecommender):
         v = self.item_vectors_
         return np.asarray(v[items] @ v.T, dtype=np.float64)
 
-    def _neighbours(
+    def nearest(
         self, item: int, k: int, exclude: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Through the vector index when it is approximate."""
         index = self.vector_index()
         if index.backend == "exact":
-            return super()._neighbours(item, k, exclude)
+            return super().nearest(item, k, exclude)
         skip = np.zeros(0, dtype=np.int64) if exclude is None else exclude
         found, scores = index.search(self.item_vectors_[[item]], k + 1 + len(skip))
         keep = (found[0] >= 0) & (found[0] != item) & ~np.isin(found[0], skip)
         return found[0][keep][:k], scores[0][keep][:k].astype(np.float64)
-
-    def similar_items(self, items: Any, k: int = 10) -> pd.DataFrame:
-        """Through the vector index when it is approximate, else the exact path."""
-        self._require_fitted()
-        index = self.vector_index()
-        if index.backend == "exact":
-            return super().similar_items(items, k)
-        k = check_k(k)
-        ids = _as_list(items)
-        idx = self._item_index(ids, strict=True)
-        found, scores = index.search(self.item_vectors_[idx], k + 1)
-        rows, similar, values, ranks = [], [], [], []
-        for r, item in enumerate(idx):
-            keep = (found[r] >= 0) & (found[r] != item)
-            for rank, (j, score) in enumerate(
-                zip(found[r][keep][:k], scores[r][keep][:k], strict=True), start=1
-            ):
-                rows.append(ids[r])
-                similar.append(j)
-                values.append(score)
-                ranks.append(rank)
-        return pd.DataFrame(
-            {
-                C.ITEM: np.asarray(rows, dtype=object),
-                "similar": self.items_.to_ids(np.asarray(similar, dtype=np.int64)),
-                C.SCORE: np.asarray(values, dtype=np.float64),
-                C.RANK: np.asarray(ranks, dtype=np.int64),
-            }
-        )
 
 
 class _IndexRetriever:

@@ -1,0 +1,78 @@
+"""The lab's side of the pipeline: a split's test users replayed through exactly the code the
+service runs, with live state built from the training data as of the split."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tastebud.data.dataset import Dataset
+from tastebud.errors import TastebudError
+from tastebud.models.base import Recommender
+from tastebud.pipeline.config import PipelineConfig, PipelineSettings, load_config
+from tastebud.pipeline.core import Pipeline, Query
+from tastebud.pipeline.history import History, dataset_history
+from tastebud.pipeline.live import OfflineState, _attribute_rows
+from tastebud.pipeline.model import ModelView
+
+
+def replay(
+    model: Recommender,
+    train: Dataset,
+    users: np.ndarray,
+    k: int,
+    config: Any = None,
+    *,
+    user_ids: np.ndarray | None = None,
+) -> np.ndarray:
+    """The pipeline's list for each user: ``(len(users), k)`` internal item indices of
+    ``train`` (``-1`` where a list is shorter). ``users`` are internal indices of ``train``
+    (-1: unknown to it; ``user_ids`` then gives their ids, whose attributes a cold user's
+    demographic generator reads when the user feature table has them).
+
+    Each user's history is their training interactions, as the service reads events
+    (:func:`~tastebud.pipeline.dataset_history`); the model is asked through its public
+    fold-in, as the service asks it; exploration (the service's random slot) is not part of
+    a replay. ``config``: anything :func:`~tastebud.pipeline.load_config` takes."""
+    config = load_config(config)
+    if not model.supports_fold_in:
+        raise TastebudError(
+            f"{type(model).__name__} cannot recommend from a history, so no pipeline can serve "
+            "it (the service folds every list in from the user's live history)"
+        )
+    view = ModelView.of(model)
+    live = OfflineState(train, config.pipeline, rules=config.events)
+    pipe = Pipeline(config.pipeline)
+    position = {str(item): n for n, item in enumerate(train.items.to_ids(np.arange(train.n_items)))}
+    attributes = _attribute_rows(train.user_features)
+    out = np.full((len(users), k), -1, dtype=np.int64)
+    for row, user in enumerate(users.tolist()):
+        name: str | None = None
+        if user >= 0:
+            history = dataset_history(train, user, config.events)
+            name = str(train.users.to_ids(np.array([user]))[0])
+        else:
+            history = History({}, set(), [])
+            name = None if user_ids is None else str(user_ids[row])
+        attrs = attributes.get(name) if name is not None else None
+        items = pipe.run(view, live, Query(history, k, attributes=attrs), keep_rest=False).items
+        found = [position[i] for i in items if i in position]
+        out[row, : len(found)] = found
+    return out
+
+
+def describe(config: PipelineConfig) -> dict[str, Any]:
+    """The pipeline a replay ran with, in words, for a report's protocol."""
+    settings = config.pipeline
+    gens = ", ".join(f"{name} {n}" for name, n in settings.generators.items() if n > 0)
+    default = PipelineSettings().model_dump()
+    changed = [
+        f"{name}={value}"
+        for name, value in settings.model_dump().items()
+        if name != "generators" and value != default[name]
+    ]
+    return {
+        "pipeline": f"generators {gens or 'none'}; " + (", ".join(changed) or "re-rankers off"),
+        "exploration": "off (not replayed)",
+    }
