@@ -193,6 +193,8 @@ def test_ab_test_between_two_versions_with_report(client: Client, tmp_path: Path
     second = client.retrain(wait=True).version
     assert second is not None
     assert first.metrics["ndcg@10"] > 0  # offline metrics on a holdout
+    assert "the lists the pipeline serves" in first.metrics["holdout"]
+    assert first.metrics["model_alone_ndcg@10"] > 0  # beside the model's own top-k
     assert "precision@10" in first.metrics and "recall@10" in first.metrics
     assert 0 < first.metrics["coverage@10"] <= 1
     variants = [

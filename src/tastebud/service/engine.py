@@ -52,6 +52,7 @@ from tastebud.pipeline import (
     History,
     ModelView,
     Pipeline,
+    PipelineConfig,
     PipelineSettings,
     Query,
     Recommendations,
@@ -754,38 +755,58 @@ class Engine:
 
     def offline_metrics(self, dataset: Dataset, k: int = 10) -> dict[str, Any]:
         """The configured model's NDCG, precision and recall @k and catalogue coverage on a
-        random 20% of each user's events held out (fit on the rest), beside popularity's
-        NDCG for scale; empty when the data are too few to hold anything out."""
+        random 20% of each user's events held out (fit on the rest), measured on the lists
+        the service serves (the training history replayed through this service's pipeline,
+        :func:`tastebud.pipeline.replay.replay`), beside the model's own top-k NDCG and
+        popularity's for scale; empty when the data are too few to hold anything out."""
         from tastebud.evaluation import evaluate
         from tastebud.split import random_split
 
+        config = PipelineConfig(
+            pipeline=self.settings.pipeline,
+            event_weights=self.settings.event_weights,
+            dislike_below_rating=self.settings.dislike_below_rating,
+        )
         try:
             split = random_split(dataset, 0.2, seed=0)
             if len(split.test) == 0:
                 return {}
-            table = evaluate(
-                {
-                    "model": create(self.settings.model, **self.settings.model_params),
-                    "popularity": create("popularity"),
-                },
+            model = create(self.settings.model, **self.settings.model_params)
+            metrics = ("ndcg", "precision", "recall")
+            alone = evaluate(
+                {"alone": model, "popularity": create("popularity")},
                 split,
-                metrics=("ndcg", "precision", "recall"),
+                metrics=metrics,
                 k=k,
                 progress=False,
+            )
+            served = evaluate(
+                {"model": model},
+                split,
+                metrics=metrics,
+                k=k,
+                progress=False,
+                fit=False,
+                pipeline=config,
             )
         except TastebudError as err:
             log.info("no offline metrics for this version: %s", err)
             return {}
+        table = pd.concat([alone, served])
         values = {
             (str(m), str(name).lower()): float(v)
             for m, name, v in zip(table["model"], table["metric"], table["value"], strict=True)
         }
-        out: dict[str, Any] = {"holdout": "random 20% of each user's events, seed 0"}
+        out: dict[str, Any] = {
+            "holdout": "random 20% of each user's events, seed 0; the lists the pipeline serves"
+        }
         for metric in (f"ndcg@{k}", f"precision@{k}", f"recall@{k}", f"coverage@{k}"):
             if ("model", metric) in values:
                 out[metric] = round(values[("model", metric)], 4)
-        if ("popularity", f"ndcg@{k}") in values:
-            out[f"popularity_ndcg@{k}"] = round(values[("popularity", f"ndcg@{k}")], 4)
+        for name in ("alone", "popularity"):
+            if (name, f"ndcg@{k}") in values:
+                label = "model_alone" if name == "alone" else name
+                out[f"{label}_ndcg@{k}"] = round(values[(name, f"ndcg@{k}")], 4)
         return out
 
     def _new_model_path(self) -> Path:

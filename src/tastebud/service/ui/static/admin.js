@@ -23,9 +23,16 @@ const $ = (id) => document.getElementById(id);
 const TRAINING_INFO = new Set([
   "fit_seconds", "users", "items", "interactions", "last_seq", "skipped", "capped_pairs",
 ]);
-const METRIC_ORDER = ["ndcg@10", "popularity_ndcg@10", "precision@10", "recall@10", "map@10", "coverage"];
+const METRIC_ORDER = [
+  "ndcg@10", "model_alone_ndcg@10", "popularity_ndcg@10", "precision@10", "recall@10", "map@10",
+  "coverage",
+];
 
-const METRIC_LABELS = { "popularity_ndcg@10": "ndcg@10 of popularity" };
+const METRIC_LABELS = {
+  "ndcg@10": "ndcg@10 of the served lists",
+  "model_alone_ndcg@10": "ndcg@10 of the model alone",
+  "popularity_ndcg@10": "ndcg@10 of popularity",
+};
 
 const state = { models: [] };
 
