@@ -3,7 +3,7 @@ import, serve.
 
 Every error a user can cause ends as one line on stderr and exit code 2 -- never a traceback.
 
-One module (~1,300 lines) because the commands share what they are made of -- the data
+One module (~1,350 lines) because the commands share what they are made of -- the data
 flags and their reader, model specs and ``--param``, the error translation to flags, the
 leaderboard printing -- and each command is a thin function over the library; a command
 that grows an idea of its own belongs in the library, not here.
@@ -20,7 +20,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import pandas as pd
 import typer
@@ -33,6 +33,10 @@ from tastebud.data.catalog import DATASETS, load_dataset
 from tastebud.data.dataset import Dataset
 from tastebud.data.files import read_interactions
 from tastebud.errors import DataError, InvalidInputError, TastebudError
+
+if TYPE_CHECKING:
+    from tastebud.split import Split
+    from tastebud.tuning import TuningResult
 
 app = typer.Typer(
     help="tastebud: fit recommenders, prove how good they are, and serve them.",
@@ -425,6 +429,7 @@ def datasets() -> None:
     out.print("Reference data are read from TASTEBUD_DATA (or ../shared/data); files with --data.")
 
 
+# Over 80 lines for its flags: the typer options are the signature (~70 lines), the body ~50.
 @app.command()
 def evaluate(
     model: Annotated[
@@ -496,10 +501,9 @@ def evaluate(
     on_bad_rows: BadRowsOpt = "raise",
 ) -> None:
     """Fit models on a training set and score their top-k lists on a test set."""
-    from tastebud.evaluation import DEFAULT_METRICS, leaderboard
+    from tastebud.evaluation import DEFAULT_METRICS
     from tastebud.evaluation import evaluate as run_evaluation
     from tastebud.pipeline import load_config
-    from tastebud.split import SPLITTERS, Split
 
     reading = _Reading.from_options(column, sep, encoding, header, on_bad_rows)
     models = _parse_models(model, param or [])
@@ -511,27 +515,9 @@ def evaluate(
             config = load_config(None if pipeline == "default" else Path(pipeline))
         except InvalidInputError as err:
             raise InvalidInputError(f"--pipeline {err}") from None
-    if train is not None or test is not None:
-        if train is None or test is None or dataset is not None or data is not None:
-            raise InvalidInputError("--train and --test go together, without --dataset/--data")
-        train_ds = reading.read(train)
-        test_table = reading.read(test).interactions
-        the_split = Split(train=train_ds, test=test_table, name=f"{train.name} / {test.name}")
-        data_summary, title = train_ds.describe(), f"tastebud evaluation: {the_split.name}"
-    else:
-        ds = reading.load(dataset, data)
-        splitter = SPLITTERS[split]
-        if split == "leave-last-out":
-            the_split = splitter(ds)
-        elif split == "temporal":
-            the_split = splitter(ds, test_size)
-        else:
-            the_split = splitter(ds, test_size, seed=seed)
-        data_summary, title = ds.describe(), f"tastebud evaluation: {ds.name}, {the_split.name}"
-    if binarize is not None:
-        the_split = Split(
-            train=_binarized(the_split.train, binarize), test=the_split.test, name=the_split.name
-        )
+    the_split, data_summary, title = _evaluation_split(
+        reading, dataset, data, train, test, split, test_size, seed, binarize
+    )
     _check_attribute(the_split.train, fairness_by)
     results = run_evaluation(
         models,
@@ -562,6 +548,53 @@ def evaluate(
             experiment=experiment,
         )
         tracked = _tracked(run_id, track_uri, experiment)
+    _show_evaluation(results, tracked, as_json=as_json)
+
+
+def _evaluation_split(
+    reading: _Reading,
+    dataset: str | None,
+    data: Path | None,
+    train: Path | None,
+    test: Path | None,
+    split: str,
+    test_size: float,
+    seed: int,
+    binarize: float | None,
+) -> tuple[Split, dict[str, Any], str]:
+    """``evaluate``'s split -- the --train and --test files, or --data/--dataset split by
+    --split; its training part --binarize'd -- with the data's summary and the report's
+    title."""
+    from tastebud.split import SPLITTERS, Split
+
+    if train is not None or test is not None:
+        if train is None or test is None or dataset is not None or data is not None:
+            raise InvalidInputError("--train and --test go together, without --dataset/--data")
+        train_ds = reading.read(train)
+        test_table = reading.read(test).interactions
+        the_split = Split(train=train_ds, test=test_table, name=f"{train.name} / {test.name}")
+        data_summary, title = train_ds.describe(), f"tastebud evaluation: {the_split.name}"
+    else:
+        ds = reading.load(dataset, data)
+        splitter = SPLITTERS[split]
+        if split == "leave-last-out":
+            the_split = splitter(ds)
+        elif split == "temporal":
+            the_split = splitter(ds, test_size)
+        else:
+            the_split = splitter(ds, test_size, seed=seed)
+        data_summary, title = ds.describe(), f"tastebud evaluation: {ds.name}, {the_split.name}"
+    if binarize is not None:
+        the_split = Split(
+            train=_binarized(the_split.train, binarize), test=the_split.test, name=the_split.name
+        )
+    return the_split, data_summary, title
+
+
+def _show_evaluation(results: pd.DataFrame, tracked: dict[str, str], *, as_json: bool) -> None:
+    """``evaluate``'s answer: the protocol and results as JSON, or the leaderboard."""
+    from tastebud.evaluation import leaderboard
+
     if as_json:
         payload = {
             "protocol": results.attrs["protocol"],
@@ -630,6 +663,7 @@ def fit(
     out.print(f"fitted {recommender!r} on {ds}; saved to {path}")
 
 
+# Over 80 lines for its flags: the typer options are the signature (~50 lines), the body ~40.
 @app.command()
 def tune(
     model: Annotated[str, _listing_option("model", "--model", "-m", help="model to tune")],
@@ -724,6 +758,20 @@ def tune(
         run_id = log_tuning(result, tracking_uri=track_uri, experiment=experiment)
         tracked = _tracked(run_id, track_uri, experiment)
     fit_line = _fit_command(result.model, result.best_params, dataset, data, binarize, reading)
+    _show_tuning(result, fit_line, tracked, out_dir=out_dir, data=ds.name, as_json=as_json)
+
+
+def _show_tuning(
+    result: TuningResult,
+    fit_line: str,
+    tracked: dict[str, str],
+    *,
+    out_dir: Path | None,
+    data: str,
+    as_json: bool,
+) -> None:
+    """``tune``'s answer: the search as JSON, or the best trials, the best score, the command
+    that fits it (and where the best setting, fitted on ``data``, was saved)."""
     if as_json:
         payload = {
             "model": result.model,
@@ -741,7 +789,7 @@ def tune(
     out.print(f"best {result.metric} on validation: {result.best_score:.4f}{pruned}")
     out.print(f"fit it: {fit_line}")
     if out_dir is not None:
-        out.print(f"fitted the best setting on all of {ds.name}; saved to {out_dir}")
+        out.print(f"fitted the best setting on all of {data}; saved to {out_dir}")
     if tracked:
         out.print(_tracked_line(tracked))
 
@@ -962,7 +1010,6 @@ def serve(
     from tastebud.service.runtime import serving_app
     from tastebud.service.server import is_loopback, uvicorn_options
     from tastebud.service.settings import load_settings
-    from tastebud.service.storage import Storage
 
     settings = load_settings(config, db=db, model=model, **({"insecure": True} if insecure else {}))
     if not is_loopback(host) and not (settings.insecure or settings.api_key or settings.admin_key):
@@ -972,13 +1019,7 @@ def serve(
         )
     _check_serveable(settings.model)
     logs.configure(settings.log_level, settings.log_json)
-    storage = Storage(settings.db)
-    storage.migrate()
-    if sample:
-        from tastebud.data.sample import load_sample
-
-        counts = storage.import_dataset(load_sample(), event_type="rating")
-        out.print("sample data: " + ", ".join(f"{n:,} {what}" for what, n in counts.items()))
+    storage = _served_storage(settings.db, sample=sample)
     base = f"http://{f'[{host}]' if ':' in host else host}:{port}"  # an IPv6 address: [::1]
     out.print(
         f"tastebud serving {storage.url} on {base} (web UI: {base}/ui/, API docs: {base}/docs)"
@@ -1000,6 +1041,20 @@ def serve(
         port=port,
         **options,
     )
+
+
+def _served_storage(db: str, *, sample: bool) -> Any:
+    """The service's database, migrated, with the built-in sample imported when asked."""
+    from tastebud.service.storage import Storage
+
+    storage = Storage(db)
+    storage.migrate()
+    if sample:
+        from tastebud.data.sample import load_sample
+
+        counts = storage.import_dataset(load_sample(), event_type="rating")
+        out.print("sample data: " + ", ".join(f"{n:,} {what}" for what, n in counts.items()))
+    return storage
 
 
 def _check_serveable(model: str) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -154,14 +154,32 @@ def ranking_scores(
 
 @dataclass
 class _Context:
+    """What scoring every model shares: the split, its test set and the settings, and what the
+    beyond-accuracy and fairness metrics compare with (derived on creation)."""
+
     split: Split
     test: TestSet
     k: int
     metrics: tuple[str, ...]
     beyond: bool
-    item_features: sp.csr_matrix | None
-    popular: np.ndarray | None
-    groups: pd.Series | None
+    candidates: np.ndarray | None  # the only items ranked (None: all)
+    pipeline: Any  # the pipeline settings replayed (None: the model's own top-k)
+    fairness_by: str | None
+    popular: np.ndarray | None = field(init=False, default=None)
+    item_features: sp.csr_matrix | None = field(init=False, default=None)
+    groups: pd.Series | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        train = self.split.train
+        if self.beyond:
+            popularity = create("popularity").fit(train)
+            self.popular, _ = popularity.recommend_indices(
+                self.test.users, self.k, exclude=popularity.seen_, items=self.candidates
+            )
+            if train.item_features is not None:
+                self.item_features = feature_matrix(train.item_features)
+        if self.fairness_by:
+            self.groups = _group_labels(train, self.fairness_by)
 
 
 def _mean(values: np.ndarray) -> float:
@@ -233,10 +251,11 @@ def _resolve_models(
 
 
 def _protocol(ctx: _Context) -> dict[str, Any]:
+    """What was measured, how: ``attrs["protocol"]`` of :func:`evaluate`'s result."""
     train, test = ctx.split.train, ctx.split.test
     users = test[C.USER].drop_duplicates().to_numpy()
     items = test[C.ITEM].drop_duplicates().to_numpy()
-    return {
+    protocol: dict[str, Any] = {
         "k": ctx.k,
         "candidates": "all items minus the user's training items",
         "ties": "equal scores rank the smaller id first (ids in sorted order)",
@@ -256,6 +275,14 @@ def _protocol(ctx: _Context) -> dict[str, Any]:
         "test_interactions": len(ctx.split.test),
         "split": ctx.split.name,
     }
+    if ctx.pipeline is not None:
+        protocol.update(describe(ctx.pipeline))
+        protocol["candidates"] = "the pipeline's generators (see pipeline)"
+    if ctx.candidates is not None:
+        protocol["candidates"] = (
+            f"{len(ctx.candidates)} given items minus the user's training items"
+        )
+    return protocol
 
 
 def evaluate(
@@ -320,79 +347,69 @@ def evaluate(
     k = check_k(k)
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     resolved = _resolve_models(models)
-    train = split.train
-    cand = _candidate_index(train, split.test, candidates)
-    config = None
-    if pipeline is not None and pipeline is not False:
-        if cand is not None:
-            raise InvalidInputError(
-                "candidates= and pipeline= cannot be combined: the pipeline's generators "
-                "choose the candidates"
-            )
-        config = load_config(None if pipeline is True else pipeline)
+    cand = _candidate_index(split.train, split.test, candidates)
+    config = _pipeline_config(pipeline, cand)
     test = prepare_test(split, relevance_threshold, cand)
-    popular = None
-    if beyond_accuracy:
-        popularity = create("popularity").fit(train)
-        popular, _ = popularity.recommend_indices(
-            test.users, k, exclude=popularity.seen_, items=cand
-        )
-    item_features = None
-    if beyond_accuracy and train.item_features is not None:
-        item_features = feature_matrix(train.item_features)
-    ctx = _Context(
-        split=split,
-        test=test,
-        k=k,
-        metrics=tuple(metrics),
-        beyond=beyond_accuracy,
-        item_features=item_features,
-        popular=popular,
-        groups=_group_labels(train, fairness_by) if fairness_by else None,
-    )
+    ctx = _Context(split, test, k, tuple(metrics), beyond_accuracy, cand, config, fairness_by)
     rows: list[tuple[str, str, float]] = []
     bar = tqdm(
         resolved.items(), desc="evaluate", unit="model", disable=_no_bar(progress, len(resolved))
     )
     for label, model in bar:
         bar.set_postfix_str(label)
-        t0 = time.perf_counter()
-        if fit:
-            model.fit(train)
-        else:
-            model._require_fitted()
-        t1 = time.perf_counter()
-        if config is None:
-            rec, _ = model.recommend_indices(test.users, k, exclude=model.seen_, items=cand)
-        else:
-            rec = replay(model, train, test.users, k, config, user_ids=test.user_ids)
-        t2 = time.perf_counter()
-        users_table = ranking_scores(rec, test, ctx.metrics, k)
+        values, users_table = _score_model(model, ctx, fit=fit)
         if per_user is not None:
             per_user[label] = users_table
-        values: dict[str, float] = {str(c): _mean(users_table[c].to_numpy()) for c in users_table}
-        if model.predicts_ratings and C.RATING in split.test.columns:
-            predicted = model.predict(split.test)
-            truth = split.test[C.RATING].to_numpy(dtype=np.float64)
-            values["RMSE"] = rating.rmse(truth, predicted)
-            values["MAE"] = rating.mae(truth, predicted)
-        if beyond_accuracy:
-            values.update(_beyond_scores(rec, ctx))
-        if ctx.groups is not None:
-            values.update(_fairness(users_table, ctx.groups, k))
-        values["fit_seconds"] = t1 - t0
-        values["recommend_seconds"] = t2 - t1
         rows += [(label, metric, value) for metric, value in values.items()]
     result = pd.DataFrame(rows, columns=["model", "metric", "value"])
     result.attrs["protocol"] = _protocol(ctx)
-    if config is not None:
-        result.attrs["protocol"].update(describe(config))
-        result.attrs["protocol"]["candidates"] = "the pipeline's generators (see pipeline)"
-    if cand is not None:
-        result.attrs["protocol"]["candidates"] = (
-            f"{len(cand)} given items minus the user's training items"
-        )
     return result
+
+
+def _pipeline_config(pipeline: Any, candidates: np.ndarray | None) -> Any:
+    """The pipeline settings ``evaluate(pipeline=...)`` replays (``None``: the model alone)."""
+    if pipeline is None or pipeline is False:
+        return None
+    if candidates is not None:
+        raise InvalidInputError(
+            "candidates= and pipeline= cannot be combined: the pipeline's generators "
+            "choose the candidates"
+        )
+    return load_config(None if pipeline is True else pipeline)
+
+
+def _score_model(
+    model: Recommender, ctx: _Context, *, fit: bool
+) -> tuple[dict[str, float], pd.DataFrame]:
+    """Fit (or check) one model, make its lists and score them: the metric values and the
+    per-user table."""
+    train, test, k = ctx.split.train, ctx.test, ctx.k
+    t0 = time.perf_counter()
+    if fit:
+        model.fit(train)
+    else:
+        model._require_fitted()
+    t1 = time.perf_counter()
+    if ctx.pipeline is None:
+        rec, _ = model.recommend_indices(test.users, k, exclude=model.seen_, items=ctx.candidates)
+    else:
+        rec = replay(model, train, test.users, k, ctx.pipeline, user_ids=test.user_ids)
+    t2 = time.perf_counter()
+    users_table = ranking_scores(rec, test, ctx.metrics, k)
+    values: dict[str, float] = {str(c): _mean(users_table[c].to_numpy()) for c in users_table}
+    split_test = ctx.split.test
+    if model.predicts_ratings and C.RATING in split_test.columns:
+        predicted = model.predict(split_test)
+        truth = split_test[C.RATING].to_numpy(dtype=np.float64)
+        values["RMSE"] = rating.rmse(truth, predicted)
+        values["MAE"] = rating.mae(truth, predicted)
+    if ctx.beyond:
+        values.update(_beyond_scores(rec, ctx))
+    if ctx.groups is not None:
+        values.update(_fairness(users_table, ctx.groups, k))
+    values["fit_seconds"] = t1 - t0
+    values["recommend_seconds"] = t2 - t1
+    return values, users_table
 
 
 def _candidate_index(train: Dataset, test: pd.DataFrame, candidates: Any) -> np.ndarray | None:

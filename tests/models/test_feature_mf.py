@@ -142,7 +142,7 @@ def test_fold_in_replays_the_identity_and_is_exact_with_history_features(cluster
     model = create("feature-mf", user_columns=()).fit(clustered)
     positives = clustered.to_implicit(4.0)
     users = np.arange(40)
-    folded = model._score_histories(positives.matrix("binary")[users])
+    folded = model._score_history(positives.matrix("binary")[users])
     own = model.score(clustered.users.to_ids(users))
     top_folded, _ = top_k(folded, 10)
     top_own, _ = top_k(own, 10)
@@ -155,7 +155,7 @@ def test_fold_in_replays_the_identity_and_is_exact_with_history_features(cluster
     exact = create("feature-mf", user_identity=False, user_history=True, user_columns=())
     exact.fit(clustered)
     history = clustered.matrix("binary")[users]
-    np.testing.assert_allclose(exact._score_histories(history), exact.score(users), atol=1e-10)
+    np.testing.assert_allclose(exact._score_history(history), exact.score(users), atol=1e-10)
 
 
 def test_similar_items_share_a_cluster(clustered):

@@ -204,9 +204,9 @@ def test_switching_fold_in_mixes_the_members_histories(data):
     history = ["i01", "i02", "i03", "i04"]
     ease, tfidf, popularity = (create(n).fit(data) for n in ("ease", "tfidf", "popularity"))
     row = ease.history_matrix(history)
-    cf = z(ease._score_histories(row))
-    content = z(tfidf._score_histories(row))
-    cold_user = z(popularity._score_histories(row))
+    cf = z(ease._score_history(row))
+    content = z(tfidf._score_history(row))
+    cold_user = z(popularity._score_history(row))
     cf[:, model.cold_items_] = content[:, model.cold_items_]
     expected = 4 / 7 * cf + 3 / 7 * cold_user
     expected[0, ease.items_.to_index(history)] = -np.inf
@@ -263,8 +263,8 @@ def test_cascade_fold_in_and_save(data, tmp_path):
     history = ["i01", "i02", "i15"]
     row = ease.history_matrix(history)
     expected = expected_cascade(
-        ease._score_histories(row)[0],
-        tfidf._score_histories(row)[0],
+        ease._score_history(row)[0],
+        tfidf._score_history(row)[0],
         set(row.indices.tolist()),
         5,
     )

@@ -156,3 +156,32 @@ def test_the_cli_evaluates_a_settings_files_pipeline(tmp_path: Path) -> None:
     assert done.stderr.strip() == (
         f"error: --pipeline {config}: pipeline.diversty: Extra inputs are not permitted"
     )
+
+
+def test_item_rows_are_found_whatever_the_type_of_the_ids() -> None:
+    """Integer ids (MovieLens) are text in the pipeline and integers in the feature table."""
+    frame = pd.DataFrame({"user": [1, 1, 2], "item": [10, 20, 10]})
+    items = pd.DataFrame(
+        {"title": ["Ten", "Twenty"], "genres": ["Jazz|Blues", None]}, index=[10, 20]
+    )
+    live = OfflineState(Dataset.from_frame(frame, items=items))
+    rows = live.rows(["10", "20", "30"])
+    assert set(rows) == {"10", "20"}
+    assert rows["10"]["title"] == "Ten" and rows["20"]["attributes"] == {}
+    assert live.categories("10", live.settings) == {"jazz", "blues"}
+    assert live.categories("20", live.settings) == frozenset()
+
+
+def test_because_names_the_history_item_that_explains_a_recommendation() -> None:
+    """Two taste groups that never mix: an item of group a is explained by the liked item
+    of group a, an item of group b by nothing the user liked."""
+    rows = [(f"u{u}", f"{g}{i}") for u in range(20) for g in "ab"[u % 2] for i in range(4)]
+    model = models.create("item-knn").fit(
+        Dataset.from_frame(pd.DataFrame(rows, columns=["user", "item"]))
+    )
+    a0, a1, a2, b1 = model.items_.to_index(["a0", "a1", "a2", "b1"])
+    found = model.because(np.array([a0, b1]), np.array([a2, a1]))
+    assert found.tolist() == [a0, a0]
+    assert model.because(np.array([a0]), np.array([b1])).tolist() == [-1]
+    view = ModelView.of(model)
+    assert view.because({"a0": 1.0}, ["a2", "b2", "zz"]) == {"a2": "a0"}

@@ -157,7 +157,7 @@ def test_a_deleted_user_is_in_no_table_and_no_model_file(
         assert answer == {"deleted": user, "events": 6}
         # at once: no demographic group of theirs, no cached state
         assert ("city", CITY.casefold()) not in app_engine.demographics.shares
-        assert user not in app_engine._states
+        assert user not in app_engine.states.users()
         error(client.delete(path), 404)
 
         # the retrain it queued replaces the version that learned from them
@@ -267,11 +267,11 @@ def test_other_processes_drop_the_user_within_their_next_look(
     assert there.user_state(USER).values  # cached
     assert ("city", CITY.casefold()) in there.demographics.shares
     assert dict(there.popular(3)) == {"a": 1.0, "b": 1.0, "c": 1.0}
-    there._lists[("a kept list",)] = (float("inf"), (), ())
+    there.lists._lists[("a kept list",)] = (float("inf"), (), ())
 
     assert storage.delete_user(USER)  # by another process
-    there._follow_events()  # what its follower does every 0.1 s
-    assert USER not in there._states and not there._lists
+    there.live.follow_events()  # what its follower does every 0.1 s
+    assert USER not in there.states.users() and not there.lists._lists
     _wait(lambda: ("city", CITY.casefold()) not in there.demographics.shares, 10.0)
     _wait(lambda: dict(there.popular(3)) == {"c": 1.0}, 10.0)
     with storage.engine.connect() as conn:
@@ -283,7 +283,7 @@ def test_the_deletions_log_is_pruned(storage: Storage, monkeypatch: pytest.Monke
     for user in ("old", "new"):
         storage.upsert_user(user)
     assert storage.delete_user("old")
-    monkeypatch.setattr("tastebud.service.storage.DELETION_LOG_S", 0.0)
+    monkeypatch.setattr("tastebud.service.storage.deletions.DELETION_LOG_S", 0.0)
     time.sleep(0.01)
     assert storage.delete_user("new")
     with storage.engine.connect() as conn:
@@ -329,7 +329,7 @@ def test_an_older_deletions_log_is_hashed_by_the_migration(storage: Storage) -> 
             {"u": USER, "ts": time.time() + 1},
         )
         conn.execute(sa.text("UPDATE schema_version SET version = 5"))
-    storage._deletion_key = None
+    storage.deletions.clear_key()
     assert storage.migrate() == SCHEMA_VERSION
     assert _tables_holding(storage, USER) == []
     assert storage.deletions_after(0)[0][1] == storage.user_hash(USER)

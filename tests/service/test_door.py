@@ -22,7 +22,7 @@ from tests.service.test_app import (  # noqa: F401 - _clean_environment is an au
     serve,
 )
 
-from tastebud.service import rules
+from tastebud import rules
 
 JSON = {"content-type": "application/json"}
 

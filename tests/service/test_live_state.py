@@ -48,7 +48,7 @@ def test_a_state_is_read_once_and_kept_until_the_user_has_news(
 
     _like(storage, "u", "b")  # written by another process: not seen yet
     assert here.user_state("u").values == {"a": 4.0}
-    here._follow_events()
+    here.live.follow_events()
     assert here.user_state("u").values == {"a": 4.0, "b": 4.0}
     assert here.user_state("u").recent == ["b", "a"]
 
@@ -69,17 +69,17 @@ def test_deletions_elsewhere_reach_cached_states_and_popularity(
 ) -> None:
     for user, item in (("u", "a"), ("u", "b"), ("v", "b"), ("w", "c")):
         _like(storage, user, item)
-    here._follow_events()
+    here.live.follow_events()
     assert here.user_state("u").values == {"a": 4.0, "b": 4.0}
     assert here.user_state("w").values == {"c": 4.0}
     assert dict(here.popular(3)) == {"b": 2.0, "a": 1.0, "c": 1.0}
 
     assert storage.delete_user("u")  # another process deletes u with their history
-    here._follow_events()
+    here.live.follow_events()
     assert here.user_state("u").values == {}
 
     assert storage.delete_item("c")  # and an item with its events
-    here._follow_events()
+    here.live.follow_events()
     assert here.user_state("w").values == {}
     assert "c" not in dict(here.popular(3))
 
@@ -90,7 +90,7 @@ def test_an_event_committed_after_a_later_seq_is_still_followed(
     """PostgreSQL hands out seqs before commit: a slow transaction may commit seq n after
     seq n + 1 was read. The hole is asked for again until it fills."""
     last = _like(storage, "u", "a")
-    here._follow_events()
+    here.live.follow_events()
     assert here.user_state("v").values == {}
 
     def insert(seq: int, user: str, item: str) -> None:
@@ -102,14 +102,14 @@ def test_an_event_committed_after_a_later_seq_is_still_followed(
             conn.execute(sa.insert(EVENTS).values(**row))
 
     insert(last + 2, "w", "b")  # the later transaction commits first
-    here._follow_events()
-    assert set(here._gaps) == {last + 1}
-    assert here._positive_counts == {"a": 1, "b": 1}
+    here.live.follow_events()
+    assert set(here.live._gaps) == {last + 1}
+    assert here.live._positive_counts == {"a": 1, "b": 1}
     insert(last + 1, "v", "c")  # the earlier one commits now
-    here._follow_events()
-    assert here._gaps == {}
+    here.live.follow_events()
+    assert here.live._gaps == {}
     assert here.user_state("v").values == {"c": 4.0}
-    assert here._positive_counts == {"a": 1, "b": 1, "c": 1}
+    assert here.live._positive_counts == {"a": 1, "b": 1, "c": 1}
 
 
 def test_a_state_read_while_the_user_changed_is_not_kept(
@@ -140,9 +140,9 @@ def test_the_state_cache_is_bounded_and_expires(
     for user in ("u", "v", "w"):
         _like(storage, user, "a")
         engine.user_state(user)
-    assert list(engine._states) == ["v", "w"]  # the least recently used went first
+    assert engine.states.users() == ["v", "w"]  # the least recently used went first
     engine.user_state("v")
-    assert list(engine._states) == ["w", "v"]
+    assert engine.states.users() == ["w", "v"]
     misses = engine.state_cache_misses
     time.sleep(0.25)
     engine.user_state("v")
@@ -151,20 +151,20 @@ def test_the_state_cache_is_bounded_and_expires(
     off = Engine(_settings(storage_url, tmp_path, state_cache_users=0), storage)
     off.user_state("u")
     off.user_state("u")
-    assert off._states == {} and off.state_cache_hits == 0
+    assert off.states.users() == [] and off.state_cache_hits == 0
 
 
 def test_popularity_is_sorted_again_at_most_every_second_but_at_once_for_own_events(
     here: Engine, storage: Storage
 ) -> None:
     _like(storage, "x", "a")
-    here._follow_events()
+    here.live.follow_events()
     assert here.popular(1) == [("a", 1.0)]
     for user in ("y", "z"):  # another process: b overtakes a
         _like(storage, user, "b")
-    here._follow_events()
+    here.live.follow_events()
     assert here.popular(1, current=False) == [("a", 1.0)]  # the order of a moment ago
-    here._ranked_at -= 1.0
+    here.live._ranked_at -= 1.0
     assert here.popular(1, current=False) == [("b", 2.0)]
 
     for user in ("x", "y", "z"):  # this process: c overtakes b, shown to the next cold list
@@ -181,10 +181,10 @@ def test_a_hole_that_never_fills_is_given_up(
         _like(storage, "u", item)
     assert storage.delete_user("u")  # a hole of seqs that will never be filled
     _like(storage, "v", "d")
-    here._counted_seq = first - 1  # as if the engine had read up to before them
-    here._follow_events()
-    assert here._gaps  # the deleted seqs are asked for again...
-    monkeypatch.setattr("tastebud.service.engine._GAP_S", 0.0)
+    here.live._counted_seq = first - 1  # as if the engine had read up to before them
+    here.live.follow_events()
+    assert here.live._gaps  # the deleted seqs are asked for again...
+    monkeypatch.setattr("tastebud.service.live._GAP_S", 0.0)
     time.sleep(0.01)
-    here._follow_events()
-    assert here._gaps == {}  # ...until they are given up
+    here.live.follow_events()
+    assert here.live._gaps == {}  # ...until they are given up

@@ -41,6 +41,9 @@ def test_http_lists_equal_the_offline_pipeline(tmp_path: Path, name: str, model:
         engine = app.state.engine
         counts = engine.storage.import_dataset(train, event_type="rating")
         assert counts["events"] == train.n_interactions
+        # written behind the service's back, as `tastebud import` does: the catalogue
+        # would see them within a second; the test does not wait for it
+        engine.catalog.reload()
         ok(client.post("/admin/retrain", params={"wait": "true"}))
         served = engine.snapshot.model
         assert served is not None and engine.snapshot.version["model"] == model

@@ -20,6 +20,15 @@ from pydantic import ValidationError
 from scipy import stats
 
 from tastebud.errors import InvalidInputError, UnknownIdError
+from tastebud.pipeline.config import (
+    CATEGORY_FIELDS,
+    FALLBACK_WEIGHT,
+    GENERATORS,
+    SECONDS_PER_DAY,
+    PipelineSettings,
+)
+from tastebud.pipeline.filters import Filters, Predicate, categories
+from tastebud.pipeline.stages import Candidate, Pool, boost_fresh, rank, select
 from tastebud.service.experiments import (
     EXPLORATION_SOURCE,
     ExplorationSettings,
@@ -29,21 +38,6 @@ from tastebud.service.experiments import (
     bucket,
     report,
     significance,
-)
-from tastebud.service.pipeline import (
-    CATEGORY_FIELDS,
-    FALLBACK_WEIGHT,
-    GENERATORS,
-    SECONDS_PER_DAY,
-    Candidate,
-    Filters,
-    PipelineSettings,
-    Pool,
-    Predicate,
-    boost_fresh,
-    categories,
-    rank,
-    select,
 )
 from tastebud.service.schemas import ExperimentIn
 from tastebud.service.storage import Storage

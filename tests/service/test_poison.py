@@ -34,17 +34,18 @@ from tests.service.test_app import (  # noqa: F401 - _clean_environment is an au
     serve,
 )
 
+from tastebud import rules
 from tastebud.data.dataset import Dataset
 from tastebud.models import create, get_class
-from tastebud.service import rules
+from tastebud.pipeline import Demographics, Filters, PipelineSettings, Predicate, categories
 from tastebud.service.app import create_app
 from tastebud.service.catalog import Catalog
-from tastebud.pipeline import Demographics
 from tastebud.service.engine import Engine
-from tastebud.service.pipeline import Filters, PipelineSettings, Predicate, categories
+from tastebud.service.live import Live
 from tastebud.service.settings import Settings
 from tastebud.service.similar import fit_catalogue, item_feature_table
-from tastebud.service.storage import _MISSING, Storage, _feature_value
+from tastebud.service.storage import Storage
+from tastebud.service.storage.bulk_import import MISSING, feature_value
 from tastebud.service.training import (
     BAD_CATALOGUE_ITEM,
     BAD_ITEM,
@@ -308,8 +309,8 @@ def test_every_attribute_consumer_takes_any_json_value(value: Any) -> None:
         for text in ("year>=1990", "genre=rock", "genre!=rock", "age<40", "category=1"):
             assert isinstance(Predicate.parse(text)(attrs), bool)
         assert isinstance(Filters.build(["rock"], ["pop"], ["year>1"]).keep(cats, attrs), bool)
-        cell = _feature_value(attrs)  # an import's cell: a JSON value the rules accept
-        assert cell is _MISSING or rules.json_problem(cell) is None
+        cell = feature_value(attrs)  # an import's cell: a JSON value the rules accept
+        assert cell is MISSING or rules.json_problem(cell) is None
     positive = pd.DataFrame({"user": ["u", "v", "v"], "item": ["a", "a", "b"]})
     learned = Demographics.learn(positive, {"u": attributes, "v": value, "w": attributes})
     assert isinstance(learned.top(attributes, 5), list)
@@ -419,7 +420,7 @@ def test_a_failed_retrain_leaves_the_active_version_as_it_was(
             "demographics": (Demographics, "learn"),
             "save": (get_class("item-knn"), "save", _fail_half_written),
             "record": (Storage, "add_model_version"),
-            "popularity": (Engine, "_popularity"),
+            "popularity": (Live, "popularity"),
         }[step]
         with monkeypatch.context() as patch:
             patch.setattr(*target, *([] if len(target) == 3 else [_fail]))
@@ -484,7 +485,7 @@ def test_a_start_serves_the_newest_loadable_version(
         answer = ok(client.get("/users/u0/recommendations", params={"k": 3}))
         assert answer["model_version"] == first["id"] and answer["items"]
         engine: Engine = client.app.state.engine  # type: ignore[attr-defined]
-        engine._follow_active_version()  # the follower tries again later, quietly
+        engine.versions.follow_active()  # the follower tries again later, quietly
         assert engine.snapshot.version["id"] == first["id"]  # type: ignore[index]
         # an unloadable version cannot be activated (409); a loadable one can, and clears it
         conflict = client.post(f"/admin/models/{second['id']}/activate")
@@ -528,8 +529,8 @@ def test_the_follower_survives_an_unloadable_version_activated_elsewhere(
         _truncate(Path(first["path"]))
         storage.activate_model_version(first["id"])  # as another process would
         with caplog.at_level(logging.ERROR, "tastebud.service"):
-            engine._follow_active_version()
-            engine._follow_active_version()
+            engine.versions.follow_active()
+            engine.versions.follow_active()
         said = [r for r in caplog.records if "cannot load the active model version" in r.message]
         assert len(said) == 1  # said once, not every second
         ready = ok(client.get("/health/ready"))
@@ -557,8 +558,8 @@ def test_the_live_tail_and_histories_take_poisoned_rows(storage: Storage, tmp_pa
             "VALUES ('u', 'good', 'rating', 'five', 0, 0)",
             [{}],
         )
-    engine._follow_events()
-    assert engine._counted_seq == storage.last_seq()  # read past them, once
+    engine.live.follow_events()
+    assert engine.live._counted_seq == storage.last_seq()  # read past them, once
     # 4.0, the like, the bad ids -- and on SQLite the rating whose value is the text 'five':
     # an unreadable value reads as no value, in the live tail as in the training set
     unreadable = 1 if storage.backend == "sqlite" else 0

@@ -73,18 +73,18 @@ def test_a_two_tower_model_with_an_ann_index_serves_from_the_index(
         engine = app.state.engine
         model = engine.snapshot.model
         assert model.vector_index().backend == "faiss"
-        whole = model._score_sequences
+        whole = model._score_history
 
         def refused(*args: object) -> np.ndarray:
             raise AssertionError("the whole catalogue was scored")
 
-        monkeypatch.setattr(TwoTower, "_score_sequences", refused)
+        monkeypatch.setattr(TwoTower, "_score_history", refused)
         client.add_event("new", "a3", "like")
         client.add_event("new", "a7", "like")
         served = client.recommend("new", k=5, explain=True)
         assert not {"a3", "a7"} & set(ids(served))
 
-        monkeypatch.setattr(TwoTower, "_score_sequences", whole)
+        monkeypatch.setattr(TwoTower, "_score_history", whole)
         model.__dict__["_retriever"] = lambda *args: None  # the same model, every item scored
         engine.settings = engine.settings.model_copy(update={"list_cache_s": 0.0})
         everything = client.recommend("new", k=5)

@@ -81,7 +81,7 @@ def test_a_first_start_serves_popular_lists_and_content_similar_items(
 
         # while the first model trains, readiness says so (and stays 200 for balancers)
         engine = client.app.state.engine  # type: ignore[attr-defined]
-        with engine._train_lock:
+        with engine.versions._train_lock:
             ready = ok(client.get("/health/ready"))
         assert ready["training"] is True
         assert ready["serving"] == "popular items (no model yet; the first is training)"

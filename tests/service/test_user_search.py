@@ -19,7 +19,8 @@ from tests.service.test_app import (  # noqa: F401 - _clean_environment is an au
 )
 
 from tastebud.data.dataset import Dataset
-from tastebud.service.storage import Storage, _prefix_end
+from tastebud.service.storage import Storage
+from tastebud.service.storage.users import prefix_end
 
 #: Ids that a careless prefix search gets wrong: LIKE wildcards, case, a space, accents,
 #: the highest code point, and neighbours that share all but the last character.
@@ -46,10 +47,10 @@ def test_a_prefix_finds_exactly_the_ids_that_start_with_it(storage: Storage, pre
 
 
 def test_the_end_of_a_prefix_range() -> None:
-    assert _prefix_end("ab") == "ac"
-    assert _prefix_end("a\U0010ffff") == "b"
-    assert _prefix_end("\U0010ffff") is None
-    assert _prefix_end("\ud7ff") == "\ue000"  # surrogates are skipped
+    assert prefix_end("ab") == "ac"
+    assert prefix_end("a\U0010ffff") == "b"
+    assert prefix_end("\U0010ffff") is None
+    assert prefix_end("\ud7ff") == "\ue000"  # surrogates are skipped
 
 
 def test_a_prefix_search_reads_an_index_range(storage: Storage) -> None:

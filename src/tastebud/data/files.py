@@ -185,13 +185,7 @@ def read_table(
     if path.is_dir():
         raise DataError("is a folder, not a file", source=str(path))
     if path.suffix.lower() in _PARQUET:
-        try:
-            frame = pd.read_parquet(path)
-        except Exception as err:  # noqa: BLE001 -- pyarrow raises many types; report one way
-            raise DataError(f"cannot read as Parquet: {err}", source=str(path)) from None
-        if names is not None:
-            frame.columns = list(names)
-        return frame, None, {}
+        return _read_parquet(path, names), None, {}
 
     try:
         codec = codecs.lookup(encoding).name
@@ -202,6 +196,46 @@ def read_table(
     lines = _first_lines(path, encoding)
     if not lines:
         raise DataError("the file is empty", source=str(path))
+    sep, header, names = _layout(path, lines, sep, header, names, expected)
+    options: dict[str, Any] = {
+        "sep": sep,
+        "header": None,
+        "skiprows": 1 if header else 0,
+        "names": names,
+        "keep_default_na": False,
+        "skip_blank_lines": False,
+        "skipinitialspace": True,
+        "encoding": encoding,
+        "engine": "python" if len(sep) > 1 else "c",
+    }
+    numeric = _read_numeric(path, options)
+    if numeric is not None:  # fast path: every field parsed as a number
+        lines_of = np.arange(2 if header else 1, (2 if header else 1) + len(numeric))
+        return numeric, lines_of, {}
+    frame, skipped_lines = _read_text(path, options, on_bad_rows)
+    return _with_file_lines(path, frame, options, skipped_lines)
+
+
+def _read_parquet(path: Path, names: Sequence[str] | None) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as err:  # noqa: BLE001 -- pyarrow raises many types; report one way
+        raise DataError(f"cannot read as Parquet: {err}", source=str(path)) from None
+    if names is not None:
+        frame.columns = list(names)
+    return frame
+
+
+def _layout(
+    path: Path,
+    lines: list[str],
+    sep: str | None,
+    header: bool | None,
+    names: Sequence[str] | None,
+    expected: Sequence[str],
+) -> tuple[str, bool, list[str]]:
+    """The separator, whether the first line is a header and the column names: those given,
+    else guessed from the file's first ``lines``."""
     if sep is None:
         sep = sniff_separator(lines) or ","
     if not sep or sep in ("\n", "\r", '"'):
@@ -227,22 +261,15 @@ def read_table(
             source=str(path),
             line=1,
         )
+    return sep, header, names
+
+
+def _read_text(
+    path: Path, options: dict[str, Any], on_bad_rows: OnBadRows
+) -> tuple[pd.DataFrame, list[int]]:
+    """The table as text columns and the lines pandas skipped for having too many fields
+    (``on_bad_rows="skip"``; else the first such line is an error)."""
     skipped_lines: list[int] = []
-    options: dict[str, Any] = {
-        "sep": sep,
-        "header": None,
-        "skiprows": 1 if header else 0,
-        "names": names,
-        "keep_default_na": False,
-        "skip_blank_lines": False,
-        "skipinitialspace": True,
-        "encoding": encoding,
-        "engine": "python" if len(sep) > 1 else "c",
-    }
-    numeric = _read_numeric(path, options)
-    if numeric is not None:  # fast path: every field parsed as a number
-        lines_of = np.arange(2 if header else 1, (2 if header else 1) + len(numeric))
-        return numeric, lines_of, {}
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -255,26 +282,33 @@ def read_table(
         for w in caught:
             skipped_lines += [int(m) for m in re.findall(r"Skipping line (\d+)", str(w.message))]
     except UnicodeDecodeError:
-        raise _encoding_error(path, encoding) from None
+        raise _encoding_error(path, options["encoding"]) from None
     except pd.errors.ParserError as err:
         match = re.search(r"line (\d+), saw (\d+)", str(err))
         if match:
             raise _FieldCountError(
-                f"has {match.group(2)} fields, expected {len(names)} "
-                f"(separator {sep!r}; on_bad_rows='skip' skips and counts such lines)",
+                f"has {match.group(2)} fields, expected {len(options['names'])} "
+                f"(separator {options['sep']!r}; on_bad_rows='skip' skips and counts such lines)",
                 source=str(path),
                 line=int(match.group(1)),
             ) from None
         raise DataError(f"cannot parse: {err}", source=str(path)) from None
     except pd.errors.EmptyDataError:
         raise DataError("the file has a header but no rows", source=str(path)) from None
+    return frame, skipped_lines
 
+
+def _with_file_lines(
+    path: Path, frame: pd.DataFrame, options: dict[str, Any], skipped_lines: list[int]
+) -> tuple[pd.DataFrame, np.ndarray, dict[str, int]]:
+    """The rows without blank lines, the file line of each and the skipped counts (warned of,
+    on behalf of :func:`read_table`'s caller)."""
     # File line of each row: rows follow the header, minus the lines skipped as malformed.
-    offset = 2 if header else 1
+    offset = 1 + options["skiprows"]
     row_lines = np.arange(offset, offset + len(frame) + len(skipped_lines), dtype=np.int64)
     if skipped_lines:
         row_lines = row_lines[~np.isin(row_lines, skipped_lines)]
-    blank = _blank_lines(path, encoding)[row_lines - 1]
+    blank = _blank_lines(path, options["encoding"])[row_lines - 1]
     if blank.any():  # blank lines are not rows (a line of empty fields like ",," is one)
         frame = frame[~blank].reset_index(drop=True)
         row_lines = row_lines[~blank]
@@ -282,10 +316,11 @@ def read_table(
     if skipped_lines:
         n = len(skipped_lines)
         warnings.warn(
-            f"{path}: skipped {n} line{'s' if n > 1 else ''} with more than {len(names)} "
-            f"fields ({'first at ' if n > 1 else ''}line {skipped_lines[0]})",
+            f"{path}: skipped {n} line{'s' if n > 1 else ''} with more than "
+            f"{len(options['names'])} fields ({'first at ' if n > 1 else ''}line "
+            f"{skipped_lines[0]})",
             SkippedRowsWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     if len(frame) == 0:
         raise DataError("the file has no rows", source=str(path))

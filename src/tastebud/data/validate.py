@@ -150,9 +150,47 @@ def clean_interactions(
     rating_range:
         Inclusive ``(low, high)``; ratings outside it are bad rows.
     """
+    _check_table(frame, [user, item, rating, weight, timestamp], source, on_bad_rows, rating_range)
+    problems = _Problems(len(frame))
+    for col in (user, item):
+        problems.flag(blank_cells(frame[col]), col, "missing id", lambda _p: "missing id")
+    rating_values = weight_values = ts_values = None
+    if rating is not None:
+        rating_values = _check_ratings(frame, rating, rating_range, problems)
+    if weight is not None:
+        weight_values = _check_weights(frame, weight, problems)
+    if timestamp is not None:
+        ts_values = _check_timestamps(frame, timestamp, problems)
+    skipped = problems.settle(frame, source, line_numbers, on_bad_rows)
+    keep = problems.reason < 0
+    kept = frame if keep.all() else frame[keep]
+
+    def sel(values: np.ndarray | None) -> np.ndarray | None:
+        return None if values is None else values[keep]
+
+    return CleanInteractions(
+        user=normalize_ids(kept[user], column=user),
+        item=normalize_ids(kept[item], column=item),
+        rating=sel(rating_values),
+        weight=sel(weight_values),
+        timestamp=sel(ts_values),
+        line=None if line_numbers is None else line_numbers[keep],
+        skipped=skipped,
+    )
+
+
+def _check_table(
+    frame: pd.DataFrame,
+    columns: list[str | None],
+    source: str,
+    on_bad_rows: OnBadRows,
+    rating_range: tuple[float, float] | None,
+) -> None:
+    """The arguments and the table's shape: the columns named are there, once each, and it
+    has rows."""
     if on_bad_rows not in ("raise", "skip"):
         raise InvalidInputError(f"on_bad_rows must be 'raise' or 'skip', got {on_bad_rows!r}")
-    wanted = [c for c in (user, item, rating, weight, timestamp) if c is not None]
+    wanted = [c for c in columns if c is not None]
     missing_cols = [c for c in wanted if c not in frame.columns]
     if missing_cols:
         found = ", ".join(map(str, frame.columns))
@@ -170,62 +208,36 @@ def clean_interactions(
             f"rating_range must be (low, high) with low < high, got {rating_range}"
         )
 
-    n = len(frame)
-    # reason[i] is the code of the first problem found in row i (-1: none); problems[code] is
-    # (column, kind, words), words(row) describing it in full with the offending value.
-    reason = np.full(n, -1, dtype=np.int64)
-    problems: list[tuple[str, str, Callable[[int], str]]] = []
 
-    def flag(mask: np.ndarray, column: str, kind: str, words: Callable[[int], str]) -> None:
-        new = mask & (reason < 0)
+class _Problems:
+    """The first problem found in each row of a table: ``reason[i]`` is the code of row i's
+    (-1: none) and ``problems[code]`` is (column, kind, words), ``words(row)`` describing it
+    in full with the offending value."""
+
+    def __init__(self, n_rows: int) -> None:
+        self.reason = np.full(n_rows, -1, dtype=np.int64)
+        self.problems: list[tuple[str, str, Callable[[int], str]]] = []
+
+    def flag(self, mask: np.ndarray, column: str, kind: str, words: Callable[[int], str]) -> None:
+        new = mask & (self.reason < 0)
         if new.any():
-            reason[new] = len(problems)
-            problems.append((column, kind, words))
+            self.reason[new] = len(self.problems)
+            self.problems.append((column, kind, words))
 
-    for col in (user, item):
-        flag(blank_cells(frame[col]), col, "missing id", lambda _p: "missing id")
-
-    def check_numeric(col: str) -> np.ndarray:
-        values, bad = _numeric(frame[col])
-        raw = frame[col].to_numpy()
-        flag(blank_cells(frame[col]), col, "missing value", lambda _p: "missing value")
-        flag(bad, col, "not a number", lambda p: f"{_show(raw[p])} is not a number")
-        flag(np.isinf(values), col, "not finite", lambda p: f"{values[p]} is not finite")
-        return values
-
-    rating_values = weight_values = ts_values = None
-    if rating is not None:
-        rating_values = check_numeric(rating)
-        if rating_range is not None:
-            lo, hi = rating_range
-            with np.errstate(invalid="ignore"):
-                out = (rating_values < lo) | (rating_values > hi)
-            flag(
-                out,
-                rating,
-                f"outside the rating range [{lo:g}, {hi:g}]",
-                lambda p: f"{rating_values[p]:g} is outside the rating range [{lo:g}, {hi:g}]",
-            )
-    if weight is not None:
-        weight_values = check_numeric(weight)
-        with np.errstate(invalid="ignore"):
-            negative = weight_values < 0
-        flag(negative, weight, "negative weight", lambda p: f"{weight_values[p]:g} is negative")
-    if timestamp is not None:
-        ts_values, bad_ts = _timestamps(frame[timestamp])
-        raw_ts = frame[timestamp].to_numpy()
-        flag(blank_cells(frame[timestamp]), timestamp, "missing value", lambda _p: "missing value")
-        flag(
-            bad_ts,
-            timestamp,
-            "not a time",
-            lambda p: f"{_show(raw_ts[p])} is neither unix seconds nor a date/time",
-        )
-        flag(np.isinf(ts_values), timestamp, "not finite", lambda p: "not finite")
-
-    bad_rows = reason >= 0
-    skipped: dict[str, int] = {}
-    if bad_rows.any():
+    def settle(
+        self,
+        frame: pd.DataFrame,
+        source: str,
+        line_numbers: np.ndarray | None,
+        on_bad_rows: OnBadRows,
+    ) -> dict[str, int]:
+        """Stop at the first bad row (``"raise"``), or count the bad rows by reason and warn
+        (``"skip"``; an error when every row is bad); returns the counts."""
+        reason, problems = self.reason, self.problems
+        bad_rows = reason >= 0
+        if not bad_rows.any():
+            return {}
+        n = len(frame)
         n_bad = int(bad_rows.sum())
         first = int(np.flatnonzero(bad_rows)[0])
         column, _kind, words = problems[reason[first]]
@@ -243,23 +255,60 @@ def clean_interactions(
         skipped = {f"column '{problems[c][0]}': {problems[c][1]}": m for c, m in counts.items()}
         detail = "; ".join(f"{count} with {why}" for why, count in sorted(skipped.items()))
         warnings.warn(
-            f"{source}: skipped {n_bad} of {n} rows ({detail})", SkippedRowsWarning, stacklevel=3
+            f"{source}: skipped {n_bad} of {n} rows ({detail})", SkippedRowsWarning, stacklevel=4
         )
         if n_bad == n:
             raise DataError(f"every one of the {n} rows is bad ({detail})", source=source)
+        return skipped
 
-    keep = ~bad_rows
-    kept = frame[keep] if bad_rows.any() else frame
 
-    def sel(values: np.ndarray | None) -> np.ndarray | None:
-        return None if values is None else values[keep]
+def _check_numbers(frame: pd.DataFrame, col: str, problems: _Problems) -> np.ndarray:
+    """A numeric column's values; missing, non-numbers and infinities flagged."""
+    values, bad = _numeric(frame[col])
+    raw = frame[col].to_numpy()
+    problems.flag(blank_cells(frame[col]), col, "missing value", lambda _p: "missing value")
+    problems.flag(bad, col, "not a number", lambda p: f"{_show(raw[p])} is not a number")
+    problems.flag(np.isinf(values), col, "not finite", lambda p: f"{values[p]} is not finite")
+    return values
 
-    return CleanInteractions(
-        user=normalize_ids(kept[user], column=user),
-        item=normalize_ids(kept[item], column=item),
-        rating=sel(rating_values),
-        weight=sel(weight_values),
-        timestamp=sel(ts_values),
-        line=None if line_numbers is None else line_numbers[keep],
-        skipped=skipped,
+
+def _check_ratings(
+    frame: pd.DataFrame, col: str, rating_range: tuple[float, float] | None, problems: _Problems
+) -> np.ndarray:
+    """The rating column's values; also flagged: those outside ``rating_range``."""
+    values = _check_numbers(frame, col, problems)
+    if rating_range is not None:
+        lo, hi = rating_range
+        with np.errstate(invalid="ignore"):
+            out = (values < lo) | (values > hi)
+        problems.flag(
+            out,
+            col,
+            f"outside the rating range [{lo:g}, {hi:g}]",
+            lambda p: f"{values[p]:g} is outside the rating range [{lo:g}, {hi:g}]",
+        )
+    return values
+
+
+def _check_weights(frame: pd.DataFrame, col: str, problems: _Problems) -> np.ndarray:
+    """The weight column's values; also flagged: negative ones."""
+    values = _check_numbers(frame, col, problems)
+    with np.errstate(invalid="ignore"):
+        negative = values < 0
+    problems.flag(negative, col, "negative weight", lambda p: f"{values[p]:g} is negative")
+    return values
+
+
+def _check_timestamps(frame: pd.DataFrame, col: str, problems: _Problems) -> np.ndarray:
+    """Unix seconds of the timestamp column; missing, unparseable and infinite ones flagged."""
+    values, bad = _timestamps(frame[col])
+    raw = frame[col].to_numpy()
+    problems.flag(blank_cells(frame[col]), col, "missing value", lambda _p: "missing value")
+    problems.flag(
+        bad,
+        col,
+        "not a time",
+        lambda p: f"{_show(raw[p])} is neither unix seconds nor a date/time",
     )
+    problems.flag(np.isinf(values), col, "not finite", lambda p: "not finite")
+    return values

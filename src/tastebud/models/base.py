@@ -19,7 +19,7 @@ and a model implements only:
 ``_explain(user, items)`` (optional)
     a reason per item.
 
-One module (~900 lines) because it is one contract: the base class and the few helpers
+One module (~1,000 lines) because it is one contract: the base class and the few helpers
 every model's top-k, fold-in and persistence go through; models live in their own modules.
 """
 
@@ -548,24 +548,30 @@ class Recommender(abc.ABC):
         )
 
     # -- fold-in: users given by their history, without refitting ------------------------------
+    @classmethod
+    def folds_in(cls) -> bool:
+        """Whether the model class scores users given only by their history (fold-in)."""
+        return cls._score_history is not Recommender._score_history
+
     @property
     def supports_fold_in(self) -> bool:
-        return type(self)._score_histories is not Recommender._score_histories
+        return self.folds_in()
 
-    def _score_histories(self, histories: sp.csr_matrix) -> np.ndarray:
-        """Optional hook: scores for users given only as history rows (fold-in)."""
+    def _score_history(
+        self, histories: sp.csr_matrix, sequences: list[np.ndarray] | None = None
+    ) -> np.ndarray:
+        """Optional hook, the one way a model scores users given only by their history
+        (fold-in; :meth:`fold_in` is its public face): dense scores over every item, one row
+        per history row. ``sequences`` holds each row's item indices in time order, oldest
+        first, for the models that read the order (sequential models, the recent-items
+        towers); ``None`` when the caller has no order (they then take the matrix's), and
+        other models ignore it."""
         raise TastebudError(f"{type(self).__name__} cannot recommend from a history")
-
-    def _score_sequences(self, sequences: list[np.ndarray], histories: sp.csr_matrix) -> np.ndarray:
-        """Hook for models that read a history in time order (sequential models): scores for
-        each sequence of internal item indices, oldest first; ``histories`` holds the same
-        rows as a matrix. Other models ignore the order."""
-        return self._score_histories(histories)
 
     def _retriever(self, sequences: list[np.ndarray], histories: sp.csr_matrix) -> Retriever | None:
         """Optional hook for models that search their catalogue through an approximate index
         rather than score every item (two-tower with a faiss index): a :class:`Retriever`
-        for the one history given (as in :meth:`_score_sequences`), or ``None`` to have
+        for the one history given (as in :meth:`_score_history`), or ``None`` to have
         every item scored. The service asks it before each fold-in."""
         return None
 
@@ -596,7 +602,7 @@ class Recommender(abc.ABC):
         retriever = self._retriever([ordered], history)
         if retriever is not None:
             return UserScores(None, retriever, masked)
-        row = np.array(self._score_sequences([ordered], history), dtype=np.float64)[0]
+        row = np.array(self._score_history(history, [ordered]), dtype=np.float64)[0]
         return UserScores(row, None, masked)
 
     def history_matrix(self, items: Any, values: Any = None) -> sp.csr_matrix:
@@ -742,6 +748,22 @@ class Recommender(abc.ABC):
         if not self.supports_similar_items:
             raise TastebudError(f"{type(self).__name__} does not compute item similarities")
         return np.asarray(self._similar(np.asarray(items, dtype=np.int64)), np.float64)[:, others]
+
+    def because(self, history: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """For each of ``items`` (internal indices), the item of ``history`` (internal
+        indices) that most explains it -- the most similar one (:meth:`similarities`), only
+        where that similarity is positive -- else -1: what the pipeline's "because you liked
+        ..." reads. Models with item similarities answer; the others answer -1 throughout."""
+        history = np.asarray(history, dtype=np.int64)
+        items = np.asarray(items, dtype=np.int64)
+        out = np.full(len(items), -1, dtype=np.int64)
+        if not self.supports_similar_items or not len(history) or not len(items):
+            return out
+        sims = self.similarities(items, history)
+        best = sims.argmax(axis=1)
+        found = sims[np.arange(len(items)), best] > 0
+        out[found] = history[best[found]]
+        return out
 
     def _explain(self, user: int, items: np.ndarray) -> list[str]:
         """Optional hook: one reason per item."""

@@ -83,7 +83,9 @@ class BaselineOnly(Recommender):
         b_i = self.item_bias_ if items is None else self.item_bias_[items]
         return np.tile(self.global_mean_ + b_i, (n_rows, 1))
 
-    def _score_histories(self, histories: sp.csr_matrix) -> np.ndarray:
+    def _score_history(
+        self, histories: sp.csr_matrix, sequences: list[np.ndarray] | None = None
+    ) -> np.ndarray:
         # Fold-in: the user bias that the ALS step would give this history, items fixed.
         h = sp.csr_matrix(histories)
         rows = np.repeat(np.arange(h.shape[0]), np.diff(h.indptr))

@@ -706,7 +706,9 @@ class HistoryClassifier(Recommender):
         scores = self._decision(self._features(self.inputs_[users], users))
         return scores if items is None else scores[:, items]
 
-    def _score_histories(self, histories: sp.csr_matrix) -> np.ndarray:
+    def _score_history(
+        self, histories: sp.csr_matrix, sequences: list[np.ndarray] | None = None
+    ) -> np.ndarray:
         """Fold-in. A history given without values (all ones) counts every item as a like; one
         given with values (ratings, weights) keeps the items that reach the like threshold
         used in training -- then it reproduces a known user's scores exactly. Tabular inputs

@@ -314,7 +314,9 @@ class ContentRecommender(Recommender):
     def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
         return self._score_likes(self.likes_[users], items)
 
-    def _score_histories(self, histories: sp.csr_matrix) -> np.ndarray:
+    def _score_history(
+        self, histories: sp.csr_matrix, sequences: list[np.ndarray] | None = None
+    ) -> np.ndarray:
         # A history passed in is what the caller counts as liked: every positive value is a
         # like, weighted by log1p of the value.
         likes = self._likes(sp.csr_matrix(histories), False)

@@ -272,7 +272,9 @@ class _FactorModel(Recommender):
     def _fold_in(self, histories: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray | None]:
         """User vectors (and user offsets) for non-empty history rows, item side fixed."""
 
-    def _score_histories(self, histories: sp.csr_matrix) -> np.ndarray:
+    def _score_history(
+        self, histories: sp.csr_matrix, sequences: list[np.ndarray] | None = None
+    ) -> np.ndarray:
         h = histories
         if not isinstance(h, sp.csr_matrix) or h.dtype != np.float64:  # else no copy
             h = sp.csr_matrix(histories, dtype=np.float64)

@@ -47,9 +47,11 @@ def _member_scores(model: Recommender, users: np.ndarray) -> np.ndarray:
     return model._score_block(users, None)
 
 
-def _member_history_scores(model: Recommender, histories: sp.csr_matrix) -> np.ndarray:
+def _member_history_scores(
+    model: Recommender, histories: sp.csr_matrix, sequences: list[np.ndarray] | None
+) -> np.ndarray:
     if model.supports_fold_in:
-        return np.asarray(model._score_histories(histories), dtype=np.float64)
+        return np.asarray(model._score_history(histories, sequences), dtype=np.float64)
     return model._fallback_scores(histories.shape[0], None)
 
 
@@ -140,9 +142,11 @@ class Switching(Composite):
         unknown = np.full(n_rows, -1, dtype=np.int64)
         return self._score(unknown, items)
 
-    def _score_histories(self, histories: sp.csr_matrix) -> np.ndarray:
+    def _score_history(
+        self, histories: sp.csr_matrix, sequences: list[np.ndarray] | None = None
+    ) -> np.ndarray:
         rows = sp.csr_matrix(histories)
-        blocks = [_member_history_scores(m, rows) for m in self._members]
+        blocks = [_member_history_scores(m, rows, sequences) for m in self._members]
         return self._mix(blocks, np.diff(rows.indptr).astype(np.float64))
 
 
@@ -199,9 +203,11 @@ class Cascade(Composite):
         full = self._cascade(first, second, self.seen_[users])
         return full if items is None else full[:, items]
 
-    def _score_histories(self, histories: sp.csr_matrix) -> np.ndarray:
+    def _score_history(
+        self, histories: sp.csr_matrix, sequences: list[np.ndarray] | None = None
+    ) -> np.ndarray:
         rows = sp.csr_matrix(histories)
-        first, second = (_member_history_scores(m, rows) for m in self._members)
+        first, second = (_member_history_scores(m, rows, sequences) for m in self._members)
         return self._cascade(first, second, rows)
 
 

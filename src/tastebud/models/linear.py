@@ -107,7 +107,9 @@ class EASE(Recommender):
     def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
         return self._place(np.asarray(self.matrix_[users] @ self.weights_), items)
 
-    def _score_histories(self, histories: sp.csr_matrix) -> np.ndarray:
+    def _score_history(
+        self, histories: sp.csr_matrix, sequences: list[np.ndarray] | None = None
+    ) -> np.ndarray:
         h = sp.csr_matrix(histories, dtype=np.float64)
         if self.values == "binary":
             h.data[:] = 1.0

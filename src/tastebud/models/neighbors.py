@@ -35,7 +35,9 @@ and set to 0 when ``n_ij < min_support`` and for i = j. Only positive similariti
 negative correlation says little about which way a rating goes, and Surprise's KNN models
 ignore them too). The products ``Mᵀ M`` are sparse and computed for blocks of rows, so memory
 is bounded by the block size, never by n²; ties between equal similarities go to the lower
-index.
+index. These sparse kernels, and the neighbor sums of rating prediction below, live in
+:mod:`tastebud.models._knn`; this module holds the models: which values go into the
+similarities, the two views, scoring, fold-in and explanations.
 
 Weighting of the top-N view (documents = entities, terms = owners, as implicit's
 ``bm25_weight`` / ``tfidf_weight`` on the items x users matrix)::
@@ -79,14 +81,13 @@ performing collaborative filtering", SIGIR 1999; Hug, "Surprise", JOSS 2020.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from typing import Any, ClassVar, Literal
 
-import numba
 import numpy as np
 import scipy.sparse as sp
 
 from tastebud.data.dataset import Dataset
+from tastebud.models._knn import CENTERED, Profile, neighbor_sums, pairwise
 from tastebud.models.base import Recommender
 from tastebud.models.baseline import BaselineOnly
 from tastebud.models.registry import register
@@ -97,274 +98,12 @@ Centering = Literal["none", "mean", "baseline"]
 Feedback = Literal["auto", "explicit", "implicit"]
 
 _SIMILARITIES = ("cosine", "adjusted_cosine", "pearson", "jaccard")
-_CENTERED = ("adjusted_cosine", "pearson")
 #: Entries of the similarity matrix computed at once (bounds the memory of ``fit``).
 _BLOCK_ENTRIES = 1 << 20
 #: Defaults of the None parameters (see the class docstrings).
 _EXPLICIT_NEIGHBORS = 1000
 _EXPLICIT_SHRINKAGE = 100.0
 _IMPLICIT_SHRINKAGE = 5.0
-
-
-# -- similarity ------------------------------------------------------------------------------
-@dataclasses.dataclass
-class _Profile:
-    """What the similarity of entity vectors needs (rows = entities, columns = owners)."""
-
-    values: sp.csr_matrix  # z: weighted or centered values
-    support: sp.csr_matrix  # 1 where an interaction is stored
-    norm: np.ndarray  # ‖z_i‖ (cosine)
-    size: np.ndarray  # n_i (jaccard)
-
-    @classmethod
-    def of(cls, values: sp.csr_matrix) -> _Profile:
-        values = sp.csr_matrix(values, dtype=np.float64)
-        support = values.copy()
-        support.data = np.ones_like(support.data)
-        return cls(
-            values=values,
-            support=support,
-            norm=np.sqrt(np.asarray(values.multiply(values).sum(axis=1)).ravel()),
-            size=np.diff(support.indptr).astype(np.float64),
-        )
-
-    def __getitem__(self, rows: slice) -> _Profile:
-        return _Profile(self.values[rows], self.support[rows], self.norm[rows], self.size[rows])
-
-
-def _on_pattern(product: sp.csr_matrix, pattern: sp.csr_matrix) -> np.ndarray:
-    """Values of ``product`` at the stored positions of ``pattern``, in ``pattern``'s order
-    (0 where absent).
-
-    ``product``'s positions must be a subset of ``pattern``'s: sparse products drop sums that
-    cancel to exactly 0, so a product of signed values can have fewer entries than the
-    co-occurrence pattern. Products of equal patterns come out in the same order, so the
-    usual case is a plain copy.
-    """
-    product = sp.csr_matrix(product)
-    if (
-        product.nnz == pattern.nnz
-        and np.array_equal(product.indptr, pattern.indptr)
-        and np.array_equal(product.indices, pattern.indices)
-    ):
-        return np.asarray(product.data, dtype=np.float64)
-    n_cols = np.int64(pattern.shape[1])
-    rows_p = np.repeat(np.arange(pattern.shape[0], dtype=np.int64), np.diff(pattern.indptr))
-    rows_q = np.repeat(np.arange(product.shape[0], dtype=np.int64), np.diff(product.indptr))
-    keys_p = rows_p * n_cols + pattern.indices
-    keys_q = rows_q * n_cols + product.indices
-    sorter = np.argsort(keys_p, kind="stable")
-    out = np.zeros(pattern.nnz, dtype=np.float64)
-    out[sorter[np.searchsorted(keys_p, keys_q, sorter=sorter)]] = product.data
-    return out
-
-
-@numba.njit(cache=True)
-def _worst(buf_val: np.ndarray, buf_col: np.ndarray, m: int) -> int:  # pragma: no cover
-    """Position of the weakest of ``m`` buffered neighbors (lowest value, then highest col)."""
-    worst = 0
-    for a in range(1, m):
-        if buf_val[a] < buf_val[worst] or (
-            buf_val[a] == buf_val[worst] and buf_col[a] > buf_col[worst]
-        ):
-            worst = a
-    return worst
-
-
-@numba.njit(cache=True)
-def _top_in_rows(
-    indptr: np.ndarray, cols: np.ndarray, values: np.ndarray, n: int
-) -> np.ndarray:  # pragma: no cover - compiled
-    """Mask of the ``n`` largest ``values`` of each CSR row, ties to the lower column (the
-    columns need not be sorted): a bounded buffer whose weakest entry is replaced."""
-    keep = np.ones(len(values), dtype=np.bool_)
-    buf_val = np.empty(n)
-    buf_col = np.empty(n, dtype=np.int64)
-    buf_pos = np.empty(n, dtype=np.int64)
-    for row in range(len(indptr) - 1):
-        start, stop = indptr[row], indptr[row + 1]
-        if stop - start <= n:
-            continue
-        for q in range(start, start + n):
-            buf_val[q - start] = values[q]
-            buf_col[q - start] = cols[q]
-            buf_pos[q - start] = q
-            keep[q] = False
-        worst = _worst(buf_val, buf_col, n)
-        for q in range(start + n, stop):
-            keep[q] = False
-            v = values[q]
-            if v > buf_val[worst] or (v == buf_val[worst] and cols[q] < buf_col[worst]):
-                buf_val[worst] = v
-                buf_col[worst] = cols[q]
-                buf_pos[worst] = q
-                worst = _worst(buf_val, buf_col, n)
-        for a in range(n):
-            keep[buf_pos[a]] = True
-    return keep
-
-
-def _top_per_row(
-    rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: int, n: int
-) -> np.ndarray:
-    """Mask of the ``n`` largest ``values`` of each row (``rows`` sorted; ties to the lower
-    column)."""
-    counts = np.bincount(rows, minlength=n_rows)
-    if len(rows) == 0 or counts.max() <= n:
-        return np.ones(len(rows), dtype=bool)
-    indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-    return np.asarray(
-        _top_in_rows(indptr, cols.astype(np.int64), values.astype(np.float64), int(n))
-    )
-
-
-def _pairwise(
-    query: _Profile,
-    base: _Profile,
-    *,
-    kind: str,
-    shrinkage: float,
-    min_support: int,
-    keep: int,
-    offset: int | None,
-) -> sp.csr_matrix:
-    """Similarities of the ``query`` entities to the ``base`` entities (CSR, best ``keep``
-    positive ones per row). Profiles are entities x owners; ``offset`` is the index of the
-    first query row among the base rows, so that an entity is not its own neighbor."""
-    base_values_t = base.values.T.tocsr()
-    base_support_t = base.support.T.tocsr()
-    base_squares_t = base_values_t.multiply(base_values_t).tocsr() if kind in _CENTERED else None
-    # Upper bound of each query row's co-occurrence count, to cut blocks of bounded size.
-    owner_degree = np.diff(base_support_t.indptr).astype(np.float64)
-    bound = np.minimum(query.support @ owner_degree, base.values.shape[0]) + 1
-    cuts = [0]
-    total = 0.0
-    for row, b in enumerate(bound):
-        if total + b > _BLOCK_ENTRIES and row > cuts[-1]:
-            cuts.append(row)
-            total = 0.0
-        total += b
-    cuts.append(query.values.shape[0])
-
-    data: list[np.ndarray] = []
-    indices: list[np.ndarray] = []
-    counts = np.zeros(query.values.shape[0], dtype=np.int64)
-    for start, stop in itertools.pairwise(cuts):
-        if stop <= start:
-            continue
-        block = query[start:stop]
-        common = sp.csr_matrix(block.support @ base_support_t)  # n_ij (columns unsorted)
-        n_common = np.asarray(common.data, dtype=np.float64)
-        rows = np.repeat(np.arange(stop - start), np.diff(common.indptr))
-        cols = common.indices
-        sim = np.zeros(common.nnz, dtype=np.float64)
-        if kind == "jaccard":
-            union = block.size[rows] + base.size[cols] - n_common
-            np.divide(n_common, union, out=sim, where=union > 0)
-        elif kind == "cosine":
-            dot = _on_pattern(block.values @ base_values_t, common)
-            norms = block.norm[rows] * base.norm[cols]
-            np.divide(dot, norms, out=sim, where=norms > 0)
-        else:
-            assert base_squares_t is not None
-            block_squares = block.values.multiply(block.values).tocsr()
-            dot = _on_pattern(block.values @ base_values_t, common)
-            left = _on_pattern(block_squares @ base_support_t, common)
-            right = _on_pattern(block.support @ base_squares_t, common)
-            norms = np.sqrt(left * right)
-            np.divide(dot, norms, out=sim, where=norms > 0)
-        if shrinkage > 0:
-            sim *= n_common / (n_common + shrinkage)
-        drop = n_common < min_support
-        if offset is not None:
-            drop |= cols == rows + start + offset
-        sim[drop] = 0.0
-        positive = sim > 0
-        rows, cols, sim = rows[positive], cols[positive], sim[positive]
-        best = _top_per_row(rows, cols, sim, stop - start, keep)
-        rows, cols, sim = rows[best], cols[best], sim[best]
-        counts[start:stop] = np.bincount(rows, minlength=stop - start)
-        data.append(sim)
-        indices.append(cols.astype(np.int32))
-    indptr = np.concatenate(([0], np.cumsum(counts)))
-    out = sp.csr_matrix(
-        (
-            np.concatenate(data) if data else np.zeros(0),
-            np.concatenate(indices) if indices else np.zeros(0, dtype=np.int32),
-            indptr,
-        ),
-        shape=(query.values.shape[0], base.values.shape[0]),
-    )
-    out.sort_indices()
-    return out
-
-
-# -- rating prediction kernel ----------------------------------------------------------------
-@numba.njit(cache=True)
-def _neighbor_sums(
-    order: np.ndarray,
-    owner: np.ndarray,
-    entity: np.ndarray,
-    res_indptr: np.ndarray,
-    res_indices: np.ndarray,
-    res_data: np.ndarray,
-    sim_indptr: np.ndarray,
-    sim_indices: np.ndarray,
-    sim_data: np.ndarray,
-    k: int,
-) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """Σ s_ij (r_uj - c_uj) and Σ |s_ij| over the k neighbors j of i among the entities u
-    rated (ties to the lower j), for every (owner u, entity i) pair. Pairs are visited in
-    ``order`` (grouped by owner) so each owner's residual row is scattered into a dense
-    lookup once."""
-    n = len(owner)
-    num = np.zeros(n)
-    den = np.zeros(n)
-    lookup = np.full(len(sim_indptr) - 1, np.nan)
-    buf_sim = np.empty(k)
-    buf_res = np.empty(k)
-    buf_col = np.empty(k, dtype=np.int64)
-    current = -1
-    for p in order:
-        o = owner[p]
-        e = entity[p]
-        if o < 0 or e < 0:
-            continue
-        if o != current:
-            if current >= 0:
-                for q in range(res_indptr[current], res_indptr[current + 1]):
-                    lookup[res_indices[q]] = np.nan
-            for q in range(res_indptr[o], res_indptr[o + 1]):
-                lookup[res_indices[q]] = res_data[q]
-            current = o
-        m = 0
-        worst = 0
-        for q in range(sim_indptr[e], sim_indptr[e + 1]):
-            j = sim_indices[q]
-            r = lookup[j]
-            if r != r:  # NaN: u did not rate j
-                continue
-            s = sim_data[q]
-            if m < k:
-                buf_sim[m] = s
-                buf_res[m] = r
-                buf_col[m] = j
-                m += 1
-                if m == k:
-                    worst = _worst(buf_sim, buf_col, k)
-            elif s > buf_sim[worst] or (s == buf_sim[worst] and j < buf_col[worst]):
-                buf_sim[worst] = s
-                buf_res[worst] = r
-                buf_col[worst] = j
-                worst = _worst(buf_sim, buf_col, k)
-        total = 0.0
-        weight = 0.0
-        for a in range(m):
-            total += buf_sim[a] * buf_res[a]
-            weight += abs(buf_sim[a])
-        num[p] = total
-        den[p] = weight
-    return num, den
 
 
 # -- the models ------------------------------------------------------------------------------
@@ -462,7 +201,7 @@ class _NeighborModel(Recommender):
             "feedback='implicit' (or 'auto')",
         )
         self._check(
-            explicit or self.similarity not in _CENTERED,
+            explicit or self.similarity not in CENTERED,
             f"similarity={self.similarity!r} centers ratings; with implicit feedback use "
             "cosine or jaccard",
         )
@@ -475,7 +214,7 @@ class _NeighborModel(Recommender):
         self.values_ = values
         oriented = self._orient(values)
         entities = oriented.T.tocsr()
-        topn = _Profile.of(self._topn_values(self._interactions(entities), oriented))
+        topn = Profile.of(self._topn_values(self._interactions(entities), oriented))
         self.similarity_ = self._similarities(topn, topn, rating=False, offset=0)
         if explicit:
             baseline = BaselineOnly().fit(dataset)
@@ -484,15 +223,15 @@ class _NeighborModel(Recommender):
             self.item_bias_ = baseline.item_bias_
             self.rating_range_ = list(baseline.rating_range_)
             self.entity_mean_ = _row_means(entities, self.global_mean_)
-            rating = _Profile.of(self._rating_values(entities, oriented, new=False))
+            rating = Profile.of(self._rating_values(entities, oriented, new=False))
             self.rating_similarity_ = self._similarities(rating, rating, rating=True, offset=0)
 
     def _similarities(
-        self, query: _Profile, base: _Profile, *, rating: bool, offset: int | None
+        self, query: Profile, base: Profile, *, rating: bool, offset: int | None
     ) -> sp.csr_matrix:
         if rating:
             kept = _EXPLICIT_NEIGHBORS if self.max_neighbors is None else self.max_neighbors
-            return _pairwise(
+            return pairwise(
                 query,
                 base,
                 kind=self._rating_kind(),
@@ -500,8 +239,9 @@ class _NeighborModel(Recommender):
                 min_support=int(self.min_support),
                 keep=max(int(self.k), int(kept)),
                 offset=offset,
+                block_entries=_BLOCK_ENTRIES,
             )
-        return _pairwise(
+        return pairwise(
             query,
             base,
             kind=self._topn_kind(),
@@ -509,6 +249,7 @@ class _NeighborModel(Recommender):
             min_support=int(self.min_support),
             keep=int(self.k),
             offset=offset,
+            block_entries=_BLOCK_ENTRIES,
         )
 
     def _interactions(self, matrix: sp.csr_matrix) -> sp.csr_matrix:
@@ -593,7 +334,7 @@ class _NeighborModel(Recommender):
         rows = np.repeat(np.arange(residual.shape[0]), np.diff(residual.indptr))
         residual.data = residual.data - self._centre(rows, residual.indices)
         sim = self.rating_similarity_
-        num, den = _neighbor_sums(
+        num, den = neighbor_sums(
             np.argsort(owners, kind="stable"),
             owners,
             entities,
@@ -694,12 +435,27 @@ class ItemKNN(_NeighborModel):
     def _score_rows(self, rows: sp.csr_matrix, items: np.ndarray | None) -> np.ndarray:
         history = self._interactions(rows)
         history.data = np.ones_like(history.data)
-        neighbors = self.similarity_ if items is None else self.similarity_[items]
-        scores = np.asarray((history @ neighbors.T).toarray(), dtype=np.float64)
+        if items is None:  # a row times the transpose kept as CSR: no conversion per call
+            scores = np.asarray((history @ self._similarity_t()).toarray(), dtype=np.float64)
+        else:
+            neighbors = self.similarity_[items]
+            scores = np.asarray((history @ neighbors.T).toarray(), dtype=np.float64)
         return self._with_fallback(scores, np.diff(history.indptr) == 0, items)
 
-    def _score_histories(self, histories: sp.csr_matrix) -> np.ndarray:
+    def _score_history(
+        self, histories: sp.csr_matrix, sequences: list[np.ndarray] | None = None
+    ) -> np.ndarray:
         return self._score_rows(sp.csr_matrix(histories), None)
+
+    def _similarity_t(self) -> sp.csr_matrix:
+        """``similarity_`` transposed, as CSR, worked out once per fitted matrix: scoring one
+        history against the CSC view converted all of it on every call (40 ms a list at
+        17,632 items)."""
+        kept = self.__dict__.get("_kept_transpose")
+        if kept is None or kept[0] is not self.similarity_:
+            kept = (self.similarity_, sp.csr_matrix(self.similarity_.T))
+            self.__dict__["_kept_transpose"] = kept
+        return kept[1]
 
     def _similar(self, items: np.ndarray) -> np.ndarray:
         rows = self.similarity_[items].toarray()
@@ -751,10 +507,12 @@ class UserKNN(_NeighborModel):
         scores = np.asarray((neighbors @ liked).toarray(), dtype=np.float64)
         return self._with_fallback(scores, np.diff(neighbors.indptr) == 0, items)
 
-    def _score_histories(self, histories: sp.csr_matrix) -> np.ndarray:
+    def _score_history(
+        self, histories: sp.csr_matrix, sequences: list[np.ndarray] | None = None
+    ) -> np.ndarray:
         oriented = self._orient(self.values_)  # items x users
-        training = _Profile.of(self._topn_values(self._interactions(self.values_), oriented))
-        query = _Profile.of(self._topn_values(self._interactions(histories), oriented))
+        training = Profile.of(self._topn_values(self._interactions(self.values_), oriented))
+        query = Profile.of(self._topn_values(self._interactions(histories), oriented))
         return self._vote(self._similarities(query, training, rating=False, offset=None), None)
 
     def _explain(self, user: int, items: np.ndarray) -> list[str]:

@@ -36,7 +36,9 @@ class Popularity(Recommender):
     def _fallback_scores(self, n_rows: int, items: np.ndarray | None) -> np.ndarray:
         return self._score(np.zeros(n_rows, dtype=np.int64), items)
 
-    def _score_histories(self, histories: sp.csr_matrix) -> np.ndarray:
+    def _score_history(
+        self, histories: sp.csr_matrix, sequences: list[np.ndarray] | None = None
+    ) -> np.ndarray:
         return self._fallback_scores(histories.shape[0], None)
 
     def _explain(self, user: int, items: np.ndarray) -> list[str]:

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tastebud.errors import InvalidInputError
-from tastebud.service.rules import value_problem, whole_numbers
+from tastebud.rules import value_problem, whole_numbers
 
 #: Every candidate generator, in the order their names are reported.
 GENERATORS = ("model", "item_to_item", "demographic", "popular", "new")

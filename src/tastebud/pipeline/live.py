@@ -18,7 +18,7 @@ import pandas as pd
 from tastebud.data.dataset import Dataset
 from tastebud.pipeline.config import SECONDS_PER_DAY, EventRules, PipelineSettings
 from tastebud.pipeline.filters import categories
-from tastebud.service.rules import json_problem
+from tastebud.rules import json_problem
 
 
 class LiveState(Protocol):
@@ -115,6 +115,8 @@ class Demographics:
 
 def _plain(value: Any) -> Any:
     """A feature-table cell as a JSON-like value (numpy scalars made plain; missing: None)."""
+    if value is pd.NA or value is pd.NaT:
+        return None
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and math.isnan(value):
@@ -128,11 +130,13 @@ def _attribute_rows(table: pd.DataFrame | None) -> dict[str, dict[str, Any]]:
     """Feature-table rows as attribute dicts by text id (missing values left out)."""
     if table is None:
         return {}
-    out: dict[str, dict[str, Any]] = {}
-    for key, row in zip(table.index, table.to_dict("records"), strict=True):
-        attrs = {str(k): _plain(v) for k, v in row.items()}
-        out[str(key)] = {k: v for k, v in attrs.items() if v is not None}
-    return out
+    rows = table.to_dict("records")
+    return {str(key): _attributes(row) for key, row in zip(table.index, rows, strict=True)}
+
+
+def _attributes(row: Mapping[Any, Any]) -> dict[str, Any]:
+    attrs = {str(k): _plain(v) for k, v in row.items()}
+    return {k: v for k, v in attrs.items() if v is not None}
 
 
 class OfflineState:
@@ -141,7 +145,7 @@ class OfflineState:
     interactions (by :class:`EventRules`); every item is available; attributes, a
     ``title`` and a ``created_at`` (Unix seconds; the ``new`` generator and the freshness
     boost read it) come from the item feature table; demographics from the user feature
-    table."""
+    table. Item rows are made when first asked for, demographics at the first cold user."""
 
     def __init__(
         self,
@@ -153,46 +157,70 @@ class OfflineState:
     ) -> None:
         rules = EventRules() if rules is None else rules
         self.settings = PipelineSettings() if settings is None else settings
-        values = train.values().astype(np.float64)
-        positive = values > 0
+        self._train = train
+        positive = train.values() > 0
         low = rules.dislike_below_rating
         if train.rating is not None and low is not None:  # as the service would count it
             positive &= train.rating >= low
-        items = np.asarray([str(i) for i in train.items.to_ids(np.arange(train.n_items))])
+        self._positive = positive
+        raw_ids = train.items.to_ids(np.arange(train.n_items))
+        self._items = [str(i) for i in raw_ids]
         counts = np.bincount(train.item_index[positive], minlength=train.n_items)
-        by_id = sorted((items[i], float(c)) for i, c in enumerate(counts.tolist()) if c > 0)
-        by_id.sort(key=lambda pair: pair[1], reverse=True)  # stable: ties stay in id order
-        self._ranked = by_id
-        attributes = _attribute_rows(train.item_features)
-        self._rows: dict[str, dict[str, Any]] = {}
-        for item in items.tolist():
-            attrs = dict(attributes.get(item, {}))
-            title = attrs.pop("title", None)
-            created = _number(attrs.get("created_at"))
-            self._rows[item] = {
-                "id": item,
-                "available": True,
-                "attributes": attrs,
-                "title": None if title is None else str(title),
-                "created_at": created,
-            }
-        self._cats = {i: categories(self.settings, r["attributes"]) for i, r in self._rows.items()}
-        self._newest = sorted(
-            ((i, r["created_at"]) for i, r in self._rows.items() if r["created_at"] is not None),
-            key=lambda pair: (-pair[1], pair[0]),
+        # by count, ties to the lower id
+        order = sorted(np.flatnonzero(counts).tolist(), key=lambda i: (-counts[i], self._items[i]))
+        self._ranked = [(self._items[i], float(counts[i])) for i in order]
+        self._position = {item: n for n, item in enumerate(self._items)}
+        table = train.item_features
+        table = None if table is None else table.reindex(raw_ids)  # the ids as the table has them
+        self._columns = (  # plain object arrays: a row is a dict of one cell per column
+            {} if table is None else {str(c): table[c].to_numpy(object) for c in table.columns}
         )
+        self._rows: dict[str, dict[str, Any]] = {}
+        self._cats: dict[str, frozenset[str]] = {}
+        self._newest: list[tuple[str, float]] = []
+        if table is not None and "created_at" in table.columns:
+            created = pd.to_numeric(table["created_at"], errors="coerce").to_numpy(float)
+            known = np.flatnonzero(np.isfinite(created))
+            self._newest = sorted(
+                ((self._items[i], float(created[i])) for i in known.tolist()),
+                key=lambda pair: (-pair[1], pair[0]),
+            )
         if now is None:
             stamps = train.timestamp
             now = float(stamps.max()) if stamps is not None and len(stamps) else None
         self._now = now
-        users = [str(u) for u in train.users.to_ids(np.arange(train.n_users))]
-        liked = pd.DataFrame(
-            {
-                "user": np.asarray(users, dtype=object)[train.user_index[positive]],
-                "item": items[train.item_index[positive]],
+        self._demographics: Demographics | None = None
+
+    @property
+    def demographics(self) -> Demographics:
+        """What users sharing attributes liked (learned at the first ask)."""
+        if self._demographics is None:
+            train, positive = self._train, self._positive
+            users = np.asarray([str(u) for u in train.users.to_ids(np.arange(train.n_users))])
+            liked = pd.DataFrame(
+                {
+                    "user": users[train.user_index[positive]],
+                    "item": np.asarray(self._items, dtype=object)[train.item_index[positive]],
+                }
+            )
+            attributes = _attribute_rows(train.user_features)
+            self._demographics = Demographics.learn(liked, attributes)
+        return self._demographics
+
+    def _row(self, item: str) -> dict[str, Any]:
+        row = self._rows.get(item)
+        if row is None:
+            at = self._position[item]
+            attrs = _attributes({name: column[at] for name, column in self._columns.items()})
+            title = attrs.pop("title", None)
+            row = self._rows[item] = {
+                "id": item,
+                "available": True,
+                "attributes": attrs,
+                "title": None if title is None else str(title),
+                "created_at": _number(attrs.get("created_at")),
             }
-        )
-        self.demographics = Demographics.learn(liked, _attribute_rows(train.user_features))
+        return row
 
     def popular(
         self, n: int, skip: Container[str] = (), *, current: bool = True
@@ -210,14 +238,18 @@ class OfflineState:
         return [p for p in self._newest if since <= p[1] <= self.now()][:n]
 
     def rows(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        rows = self._rows
-        return {item: rows[item] for item in ids if item in rows}
+        position = self._position
+        return {item: self._row(item) for item in ids if item in position}
 
     def categories(self, item: str, settings: PipelineSettings) -> frozenset[str]:
-        if settings.category_field == self.settings.category_field:
-            return self._cats.get(item, frozenset())
-        row = self._rows.get(item)
-        return categories(settings, row["attributes"] if row else {})
+        if item not in self._position:
+            return frozenset()
+        if settings.category_field != self.settings.category_field:
+            return categories(settings, self._row(item)["attributes"])
+        found = self._cats.get(item)
+        if found is None:
+            found = self._cats[item] = categories(settings, self._row(item)["attributes"])
+        return found
 
     def demographic(self, attributes: Mapping[str, Any], n: int) -> list[tuple[str, float]]:
         return self.demographics.top(attributes, n)

@@ -127,23 +127,18 @@ class ModelView:
         return out
 
     def because(self, history: Mapping[str, float], items: list[str]) -> dict[str, str]:
-        """For each item, the history item most similar to it (models with item
-        similarities; only where that similarity is positive): "because you liked ..."."""
+        """For each item, the history item the model says explains it
+        (:meth:`Recommender.because <tastebud.models.Recommender.because>`): "because you
+        liked ..."."""
         if not self.similar_items or not history:
             return {}
         assert self.model is not None
-        index = self.index
+        index, ids = self.index, self.ids
         known = [i for i in items if i in index]
-        hist = [i for i in history if i in index]
+        hist = [index[i] for i in history if i in index]
         if not known or not hist:
             return {}
-        sims = self.model.similarities(
-            np.array([index[i] for i in known], dtype=np.int64),
-            np.array([index[i] for i in hist], dtype=np.int64),
+        found = self.model.because(
+            np.array(hist, dtype=np.int64), np.array([index[i] for i in known], dtype=np.int64)
         )
-        best = sims.argmax(axis=1)
-        return {
-            item: hist[int(b)]
-            for n, (item, b) in enumerate(zip(known, best, strict=True))
-            if sims[n, b] > 0
-        }
+        return {item: ids[b] for item, b in zip(known, found.tolist(), strict=True) if b >= 0}

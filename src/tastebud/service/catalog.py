@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from tastebud.service.pipeline import PipelineSettings, categories
+from tastebud.pipeline import PipelineSettings, categories
 from tastebud.service.storage import Storage
 
 #: Rows written up to this long before a look may commit after it; they are read again.

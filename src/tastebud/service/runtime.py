@@ -3,8 +3,8 @@
 time, JSON-only writes, cross-origin writes), ids in paths decoded segment by segment
 (:func:`_id_path`), HEAD, the recommendations fast path, request metrics, and the tuning of
 a serving process (:func:`serving_app`: BLAS on one thread, a short switch interval, the
-heap frozen for the garbage collector by :class:`Freezer`). The routes themselves and what
-they do are :mod:`tastebud.service.app`'s.
+heap frozen for the garbage collector by :class:`Freezer`). The routes themselves are in
+:mod:`tastebud.service.routes`.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tastebud import rules
 from tastebud.errors import InvalidInputError, TastebudError, UnknownIdError
-from tastebud.service import rules
 from tastebud.service.schemas import (
     where_of,
 )

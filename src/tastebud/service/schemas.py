@@ -1,7 +1,7 @@
 """The service's HTTP contract: the request and answer models, the types of ids and
 numbers in URLs and bodies, the one description of the recommendation query (its OpenAPI
 parameters and its parser), the error answers every route documents, and the OpenAPI
-document with the door's rules (:mod:`tastebud.service.rules`) written into it.
+document with the door's rules (:mod:`tastebud.rules`) written into it.
 
 Everything a client needs to speak to the service and nothing that runs it: the app
 (:mod:`tastebud.service.app`) and the Python client (:mod:`tastebud.client`) import these,
@@ -28,10 +28,11 @@ from pydantic import (
     field_validator,
 )
 
+from tastebud import rules
 from tastebud.errors import InvalidInputError
-from tastebud.service import rules
-from tastebud.service.pipeline import FILTER_PATTERN, GENERATORS, PipelineSettings
-from tastebud.service.rules import RequestBody as _Body
+from tastebud.pipeline.config import GENERATORS, PipelineSettings
+from tastebud.pipeline.filters import FILTER_PATTERN
+from tastebud.rules import RequestBody as _Body
 
 if TYPE_CHECKING:
     from tastebud.service.settings import Settings

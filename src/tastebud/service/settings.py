@@ -20,8 +20,8 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 
 from tastebud.errors import InvalidInputError
 from tastebud.models.base import Recommender
-from tastebud.service.experiments import ExplorationSettings
 from tastebud.pipeline.config import DEFAULT_EVENT_WEIGHTS, PipelineSettings
+from tastebud.service.experiments import ExplorationSettings
 
 
 class Settings(BaseSettings):
@@ -228,7 +228,7 @@ class Settings(BaseSettings):
 
 
 def _servable(model_cls: type[Recommender], *, fold_in_only: bool = False) -> bool:
-    folds_in = model_cls._score_histories is not Recommender._score_histories
+    folds_in = model_cls.folds_in()
     return folds_in if fold_in_only else folds_in and not model_cls.needs_ratings
 
 

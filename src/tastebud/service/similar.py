@@ -25,17 +25,17 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from tastebud import rules
 from tastebud.data.dataset import Dataset
 from tastebud.data.idmap import IdMap
 from tastebud.errors import InvalidInputError
 from tastebud.models import Recommender, create
-from tastebud.service import rules
 from tastebud.service.storage import Storage
 
 log = logging.getLogger("tastebud.service")
@@ -61,7 +61,7 @@ POPULAR_BASIS = (
 MAX_FEATURE = float(rules.MAX_INT)
 
 
-def item_feature_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+def item_feature_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Catalogue rows as a feature table: ``item``, ``title`` and one column per attribute
     (lists joined with ``|``, the multi-valued form content models read).
 
@@ -136,7 +136,7 @@ class _Fitted:
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
 
 
-def fit_catalogue(rows: list[dict[str, Any]]) -> tuple[Recommender, str] | None:
+def fit_catalogue(rows: Sequence[Mapping[str, Any]]) -> tuple[Recommender, str] | None:
     """A content model of :data:`CONTENT_MODELS` fitted on catalogue ``rows`` (the first
     that finds something to read in them), with its basis; ``None`` when none does.
 

@@ -1,6 +1,6 @@
 """The training set of a retrain, built from whatever the database holds.
 
-The API checks every row it writes (:mod:`tastebud.service.rules`), but a database may hold
+The API checks every row it writes (:mod:`tastebud.rules`), but a database may hold
 rows written before those rules, by an import of older code, or by hand: a blank id, a value
 of ``1e308``, a timestamp in the year 30000. One such row must not stop every retrain, so the
 builder applies the same rules to the stored rows, leaves out the ones a model cannot use and
@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tastebud import rules
 from tastebud.data.dataset import Dataset
 from tastebud.data.idmap import IdMap
 from tastebud.data.validate import normalize_ids
-from tastebud.service import rules
 from tastebud.service.similar import item_feature_table
 
 #: Reasons a stored row is left out of the training set (the keys of ``metrics["skipped"]``).

@@ -98,8 +98,8 @@ class RecentItemsRecommender(TorchRecommender):
         scores = self._user_scores(users, self._users_sequences(users))
         return scores if items is None else scores[:, items]
 
-    def _score_sequences(self, sequences: list[np.ndarray], histories: sp.csr_matrix) -> np.ndarray:
+    def _score_history(
+        self, histories: sp.csr_matrix, sequences: list[np.ndarray] | None = None
+    ) -> np.ndarray:
+        sequences = history_sequences(histories) if sequences is None else sequences
         return self._user_scores(np.full(len(sequences), -1, dtype=np.int64), sequences)
-
-    def _score_histories(self, histories: sp.csr_matrix) -> np.ndarray:
-        return self._score_sequences(history_sequences(histories), histories)

@@ -39,7 +39,7 @@ _SCORE_BATCH = 256
 #: Methods of TorchRecommender subclasses run under tastebud's thread count: the fit limits
 #: every pool (BLAS, OpenMP, torch), the scoring calls torch's alone (cheap enough per call).
 _FIT_METHODS = ("_fit",)
-_SCORE_METHODS = ("_score", "_score_histories", "_score_sequences", "_similar", "_predict")
+_SCORE_METHODS = ("_score", "_score_history", "_similar", "_predict")
 
 
 def import_torch() -> Any:

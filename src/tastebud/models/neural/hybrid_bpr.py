@@ -45,6 +45,10 @@ _PAIRS = 1 << 20  # (user, item) pairs scored at once
 
 
 def _net_class() -> Any:
+    """Over 80 lines only because it holds the network's class, whose methods are short.
+
+    The class is defined in here so that torch is imported on first use, not with the module.
+    """
     torch = import_torch()
     nn = torch.nn
     functional = torch.nn.functional

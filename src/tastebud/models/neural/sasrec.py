@@ -305,15 +305,15 @@ class SASRec(TorchRecommender):
         scores = self._sequence_scores([seq[indptr[u] : indptr[u + 1]] for u in users])
         return scores if items is None else scores[:, items]
 
-    def _score_sequences(self, sequences: list[np.ndarray], histories: sp.csr_matrix) -> np.ndarray:
+    def _score_history(
+        self, histories: sp.csr_matrix, sequences: list[np.ndarray] | None = None
+    ) -> np.ndarray:
+        sequences = history_sequences(histories) if sequences is None else sequences
         out = self._fallback_scores(len(sequences), None).copy()
         rows = [i for i, s in enumerate(sequences) if len(s)]
         if rows:
             out[rows] = self._sequence_scores([sequences[i] for i in rows])
         return out
-
-    def _score_histories(self, histories: sp.csr_matrix) -> np.ndarray:
-        return self._score_sequences(history_sequences(histories), histories)
 
     def _similar(self, items: np.ndarray) -> np.ndarray:
         return cosine_rows(self.__dict__["weights/item.weight"][1 : len(self.items_) + 1], items)

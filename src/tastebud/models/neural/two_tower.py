@@ -41,6 +41,7 @@ from tastebud.data.dataset import Dataset
 from tastebud.metrics.ranking import check_k
 from tastebud.models.neural._recent import RecentItemsRecommender
 from tastebud.models.neural._torch import (
+    history_sequences,
     import_torch,
     recent,
 )
@@ -349,7 +350,10 @@ class TwoTower(RecentItemsRecommender):
             out_scores[row, : len(chosen)] = scores[r][keep][:k] / float(self.temperature)
         return out_items, out_scores
 
-    def _score_sequences(self, sequences: list[np.ndarray], histories: sp.csr_matrix) -> np.ndarray:
+    def _score_history(
+        self, histories: sp.csr_matrix, sequences: list[np.ndarray] | None = None
+    ) -> np.ndarray:
+        sequences = history_sequences(histories) if sequences is None else sequences
         vectors = self._user_vectors(np.full(len(sequences), -1, dtype=np.int64), sequences)
         return np.asarray(vectors @ self.item_vectors_.T, dtype=np.float64) / float(
             self.temperature

@@ -1,5 +1,6 @@
 """What the service accepts, defined once: a valid id, event value, timestamp and JSON
-attribute value.
+attribute value. A library module because the pipeline (:mod:`tastebud.pipeline`) reads
+events by the same rules offline as the service does online.
 
 Three places apply these rules -- the request schemas (a 422 naming the field at the door),
 the storage layer (rows written by imports or by library code) and the training-set builder
