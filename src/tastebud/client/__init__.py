@@ -7,7 +7,7 @@
 ...     for row in client.recommend("ann", k=5, explain=True).items:
 ...         print(row.rank, row.item, row.explanation)
 
-Answers are the service's own pydantic response models (``tastebud.service.app``), so a
+Answers are the service's own pydantic response models (``tastebud.service.schemas``), so a
 field is described once, where the service writes it; the few routes without a response
 model (``/health/live``) answer typed dicts. Arguments are plain Python values. Any answer of 400 or
 more raises :class:`ServiceError` with the HTTP status, the service's error type (``code``)
