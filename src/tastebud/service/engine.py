@@ -339,9 +339,3 @@ class Engine:
         if content is not None and content[1]:
             return SimilarAnswer("content", content[0], content[1])
         return SimilarAnswer("popular", POPULAR_BASIS, popular_pairs(self.popular, item_id, n))
-
-    def explain(
-        self, snapshot: Snapshot, history: Mapping[str, float], items: list[str]
-    ) -> dict[str, str]:
-        """For each recommended item, the history item most similar to it."""
-        return snapshot.because(history, items)

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import QueryParams
 
 from tastebud.errors import InvalidInputError, TastebudError, UnknownIdError
-from tastebud.pipeline import Candidate, Filters, History, PipelineSettings
+from tastebud.pipeline import Candidate, Filters, History, PipelineSettings, explain_items
 from tastebud.service.engine import Snapshot
 from tastebud.service.experiments import assign
 from tastebud.service.routes.deps import (
@@ -315,11 +315,7 @@ def _rows(
     explain: bool,
 ) -> list[dict[str, Any]]:
     engine = ctx.engine
-    because: dict[str, str] = {}
-    if explain:
-        because = {c.item: c.because for c in chosen if c.because is not None}
-        rest = [c.item for c in chosen if c.because is None and "model" in c.scores]
-        because.update(engine.explain(snapshot, state.values, rest))
+    because = explain_items(chosen, snapshot, state.values) if explain else {}
     titles = engine.catalog.get(set(because.values())) if because else {}
     out = []
     for rank, cand in enumerate(chosen, start=1):
