@@ -103,7 +103,7 @@ def test_ratings_below_the_dislike_threshold_leave_the_history_and_popularity() 
     live = OfflineState(data)
     assert live.popular(5) == [("x", 2.0)]  # y's ratings are dislikes: not popular
     assert live.now() == 4.0  # the split's time: the latest training timestamp
-    everyone = OfflineState(data, rules=load_config({"dislike_below_rating": None}).events)
+    everyone = OfflineState(data, rules=load_config({"dislike_below_rating": None}))
     assert everyone.popular(5) == [("x", 2.0), ("y", 2.0)]
 
 
@@ -185,3 +185,21 @@ def test_because_names_the_history_item_that_explains_a_recommendation() -> None
     assert model.because(np.array([a0]), np.array([b1])).tolist() == [-1]
     view = ModelView.of(model)
     assert view.because({"a0": 1.0}, ["a2", "b2", "zz"]) == {"a2": "a0"}
+
+
+def test_a_replayed_cold_user_gets_what_users_like_them_liked() -> None:
+    """Oslo's users like o-items, Lima's l-items; popularity favours l-items. A user known
+    only by attributes (city Oslo, no interactions) is served the o-items."""
+    rows = [(f"o{u}", f"o{i}") for u in range(3) for i in range(3)]
+    rows += [(f"l{u}", f"l{i}") for u in range(6) for i in range(3)]
+    users = pd.DataFrame(
+        {"city": ["Oslo"] * 4 + ["Lima"] * 6},
+        index=["o0", "o1", "o2", "new", *(f"l{u}" for u in range(6))],
+    )
+    train = Dataset.from_frame(pd.DataFrame(rows, columns=["user", "item"]), users=users)
+    model = models.create("ease").fit(train)
+    cold = train.users.to_index(["new"])
+    served = replay(model, train, cold, 3)
+    assert sorted(train.items.to_ids(served[0])) == ["o0", "o1", "o2"]
+    unknown = replay(model, train, np.array([-1]), 3, user_ids=np.array(["stranger"]))
+    assert sorted(train.items.to_ids(unknown[0])) == ["l0", "l1", "l2"]  # popular

@@ -185,22 +185,12 @@ def usable_value(value: Any) -> float | Unusable | None:
     return number if value_problem(number) is None else UNUSABLE
 
 
-class PipelineConfig(BaseModel):
-    """Everything a pipeline reads from a settings file: the ``pipeline`` table and the
-    event rules. Other keys of the file (the database, the model, keys...) are the
-    service's and are left to it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class PipelineConfig(EventRules):
+    """Everything a pipeline reads from a settings file: the event rules (it is an
+    :class:`EventRules`) and the ``pipeline`` table. Other keys of the file (the database,
+    the model, keys...) are the service's and are left to it."""
 
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
-    event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
-    dislike_below_rating: float | None = 3.0
-
-    @property
-    def events(self) -> EventRules:
-        return EventRules(
-            event_weights=self.event_weights, dislike_below_rating=self.dislike_below_rating
-        )
 
 
 def load_config(source: Any = None) -> PipelineConfig:

@@ -190,6 +190,7 @@ class OfflineState:
             now = float(stamps.max()) if stamps is not None and len(stamps) else None
         self._now = now
         self._demographics: Demographics | None = None
+        self._users: dict[str, dict[str, Any]] | None = None  # user attributes, at first ask
 
     @property
     def demographics(self) -> Demographics:
@@ -203,9 +204,17 @@ class OfflineState:
                     "item": np.asarray(self._items, dtype=object)[train.item_index[positive]],
                 }
             )
-            attributes = _attribute_rows(train.user_features)
-            self._demographics = Demographics.learn(liked, attributes)
+            self._demographics = Demographics.learn(liked, self._user_attributes())
         return self._demographics
+
+    def _user_attributes(self) -> dict[str, dict[str, Any]]:
+        if self._users is None:
+            self._users = _attribute_rows(self._train.user_features)
+        return self._users
+
+    def user_attributes(self, user: str | None) -> dict[str, Any] | None:
+        """A user's attributes in the user feature table (``None``: not in it)."""
+        return None if user is None else self._user_attributes().get(user)
 
     def _row(self, item: str) -> dict[str, Any]:
         row = self._rows.get(item)

@@ -3,6 +3,7 @@ service runs, with live state built from the training data as of the split."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,7 @@ from tastebud.models.base import Recommender
 from tastebud.pipeline.config import PipelineConfig, PipelineSettings, load_config
 from tastebud.pipeline.core import Pipeline, Query
 from tastebud.pipeline.history import History, dataset_history
-from tastebud.pipeline.live import OfflineState, _attribute_rows
+from tastebud.pipeline.live import OfflineState
 from tastebud.pipeline.model import ModelView
 
 
@@ -42,21 +43,19 @@ def replay(
             "it (the service folds every list in from the user's live history)"
         )
     view = ModelView.of(model)
-    live = OfflineState(train, config.pipeline, rules=config.events)
+    live = OfflineState(train, config.pipeline, rules=config)
     pipe = Pipeline(config.pipeline)
     position = {str(item): n for n, item in enumerate(train.items.to_ids(np.arange(train.n_items)))}
-    attributes = _attribute_rows(train.user_features)
+    names = [str(u) for u in train.users.to_ids(np.arange(train.n_users))]
     out = np.full((len(users), k), -1, dtype=np.int64)
     for row, user in enumerate(users.tolist()):
-        name: str | None = None
         if user >= 0:
-            history = dataset_history(train, user, config.events)
-            name = str(train.users.to_ids(np.array([user]))[0])
+            history, name = dataset_history(train, user, config), names[user]
         else:
             history = History({}, set(), [])
             name = None if user_ids is None else str(user_ids[row])
-        attrs = attributes.get(name) if name is not None else None
-        items = pipe.run(view, live, Query(history, k, attributes=attrs), keep_rest=False).items
+        query = Query(history, k, attributes=functools.partial(live.user_attributes, name))
+        items = pipe.run(view, live, query, keep_rest=False).items
         found = [position[i] for i in items if i in position]
         out[row, : len(found)] = found
     return out
