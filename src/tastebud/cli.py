@@ -384,7 +384,7 @@ def demo(
     )
     reasons = (
         chosen.explain(user, recs["item"])["reason"].tolist()
-        if _can_explain(chosen)
+        if chosen.can_explain
         else [""] * len(recs)
     )
     for rank, item, why in zip(recs["rank"], recs["item"], reasons, strict=True):
@@ -411,12 +411,6 @@ def _demo_models(names: list[str] | None) -> tuple[dict[str, Any], str]:
     line = "; ".join(f"{', '.join(n)} (add with: {hint})" for hint, n in left_out.items())
     n = sum(map(len, left_out.values()))
     return models, f"skipped {n} model{'s' if n > 1 else ''}: {line}" if line else ""
-
-
-def _can_explain(model: Any) -> bool:
-    from tastebud.models.base import Recommender
-
-    return type(model)._explain is not Recommender._explain
 
 
 @app.command()

@@ -14,10 +14,12 @@ from tastebud import Dataset
 from tastebud.errors import InvalidInputError, NotFittedError, TastebudError
 from tastebud.models import create, load
 from tastebud.models.content import (
+    AttributeEncoder,
     EmbeddingContent,
     FeatureProfile,
     TfidfContent,
     UserMetadata,
+    _bin_edges,
     _binned,
     attribute_matrix,
     item_documents,
@@ -162,7 +164,7 @@ def test_jazz_lover_gets_the_unseen_jazz_album_first():
     assert (recs["score"].iloc[1:] == 0).all()  # nothing else shares a word with the likes
     assert not {"j1", "j2", "r1"} & set(recs["item"])  # seen items are left out
     reason = model.explain("u1", ["j3"])["reason"].iloc[0]
-    assert reason in ("similar to j1, which you liked", "similar to j2, which you liked")
+    assert reason in ("similar to j1 in your history", "similar to j2 in your history")
 
 
 def test_profile_scores_are_cosines_to_the_mean_of_the_likes_by_hand():
@@ -467,15 +469,16 @@ def test_fold_in_with_nothing_known_is_popularity():
 # -- structured attributes -------------------------------------------------------------------------
 def test_binned_numbers_half_match_their_neighbouring_bins():
     values = np.array([0.0, 1, 2, 3, 4, 5, 6, 7, 8, 9, np.nan])
-    dense = _binned(values, 10).toarray()
+    dense = _binned(values, _bin_edges(values, 10)).toarray()
     assert dense.shape == (11, 10)  # one bin per value here
     np.testing.assert_array_equal(dense[3], [0, 0, 0.5, 1, 0.5, 0, 0, 0, 0, 0])
     np.testing.assert_array_equal(dense[0], [1, 0.5, 0, 0, 0, 0, 0, 0, 0, 0])
     np.testing.assert_array_equal(dense[9], [0, 0, 0, 0, 0, 0, 0, 0, 0.5, 1])
     assert not dense[10].any()  # missing: an empty row
-    few = _binned(np.array([1.0, 1.0, 2.0, 50.0]), 2).toarray()  # median 1.5: two bins
+    few_values = np.array([1.0, 1.0, 2.0, 50.0])
+    few = _binned(few_values, _bin_edges(few_values, 2)).toarray()  # median 1.5: two bins
     np.testing.assert_array_equal(few, [[1, 0.5], [1, 0.5], [0.5, 1], [0.5, 1]])
-    assert _binned(np.array([np.nan, np.nan]), 4).shape == (2, 0)
+    assert _bin_edges(np.array([np.nan, np.nan]), 4) is None
 
 
 def test_attribute_matrix_blocks_weigh_the_same():
@@ -549,7 +552,7 @@ def test_a_fan_of_old_comedies_gets_the_old_comedy_before_a_new_drama():
     assert old_comedy == pytest.approx(0.5 + 0.5 * profile_year @ bin1, abs=1e-6)
     assert new_comedy == pytest.approx(0.5, abs=1e-6)
     # m1 and m2 have the same attributes: the first liked one is named
-    assert model.explain("u", ["m3"])["reason"].iloc[0] == "similar to m1, which you liked"
+    assert model.explain("u", ["m3"])["reason"].iloc[0] == "similar to m1 in your history"
     # columns choose the attributes
     genre_only = FeatureProfile(columns=("genre",)).fit(ds)
     assert genre_only.score("u", ["m3"])[0, 0] == pytest.approx(genre_only.score("u", ["m6"])[0, 0])
@@ -724,3 +727,50 @@ def test_user_metadata_saves_and_loads(tmp_path):
     users = ["new_young", "new_old", "ya", "blank", "stranger"]
     np.testing.assert_array_equal(again.score(users), model.score(users))
     assert isinstance(again.attributes_, sp.csr_matrix)
+
+
+def test_a_user_not_in_the_data_folds_in_by_attributes(tmp_path):
+    """A user who is not in the training data, known only by attributes, scores exactly as
+    a user in the data with the same attributes and no likes (fold-in = fitted)."""
+    ds = people()
+    model = UserMetadata(shrinkage=0.5, neighbors=3, bins=2).fit(ds)
+    for user, attrs in (
+        ("new_young", {"age": 23, "gender": "f", "city": "lyon"}),
+        ("new_old", {"age": 63.0, "gender": "m", "city": "oslo", "shoe": "42"}),  # extra field
+    ):
+        folded = model.fold_in_attributes(attrs)
+        items = np.arange(ds.n_items)
+        np.testing.assert_allclose(folded.at(items), model.score(user)[0], atol=1e-6)
+    young, _ = model.fold_in_attributes({"gender": "f", "city": "lyon"}).top(3)
+    assert set(ds.items.to_ids(young)) <= {"a1", "a2", "a3", "c0"}
+    # unknown values and missing fields count for nothing: popularity
+    unknown = model.fold_in_attributes({"city": "paris", "age": "old"})
+    np.testing.assert_allclose(unknown.at(np.arange(ds.n_items)), model.like_share_, atol=1e-6)
+    assert model.encode_attributes({"city": "paris"}).nnz == 0
+    # excluded items never come back; a saved model folds in the same way
+    a1 = ds.items.to_index(["a1"])
+    top, _ = model.fold_in_attributes({"city": "lyon"}, exclude=a1).top(ds.n_items)
+    assert a1[0] not in top
+    again = load(model.save(tmp_path / "um"))
+    np.testing.assert_array_equal(
+        again.fold_in_attributes({"age": 23, "city": "lyon"}).at(np.arange(ds.n_items)),
+        model.fold_in_attributes({"age": 23, "city": "lyon"}).at(np.arange(ds.n_items)),
+    )
+    with pytest.raises(InvalidInputError, match="one user"):
+        model.fold_in_attributes(pd.DataFrame({"city": ["lyon", "oslo"]}))
+
+
+def test_attribute_encoder_encodes_later_rows_as_it_encoded_the_table():
+    table = pd.DataFrame(
+        {"age": [20.0, 30, 40, 50] * 2, "tags": ["a|b", "b", "c", None] * 2, "flag": [True] * 8}
+    )
+    encoder = AttributeEncoder.fit(table, bins=2)
+    whole = encoder.transform(table).toarray()
+    for n in range(len(table)):
+        np.testing.assert_allclose(encoder.transform(table.iloc[[n]]).toarray()[0], whole[n])
+    again = AttributeEncoder.from_state(encoder.to_state())
+    np.testing.assert_allclose(again.transform(table).toarray(), whole)
+    # a field the encoder never saw is ignored; a missing one is an empty block
+    later = encoder.transform(pd.DataFrame({"tags": ["c|zzz"], "colour": ["red"]})).toarray()[0]
+    np.testing.assert_allclose(np.linalg.norm(later), 1.0)
+    assert later @ whole[2] > 0 and later @ whole[0] == 0

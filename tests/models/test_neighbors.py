@@ -148,13 +148,14 @@ def test_item_scores_are_similarity_weighted_sums_over_the_history():
     folded = model.recommend_from_history(["A", "B"], k=2)
     assert folded["item"].tolist() == ["C", "D"]
     np.testing.assert_allclose(folded["score"], [1.2, 0.4], atol=1e-12)
-    # (5) explanations name the history items that contribute most, best first
+    # (5) explanations name the history item that contributes most (Recommender.because)
     reasons = model.explain("t", ["C", "D"])["reason"].tolist()
-    assert reasons == ["because you liked A and B", "because you liked A and B"]
+    assert reasons == ["similar to A in your history", "similar to A in your history"]
     model.similarity_ = sp.csr_matrix(
         np.array([[0, 0, 0, 0], [0, 0, 0, 0], [0.2, 0.4, 0, 0], [0, 0, 0, 0]], dtype=np.float64)
     )
-    assert model.explain("t", ["C"])["reason"].iloc[0] == "because you liked B and A"
+    assert model.explain("t", ["C"])["reason"].iloc[0] == "similar to B in your history"
+    assert model.explain("t", ["D"])["reason"].iloc[0] == "from your history as a whole"
 
 
 def test_empty_history_falls_back_to_popularity():

@@ -38,6 +38,7 @@ from tastebud import rules
 from tastebud.data.dataset import Dataset
 from tastebud.models import create, get_class
 from tastebud.pipeline import Demographics, Filters, PipelineSettings, Predicate, categories
+from tastebud.pipeline.live import attribute_table
 from tastebud.service.app import create_app
 from tastebud.service.catalog import Catalog
 from tastebud.service.engine import Engine
@@ -302,8 +303,9 @@ def test_summed_weights_are_capped_and_numeric_ids_stay_one_item() -> None:
 def test_every_attribute_consumer_takes_any_json_value(value: Any) -> None:
     attributes = {"age": value, "genre": value, "category": value, "year": value}
     for attrs in (attributes, value):  # also as the whole attributes column
-        keys = Demographics.keys(attrs)
-        assert all(isinstance(k, str) and isinstance(v, str) for k, v in keys)
+        table = attribute_table({"u": attrs})
+        cells = [c for c in table.to_numpy().ravel().tolist() if c is not None and c == c]
+        assert all((isinstance(c, str) and c) or isinstance(c, float) for c in cells)
         cats = categories(PipelineSettings(), attrs)
         assert all(isinstance(c, str) and c for c in cats)
         for text in ("year>=1990", "genre=rock", "genre!=rock", "age<40", "category=1"):
@@ -314,6 +316,20 @@ def test_every_attribute_consumer_takes_any_json_value(value: Any) -> None:
     positive = pd.DataFrame({"user": ["u", "v", "v"], "item": ["a", "a", "b"]})
     learned = Demographics.learn(positive, {"u": attributes, "v": value, "w": attributes})
     assert isinstance(learned.top(attributes, 5), list)
+
+
+def test_demographics_learn_from_every_json_value_at_once() -> None:
+    """One column holding every kind of value (mixed types in one table) still learns, and
+    a cold user with any of them gets a list."""
+    users = {f"u{n}": {"v": v, "city": "oslo" if n % 2 else "lima"} for n, v in enumerate(ZOO)}
+    positive = pd.DataFrame(
+        {"user": list(users), "item": ["o" if n % 2 else "l" for n in range(len(users))]}
+    )
+    learned = Demographics.learn(positive, users)
+    assert learned.model is not None
+    assert [item for item, _ in learned.top({"city": "Oslo "}, 5)] == ["o"]
+    for value in ZOO:
+        assert isinstance(learned.top({"v": value}, 5), list)
 
 
 def test_feature_tables_and_content_models_take_the_whole_zoo() -> None:

@@ -17,7 +17,8 @@ and a model implements only:
 ``_similar(items)`` (optional)
     item-to-item scores ``(len(items), n_items)``;
 ``_explain(user, items)`` (optional)
-    a reason per item.
+    a reason per item (models with ``_similar`` have one: the history item
+    :meth:`Recommender.because` names).
 
 One module (~1,000 lines) because it is one contract: the base class and the few helpers
 every model's top-k, fold-in and persistence go through; models live in their own modules.
@@ -695,6 +696,11 @@ class Recommender(abc.ABC):
     def supports_similar_items(self) -> bool:
         return type(self)._similar is not Recommender._similar
 
+    @property
+    def can_explain(self) -> bool:
+        """Whether :meth:`explain` answers (its own reasons, or item similarities)."""
+        return type(self)._explain is not Recommender._explain or self.supports_similar_items
+
     def _similar(self, items: np.ndarray) -> np.ndarray:
         """Optional hook: item-to-item scores ``(len(items), n_items)``."""
         raise TastebudError(f"{type(self).__name__} does not compute item similarities")
@@ -760,19 +766,37 @@ class Recommender(abc.ABC):
         if not self.supports_similar_items or not len(history) or not len(items):
             return out
         sims = self.similarities(items, history)
+        sims[items[:, None] == history[None, :]] = -np.inf  # not "because of itself"
         best = sims.argmax(axis=1)
         found = sims[np.arange(len(items)), best] > 0
         out[found] = history[best[found]]
         return out
 
+    def _explained_history(self, user: int) -> np.ndarray:
+        """Hook: the training items (internal indices) an explanation may name for a known
+        user -- every item they interacted with; models that know likes narrow it."""
+        return np.asarray(self.seen_[user].indices, dtype=np.int64)
+
     def _explain(self, user: int, items: np.ndarray) -> list[str]:
-        """Optional hook: one reason per item."""
-        raise TastebudError(f"{type(self).__name__} cannot explain its recommendations")
+        """Optional hook: one reason per item. Models with item similarities have one
+        already: the history item :meth:`because` names -- the same answer the service's
+        "because you liked ..." gives."""
+        if not self.supports_similar_items:
+            raise TastebudError(f"{type(self).__name__} cannot explain its recommendations")
+        history = self._explained_history(user) if user >= 0 else np.zeros(0, np.int64)
+        if not len(history):
+            return ["popular with everyone (nothing known about you yet)"] * len(items)
+        found = self.because(history, items)
+        names = self.items_.to_ids(np.maximum(found, 0)).tolist()
+        return [
+            f"similar to {name} in your history" if at >= 0 else "from your history as a whole"
+            for at, name in zip(found.tolist(), names, strict=True)
+        ]
 
     def explain(self, user: Any, items: Any) -> pd.DataFrame:
         """Why ``items`` are recommended to ``user``: columns ``item, reason``."""
         self._require_fitted()
-        if type(self)._explain is Recommender._explain:
+        if not self.can_explain:
             raise TastebudError(f"{type(self).__name__} cannot explain its recommendations")
         _ids, uidx = self._user_index([user])
         item_ids = _as_list(items)

@@ -48,6 +48,7 @@ import abc
 import dataclasses
 import functools
 import os
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -59,7 +60,7 @@ from sklearn.preprocessing import normalize
 from tastebud.data import columns as C
 from tastebud.data.dataset import Dataset
 from tastebud.errors import InvalidInputError, TastebudError
-from tastebud.models.base import Recommender, top_k
+from tastebud.models.base import Recommender, UserScores, top_k
 from tastebud.models.registry import register
 
 Combine = Literal["profile", "union", "intersection"]
@@ -114,14 +115,19 @@ def item_documents(dataset: Dataset, fields: tuple[str, ...] | None) -> list[str
     return joined.str.strip(". ").tolist()
 
 
-def _binned(values: np.ndarray, bins: int) -> sp.csr_matrix:
-    """Quantile bins, one-hot, with half weight on the neighbouring bins (close numbers are
-    similar); missing values get an empty row."""
+def _bin_edges(values: np.ndarray, bins: int) -> np.ndarray | None:
+    """Quantile edges of the finite values (``None``: none is finite)."""
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return None
+    return np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1]))
+
+
+def _binned(values: np.ndarray, edges: np.ndarray) -> sp.csr_matrix:
+    """Values in the bins of ``edges``, one-hot, with half weight on the neighbouring bins
+    (close numbers are similar); missing values get an empty row."""
     n = len(values)
     finite = np.isfinite(values)
-    if not finite.any():
-        return sp.csr_matrix((n, 0))
-    edges = np.unique(np.quantile(values[finite], np.linspace(0, 1, bins + 1)[1:-1]))
     code = np.searchsorted(edges, values, side="right")
     width = len(edges) + 1
     rows, cols, vals = [], [], []
@@ -136,6 +142,103 @@ def _binned(values: np.ndarray, bins: int) -> sp.csr_matrix:
     )
 
 
+def _tokens(column: pd.Series) -> pd.Series:
+    """A text column's values, ``|``-joined lists split, one token per row of the result
+    (index: the row's position), empty tokens dropped."""
+    exploded = column.astype("string").fillna("").reset_index(drop=True).str.split("|").explode()
+    return exploded[exploded.str.len() > 0]
+
+
+@dataclasses.dataclass
+class AttributeEncoder:
+    """Structured attributes as sparse vectors in which every field's block has unit norm (so
+    each field weighs the same in a cosine): categorical one-hot, ``|``-joined values as a
+    bag, numbers in soft quantile bins. Fitted on one table (its vocabularies and bin edges),
+    it encodes that table and any later rows -- a cold user's attributes -- the same way:
+    unknown values and missing fields give an empty block. Free text with mostly distinct
+    values is left out unless named in ``columns``."""
+
+    #: (column, bin edges) of numeric fields, (column, vocabulary) of categorical ones
+    fields: list[tuple[str, np.ndarray | pd.Index]]
+
+    @classmethod
+    def fit(
+        cls,
+        table: pd.DataFrame,
+        columns: tuple[str, ...] | None = None,
+        *,
+        bins: int = 10,
+        what: str = "item",
+    ) -> AttributeEncoder:
+        names = list(table.columns) if columns is None else list(columns)
+        missing = [c for c in names if c not in table.columns]
+        if missing:
+            raise InvalidInputError(
+                f"no {what} attribute {', '.join(map(repr, missing))}; attributes: "
+                f"{', '.join(map(str, table.columns))}"
+            )
+        fields: list[tuple[str, np.ndarray | pd.Index]] = []
+        for name in names:
+            col = table[name]
+            if pd.api.types.is_bool_dtype(col.dtype):
+                col = col.astype("string")
+            if pd.api.types.is_numeric_dtype(col.dtype):
+                edges = _bin_edges(col.to_numpy(dtype=np.float64, na_value=np.nan), bins)
+                if edges is not None:
+                    fields.append((name, edges))
+            elif pd.api.types.is_object_dtype(col.dtype) or pd.api.types.is_string_dtype(col.dtype):
+                distinct = pd.Index(_tokens(col).unique())
+                if len(distinct) and not (columns is None and len(distinct) > 0.5 * len(table)):
+                    fields.append((name, distinct))  # else free text: not an attribute
+            # dates and other types: derive a number or a category first
+        if not fields:
+            raise InvalidInputError(f"the {what} table has no usable attribute among {names}")
+        return cls(fields)
+
+    def transform(self, table: pd.DataFrame) -> sp.csr_matrix:
+        """The rows of ``table`` (any index; columns by name) as unit-norm vectors."""
+        n = len(table)
+        blocks: list[sp.csr_matrix] = []
+        for name, spec in self.fields:
+            col = table[name] if name in table.columns else pd.Series([None] * n, dtype=object)
+            if isinstance(spec, pd.Index):
+                if pd.api.types.is_bool_dtype(col.dtype):
+                    col = col.astype("string")
+                tokens = _tokens(col)
+                codes = spec.get_indexer(pd.Index(tokens.to_numpy()))
+                known = codes >= 0
+                block = sp.csr_matrix(
+                    (np.ones(int(known.sum())), (tokens.index.to_numpy()[known], codes[known])),
+                    shape=(n, len(spec)),
+                )
+            else:
+                values = pd.to_numeric(col, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+                block = _binned(values, spec)
+            blocks.append(normalize(block.tocsr()))
+        return normalize(sp.hstack(blocks, format="csr"))
+
+    def to_state(self) -> list[list[Any]]:
+        """The fitted fields as JSON (model files hold no pickle)."""
+        return [
+            [name, "tokens", [str(v) for v in spec]]
+            if isinstance(spec, pd.Index)
+            else [name, "bins", [float(v) for v in spec]]
+            for name, spec in self.fields
+        ]
+
+    @classmethod
+    def from_state(cls, state: list[list[Any]]) -> AttributeEncoder:
+        return cls(
+            [
+                (
+                    str(name),
+                    pd.Index(values, dtype=object) if kind == "tokens" else np.array(values),
+                )
+                for name, kind, values in state
+            ]
+        )
+
+
 def attribute_matrix(
     table: pd.DataFrame,
     columns: tuple[str, ...] | None,
@@ -143,42 +246,8 @@ def attribute_matrix(
     bins: int = 10,
     what: str = "item",
 ) -> sp.csr_matrix:
-    """Structured attributes as a sparse matrix in which every field's block has unit norm
-    (so each field weighs the same in a cosine): categorical one-hot, ``|``-joined values as a
-    bag, numbers in soft quantile bins. Free text with mostly distinct values is left out
-    unless named in ``columns``."""
-    names = list(table.columns) if columns is None else list(columns)
-    missing = [c for c in names if c not in table.columns]
-    if missing:
-        raise InvalidInputError(
-            f"no {what} attribute {', '.join(map(repr, missing))}; attributes: "
-            f"{', '.join(map(str, table.columns))}"
-        )
-    blocks: list[sp.csr_matrix] = []
-    for name in names:
-        col = table[name]
-        if pd.api.types.is_bool_dtype(col.dtype):
-            col = col.astype("string")
-        if pd.api.types.is_numeric_dtype(col.dtype):
-            block = _binned(col.to_numpy(dtype=np.float64, na_value=np.nan), bins)
-        elif pd.api.types.is_object_dtype(col.dtype) or pd.api.types.is_string_dtype(col.dtype):
-            tokens = col.astype("string").fillna("").reset_index(drop=True).str.split("|")
-            exploded = tokens.explode()
-            exploded = exploded[exploded.str.len() > 0]
-            distinct = exploded.unique()
-            if len(distinct) == 0 or (columns is None and len(distinct) > 0.5 * len(table)):
-                continue  # free text: not an attribute
-            codes = pd.Index(distinct).get_indexer(exploded.to_numpy())
-            block = sp.csr_matrix(
-                (np.ones(len(codes)), (exploded.index.to_numpy(), codes)),
-                shape=(len(table), len(distinct)),
-            )
-        else:
-            continue  # dates and other types: derive a number or a category first
-        blocks.append(normalize(block.tocsr()))
-    if not blocks:
-        raise InvalidInputError(f"the {what} table has no usable attribute among {names}")
-    return normalize(sp.hstack(blocks, format="csr"))
+    """``table``'s rows encoded by an :class:`AttributeEncoder` fitted on it."""
+    return AttributeEncoder.fit(table, columns, bins=bins, what=what).transform(table)
 
 
 @functools.lru_cache(maxsize=2)
@@ -327,14 +396,8 @@ class ContentRecommender(Recommender):
     def _similar(self, items: np.ndarray) -> np.ndarray:
         return self._cosines(self.vectors_[items], None)
 
-    def _explain(self, user: int, items: np.ndarray) -> list[str]:
-        if user < 0 or self.likes_[user].nnz == 0:
-            return ["popular with everyone (nothing you liked to compare with)"] * len(items)
-        liked = self.likes_[user].indices
-        sims = self._cosines(self.vectors_[items], liked)  # items x liked
-        best = liked[np.argmax(sims, axis=1)]
-        names = self.items_.to_ids(best)
-        return [f"similar to {name}, which you liked" for name in names]
+    def _explained_history(self, user: int) -> np.ndarray:
+        return np.asarray(self.likes_[user].indices, dtype=np.int64)
 
     # -- free-text search ---------------------------------------------------------------------
     def _embed_query(self, texts: list[str]) -> np.ndarray | sp.csr_matrix:
@@ -557,9 +620,12 @@ class UserMetadata(Recommender):
                 f"{dataset.name} has no user features; user-metadata needs attributes such as "
                 "age, gender or location (users=... in Dataset.from_frame)"
             )
-        self.attributes_ = attribute_matrix(
+        encoder = AttributeEncoder.fit(
             dataset.user_features, self.columns, bins=int(self.bins), what="user"
-        ).astype(np.float32)
+        )
+        self.__dict__["_encoder"] = encoder
+        self.encoding_ = encoder.to_state()  # JSON, for the model file
+        self.attributes_ = encoder.transform(dataset.user_features).astype(np.float32)
         values = dataset.values("auto")
         if dataset.has_ratings:
             threshold = 4.0 if self.like_threshold is None else self.like_threshold
@@ -570,8 +636,9 @@ class UserMetadata(Recommender):
             (np.ones(int(liked.sum())), (dataset.user_index[liked], dataset.item_index[liked])),
             shape=(dataset.n_users, dataset.n_items),
         )
-        self.likes_ = likes
         self.donors_ = np.flatnonzero(np.diff(likes.indptr) > 0)
+        self.donor_likes_ = likes[self.donors_]
+        self.donor_attributes_t_ = self.attributes_[self.donors_].T.tocsr()
         n_likers = max(len(self.donors_), 1)
         self.like_share_ = np.asarray(likes.sum(axis=0)).ravel() / n_likers
 
@@ -579,26 +646,56 @@ class UserMetadata(Recommender):
         return np.diff(self.attributes_.indptr)[users] > 0
 
     def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
-        sims = np.asarray(
-            (self.attributes_[users] @ self.attributes_[self.donors_].T).toarray(),
-            dtype=np.float64,
-        )
-        sims[users[:, None] == self.donors_[None, :]] = -np.inf  # never one's own likes
+        return self._score_vectors(self.attributes_[users], users, items)
+
+    def _score_vectors(
+        self, vectors: sp.csr_matrix, users: np.ndarray | None, items: np.ndarray | None
+    ) -> np.ndarray:
+        """Scores of attribute vectors (rows); ``users``: their own indices, whose likes
+        never count (``None``: users not in the training data)."""
+        sims = np.asarray((vectors @ self.donor_attributes_t_).toarray(), dtype=np.float64)
+        if users is not None:
+            sims[users[:, None] == self.donors_[None, :]] = -np.inf  # never one's own likes
         k = min(int(self.neighbors), len(self.donors_))
         idx, val = top_k(sims, k)
         keep = (idx >= 0) & (val > 0)
         rows = np.nonzero(keep)[0]
         weights = sp.csr_matrix(
-            (val[keep], (rows, idx[keep])), shape=(len(users), len(self.donors_))
+            (val[keep], (rows, idx[keep])), shape=(vectors.shape[0], len(self.donors_))
         )
-        likes = self.likes_[self.donors_]
-        share = self.like_share_
+        likes, share = self.donor_likes_, self.like_share_
         if items is not None:
             likes, share = likes[:, items], share[items]
         votes = np.asarray((weights @ likes).toarray(), dtype=np.float64)
         beta = float(self.shrinkage)
         mass = np.asarray(weights.sum(axis=1), dtype=np.float64)
         return (votes + beta * share[None, :]) / np.maximum(mass + beta, 1e-12)
+
+    def encode_attributes(self, attributes: Mapping[str, Any] | pd.DataFrame) -> sp.csr_matrix:
+        """Attributes -- a mapping of field to value (``{"age": 34, "country": "NO"}``), or a
+        table with one row per user -- as the model's unit-norm attribute vectors; a row
+        with nothing the model knows is empty."""
+        self._require_fitted()
+        table = attributes if isinstance(attributes, pd.DataFrame) else pd.DataFrame([attributes])
+        encoder = self.__dict__.get("_encoder")
+        if encoder is None:
+            encoder = self.__dict__["_encoder"] = AttributeEncoder.from_state(self.encoding_)
+        return encoder.transform(table).astype(np.float32)
+
+    def fold_in_attributes(
+        self, attributes: Mapping[str, Any] | pd.DataFrame, exclude: np.ndarray | None = None
+    ) -> UserScores:
+        """The scores, over the catalogue, for a user who is not in the training data and is
+        known only by attributes (:meth:`encode_attributes`). Fields the model did not see
+        and unknown values count for nothing; with nothing that matches, the scores are the
+        like shares of all users (popularity). ``exclude``: internal item indices never in
+        :meth:`UserScores.top` (as :meth:`fold_in`)."""
+        vector = self.encode_attributes(attributes)
+        if vector.shape[0] != 1:
+            raise InvalidInputError(f"fold_in_attributes takes one user, got {vector.shape[0]}")
+        row = self._score_vectors(vector, None, None)[0]
+        masked = np.zeros(0, dtype=np.int64) if exclude is None else np.asarray(exclude, np.int64)
+        return UserScores(row, None, masked)
 
     def _explain(self, user: int, items: np.ndarray) -> list[str]:
         if user < 0 or not self._scorable(np.array([user]))[0]:

@@ -252,22 +252,6 @@ class _FactorModel(Recommender):
         unit = self._unit_items()
         return unit[items] @ unit.T
 
-    def _explain(self, user: int, items: np.ndarray) -> list[str]:
-        history = self.seen_[user].indices if user >= 0 else np.zeros(0, dtype=np.int64)
-        if len(history) == 0:
-            return ["popular with everyone (nothing known about you yet)"] * len(items)
-        unit = self._unit_items()
-        sims = unit[items] @ unit[history].T
-        sims[items[:, None] == history[None, :]] = -np.inf  # not "similar to itself"
-        best = history[np.argmax(sims, axis=1)]
-        names = self.items_.to_ids(best)
-        return [
-            f"similar to {name} in your history (cosine {s:.2f})"
-            if np.isfinite(s)
-            else "in your history"
-            for name, s in zip(names, sims.max(axis=1), strict=True)
-        ]
-
     @abc.abstractmethod
     def _fold_in(self, histories: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray | None]:
         """User vectors (and user offsets) for non-empty history rows, item side fixed."""

@@ -122,25 +122,3 @@ class EASE(Recommender):
         inside = position[items] >= 0
         rows[inside] = self.weights_[position[items[inside]]]
         return self._place(rows, None)
-
-    def _explain(self, user: int, items: np.ndarray) -> list[str]:
-        if user < 0:
-            return ["popular with everyone (new user)"] * len(items)
-        history = self.matrix_[user]
-        position = np.full(len(self.items_), -1)
-        position[self.kept_items_] = np.arange(len(self.kept_items_))
-        reasons = []
-        for item in items:
-            col = position[item]
-            if col < 0 or history.nnz == 0:
-                reasons.append("popular with everyone")
-                continue
-            contrib = history.data * self.weights_[history.indices, col]
-            top = history.indices[np.argsort(-contrib)[:2]]
-            top = top[contrib[np.argsort(-contrib)[:2]] > 0]
-            if len(top) == 0:
-                reasons.append("popular with everyone")
-                continue
-            names = " and ".join(map(str, self.items_.to_ids(self.kept_items_[top])))
-            reasons.append(f"because you liked {names}")
-        return reasons

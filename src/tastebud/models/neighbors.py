@@ -461,24 +461,6 @@ class ItemKNN(_NeighborModel):
         rows = self.similarity_[items].toarray()
         return np.where(rows > 0, rows, -np.inf)
 
-    def _explain(self, user: int, items: np.ndarray) -> list[str]:
-        if user < 0 or self.values_[user].nnz == 0:
-            return ["popular with everyone (no history to compare with)"] * len(items)
-        history = np.zeros(len(self.items_))
-        history[self.values_[user].indices] = 1.0
-        reasons = []
-        for item in items:
-            row = self.similarity_[int(item)]
-            contribution = history[row.indices] * row.data
-            order = np.lexsort((row.indices, -contribution))
-            top = order[contribution[order] > 0][:2]
-            if len(top) == 0:
-                reasons.append("none of your items is among its neighbors; popular with everyone")
-            else:
-                names = " and ".join(map(str, self.items_.to_ids(row.indices[top])))
-                reasons.append(f"because you liked {names}")
-        return reasons
-
 
 @register("user-knn")
 @dataclasses.dataclass(kw_only=True, eq=False)

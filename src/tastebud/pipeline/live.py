@@ -5,10 +5,8 @@ own (counted from events as they arrive, read from the database); the lab builds
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
-from collections import Counter
 from collections.abc import Container, Iterable, Mapping
 from typing import Any, Protocol
 
@@ -16,6 +14,8 @@ import numpy as np
 import pandas as pd
 
 from tastebud.data.dataset import Dataset
+from tastebud.errors import InvalidInputError
+from tastebud.models.content import UserMetadata
 from tastebud.pipeline.config import SECONDS_PER_DAY, EventRules, PipelineSettings
 from tastebud.pipeline.filters import categories
 from tastebud.rules import json_problem
@@ -53,64 +53,82 @@ class LiveState(Protocol):
         ...
 
 
-@dataclasses.dataclass(frozen=True)
 class Demographics:
-    """What users sharing an attribute value liked: for each (attribute, value) -- text
-    values as they are, numbers by decade (age 34 → "30s") -- the share of those users with
-    a positive event on each item. A cold user's score of an item is the sum of those shares
-    over their attributes."""
+    """What users like a cold user liked: a :class:`~tastebud.models.content.UserMetadata`
+    model (``user-metadata``, without shrinkage to popularity: the pipeline blends in its
+    own) fitted on users' positive events and their attributes, which scores a user known
+    only by attributes: the share of their most similar users who liked each item.
+    Attributes are any stored JSON: text (case-folded) and finite numbers count, lists of
+    text as ``|`` bags; null, booleans, objects and attributes that are not an object are
+    ignored."""
 
-    shares: dict[tuple[str, str], dict[str, float]]
+    def __init__(self, model: UserMetadata | None) -> None:
+        self.model = model
 
     @classmethod
     def empty(cls) -> Demographics:
-        return cls({})
-
-    @staticmethod
-    def keys(attributes: Any) -> list[tuple[str, str]]:
-        """The (attribute, value) groups of a user's attributes: any stored JSON, of which
-        text and numbers count (integers within 64 bits, finite floats) and the rest --
-        null, booleans, lists, objects, attributes that are not an object -- is ignored."""
-        if not isinstance(attributes, Mapping):
-            return []
-        out = []
-        for name, value in attributes.items():
-            if isinstance(value, bool) or value is None or not isinstance(name, str):
-                continue
-            if isinstance(value, int | float):
-                if json_problem(value) is None:
-                    out.append((name, f"{int(value // 10 * 10)}s"))
-            elif isinstance(value, str) and value.strip():
-                out.append((name, value.strip().casefold()))
-        return out
+        return cls(None)
 
     @classmethod
     def learn(cls, positive: pd.DataFrame, attributes: Mapping[str, Any]) -> Demographics:
-        """From positive events (``user``, ``item``) and users' attributes."""
-        if not len(positive) or not attributes:
+        """From positive events (``user``, ``item``) and users' attributes by user id; empty
+        when no user with a positive event has an attribute the model can compare."""
+        table = attribute_table(attributes)
+        if not len(positive) or table.shape[1] == 0:
             return cls.empty()
         pairs = positive[["user", "item"]].astype(str).drop_duplicates()
-        liked = pairs.groupby("user")["item"].agg(list).to_dict()
-        groups: dict[tuple[str, str], list[str]] = {}
-        for user, attrs in attributes.items():
-            for key in cls.keys(attrs):
-                groups.setdefault(key, []).append(user)
-        shares: dict[tuple[str, str], dict[str, float]] = {}
-        for key, users in groups.items():
-            counts = Counter(item for u in users for item in liked.get(u, ()))
-            if counts:
-                n = len(users)
-                shares[key] = {item: c / n for item, c in counts.most_common(500)}
-        return cls(shares)
+        try:
+            data = Dataset.from_frame(pairs, users=table, name="demographics")
+            # every attribute counts, however many distinct values it has; no shrinkage to
+            # popularity: the pipeline has its own popularity generator
+            model = UserMetadata(columns=tuple(table.columns), shrinkage=0.0).fit(data)
+        except InvalidInputError:  # no usable attribute (free text only, say)
+            return cls.empty()
+        return cls(model)
 
     def top(self, attributes: Any, n: int) -> list[tuple[str, float]]:
-        """The ``n`` items liked most by users like these attributes."""
-        total: dict[str, float] = {}
-        for key in self.keys(attributes):
-            for item, share in self.shares.get(key, {}).items():
-                total[item] = total.get(item, 0.0) + share
-        ranked = sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))
-        return [(item, float(score)) for item, score in ranked[:n]]
+        """The ``n`` items liked most by users like these attributes (none when nothing in
+        them matches what the model learned)."""
+        model = self.model
+        if model is None or n <= 0:
+            return []
+        table = attribute_table({"": attributes})
+        if table.shape[1] == 0 or model.encode_attributes(table).nnz == 0:
+            return []
+        idx, val = model.fold_in_attributes(table).top(n)
+        ids = model.items_.to_ids(idx)
+        return [(str(i), float(v)) for i, v in zip(ids, val.tolist(), strict=True) if v > 0]
+
+
+def attribute_table(attributes: Mapping[str, Any]) -> pd.DataFrame:
+    """Users' stored attributes (user id → JSON object) as a user feature table: text
+    case-folded, finite numbers, lists of text joined with ``|``; every other value and
+    every attribute that is not an object left out."""
+    rows: dict[str, dict[str, Any]] = {}
+    for user, attrs in attributes.items():
+        if not isinstance(attrs, Mapping):
+            continue
+        row: dict[str, Any] = {}
+        for name, value in attrs.items():
+            cell = _cell(value)
+            if cell is not None and isinstance(name, str):
+                row[name] = cell
+        rows[str(user)] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    return table.dropna(axis=1, how="all")
+
+
+def _cell(value: Any) -> str | float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value) if json_problem(value) is None else None
+    if isinstance(value, str):
+        return value.strip().casefold() or None
+    if isinstance(value, list | tuple):
+        words = [v.strip().casefold() for v in value if isinstance(v, str) and v.strip()]
+        return "|".join(w.replace("|", " ") for w in words) or None
+    return None
 
 
 def _plain(value: Any) -> Any:

@@ -20,9 +20,9 @@ keeps, and the popularity and the demographics are learned again without them in
 background (``Engine.forget_user`` drops a user this process deleted at once, and its own
 follower skips them: :meth:`Live.skip_in_log`).
 
-The demographics (what users sharing an attribute liked, for cold users with attributes)
-are learned at start-up, at every retrain and after a deletion; the newest items are re-read
-at most every second.
+The demographics (a ``user-metadata`` model of what users like a cold user liked, by
+their attributes; :class:`tastebud.pipeline.Demographics`) are learned at start-up, at
+every retrain and after a deletion; the newest items are re-read at most every second.
 """
 
 from __future__ import annotations
