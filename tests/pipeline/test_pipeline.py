@@ -203,3 +203,28 @@ def test_a_replayed_cold_user_gets_what_users_like_them_liked() -> None:
     assert sorted(train.items.to_ids(served[0])) == ["o0", "o1", "o2"]
     unknown = replay(model, train, np.array([-1]), 3, user_ids=np.array(["stranger"]))
     assert sorted(train.items.to_ids(unknown[0])) == ["l0", "l1", "l2"]  # popular
+
+
+def test_a_replay_explores_as_the_service_does() -> None:
+    """With epsilon 1 every list gives slot 2 to a candidate that missed the list and keeps
+    the ranked items around it in order; the draws are reproducible by seed; the report's
+    protocol names the exploration."""
+    split = random_split(implicit_data(), 0.25, seed=1)
+    model = models.create("ease").fit(split.train)
+    users = np.arange(split.train.n_users)
+    plain = replay(model, split.train, users, 5)
+    config = {"exploration": {"method": "epsilon", "epsilon": 1.0, "position": 2}}
+    explored = replay(model, split.train, users, 5, config, seed=3)
+    for before, after in zip(plain, explored, strict=True):
+        assert after[1] not in before  # the explored item missed the ranked list
+        assert [after[0], *after[2:]] == before[:4].tolist()
+    np.testing.assert_array_equal(explored, replay(model, split.train, users, 5, config, seed=3))
+    assert not np.array_equal(explored, replay(model, split.train, users, 5, config, seed=4))
+    never = {"exploration": {"method": "epsilon", "epsilon": 0.0}}
+    np.testing.assert_array_equal(replay(model, split.train, users, 5, never), plain)
+    thompson = replay(model, split.train, users, 5, {"exploration": {"method": "thompson"}})
+    assert all(row[2] not in base for row, base in zip(thompson, plain, strict=True))
+    result = evaluate("ease", split, pipeline=config, k=5)
+    assert result.attrs["protocol"]["exploration"] == "epsilon (epsilon 1.0, slot 2)"
+    with pytest.raises(InvalidInputError, match=r"exploration.epsilon"):
+        load_config({"exploration": {"method": "epsilon", "epsilon": 2}})

@@ -25,20 +25,20 @@ from tastebud.pipeline.config import (
     FALLBACK_WEIGHT,
     GENERATORS,
     SECONDS_PER_DAY,
+    ExplorationSettings,
     PipelineSettings,
 )
+from tastebud.pipeline.explore import EXPLORATION_SOURCE
 from tastebud.pipeline.filters import Filters, Predicate, categories
 from tastebud.pipeline.stages import Candidate, Pool, boost_fresh, rank, select
 from tastebud.service.experiments import (
-    EXPLORATION_SOURCE,
-    ExplorationSettings,
-    Explorer,
     ExposureLog,
     assign,
     bucket,
     report,
     significance,
 )
+from tastebud.service.experiments import explorer as explorer_of
 from tastebud.service.schemas import ExperimentIn
 from tastebud.service.storage import Storage
 
@@ -837,17 +837,17 @@ def test_exploration_stats_count_answered_explored_exposures(store: Storage) -> 
 
 # -- exploration -------------------------------------------------------------------------------
 def test_exploration_off_picks_nothing(store: Storage) -> None:
-    explorer = Explorer(ExplorationSettings(), store, seed=0)
+    explorer = explorer_of(ExplorationSettings(), store, seed=0)
     assert not explorer.on
     assert explorer.pick(["a", "b"]) is None
-    assert Explorer(ExplorationSettings(method="epsilon", epsilon=1.0), store).pick([]) is None
+    assert explorer_of(ExplorationSettings(method="epsilon", epsilon=1.0), store).pick([]) is None
 
 
 def test_epsilon_zero_and_one(store: Storage) -> None:
-    never = Explorer(ExplorationSettings(method="epsilon", epsilon=0.0), store, seed=0)
+    never = explorer_of(ExplorationSettings(method="epsilon", epsilon=0.0), store, seed=0)
     assert never.on
     assert all(never.pick(["a", "b", "c"]) is None for _ in range(200))
-    always = Explorer(ExplorationSettings(method="epsilon", epsilon=1.0), store, seed=0)
+    always = explorer_of(ExplorationSettings(method="epsilon", epsilon=1.0), store, seed=0)
     picks = [always.pick(["a", "b", "c"]) for _ in range(300)]
     assert set(picks) == {"a", "b", "c"}  # uniform over the pool: all of them, none missing
     assert all(picks.count(x) > 60 for x in "abc")
@@ -856,15 +856,15 @@ def test_epsilon_zero_and_one(store: Storage) -> None:
 def test_epsilon_explores_that_share_of_lists_reproducibly(store: Storage) -> None:
     settings = ExplorationSettings(method="epsilon", epsilon=0.25)
     pool = [f"i{n}" for n in range(10)]
-    one = [Explorer(settings, store, seed=0).pick(pool) for _ in range(3)]  # fresh each time
+    one = [explorer_of(settings, store, seed=0).pick(pool) for _ in range(3)]  # fresh each time
     assert len(set(one)) == 1
-    first, second = Explorer(settings, store, seed=0), Explorer(settings, store, seed=0)
+    first, second = explorer_of(settings, store, seed=0), explorer_of(settings, store, seed=0)
     a = [first.pick(pool) for _ in range(4000)]
     b = [second.pick(pool) for _ in range(4000)]
     assert a == b
     explored = sum(p is not None for p in a) / len(a)
     assert explored == pytest.approx(0.25, abs=0.03)
-    other = Explorer(settings, store, seed=1)
+    other = explorer_of(settings, store, seed=1)
     assert [other.pick(pool) for _ in range(4000)] != a
 
 
@@ -877,20 +877,20 @@ def test_thompson_prefers_what_was_answered(store: Storage) -> None:
         "good": (50, 45),
         "bad": (50, 0),
     }
-    explorer = Explorer(ExplorationSettings(method="thompson"), store, seed=0)
+    explorer = explorer_of(ExplorationSettings(method="thompson"), store, seed=0)
     picks = [explorer.pick(["bad", "good"]) for _ in range(200)]
     assert picks.count("good") > 180
     versus_bad = [explorer.pick(["bad", "unseen"]) for _ in range(200)]
     assert versus_bad.count("unseen") > 180
     versus_good = [explorer.pick(["good", "unseen"]) for _ in range(200)]
     assert 5 < versus_good.count("unseen") < 60  # about 23
-    again = Explorer(ExplorationSettings(method="thompson"), store, seed=0)
+    again = explorer_of(ExplorationSettings(method="thompson"), store, seed=0)
     assert [again.pick(["bad", "good"]) for _ in range(200)] == picks
 
 
 def test_thompson_rereads_the_stats_after_refresh_s(store: Storage) -> None:
-    slow = Explorer(ExplorationSettings(method="thompson", refresh_s=3600), store, seed=0)
-    fast = Explorer(ExplorationSettings(method="thompson", refresh_s=1e-9), store, seed=0)
+    slow = explorer_of(ExplorationSettings(method="thompson", refresh_s=3600), store, seed=0)
+    fast = explorer_of(ExplorationSettings(method="thompson", refresh_s=1e-9), store, seed=0)
     assert slow.pick(["bad", "good"]) is not None and fast.pick(["bad", "good"]) is not None
     _explored(store, "good", 50, 50)
     _explored(store, "bad", 50, 0)

@@ -3,7 +3,8 @@
 A :class:`Pipeline` (candidate generators → ranker → re-rankers, module
 :mod:`tastebud.pipeline.core`) runs a :class:`Query` on a fitted model
 (:class:`ModelView`) and live state handed in (:class:`LiveState`: the service's, counted
-from events as they arrive, or :class:`OfflineState`, built from a split's training data).
+from events as they arrive, or :class:`OfflineState`, built from a split's training data);
+an :class:`Explorer` may then give one slot to an item the ranking would not have shown.
 ``evaluate(..., pipeline=...)`` and ``tastebud evaluate --pipeline`` replay a split through
 it; ``tastebud serve`` answers every list with it.
 
@@ -25,11 +26,13 @@ from tastebud.pipeline.config import (
     DEFAULT_EVENT_WEIGHTS,
     GENERATORS,
     EventRules,
+    ExplorationSettings,
     PipelineConfig,
     PipelineSettings,
     load_config,
 )
 from tastebud.pipeline.core import Pipeline, Query, Recommendations, explain_items
+from tastebud.pipeline.explore import Explorer
 from tastebud.pipeline.filters import Filters, Predicate, categories
 from tastebud.pipeline.history import History, dataset_history
 from tastebud.pipeline.live import Demographics, LiveState, OfflineState
@@ -42,6 +45,8 @@ __all__ = [
     "Candidate",
     "Demographics",
     "EventRules",
+    "ExplorationSettings",
+    "Explorer",
     "Filters",
     "History",
     "LiveState",

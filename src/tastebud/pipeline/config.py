@@ -13,7 +13,7 @@ import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -185,12 +185,30 @@ def usable_value(value: Any) -> float | Unusable | None:
     return number if value_problem(number) is None else UNUSABLE
 
 
+class ExplorationSettings(BaseModel):
+    """The exploration slot (the ``exploration`` table of the settings)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["off", "epsilon", "thompson"] = Field(
+        "off", description="off, epsilon (epsilon-greedy) or thompson (Thompson sampling)"
+    )
+    epsilon: float = Field(0.1, ge=0, le=1, description="epsilon: chance a list explores")
+    position: int = Field(3, ge=1, description="1-based slot of the explored item")
+    positive_feedback: list[str] = Field(
+        default_factory=lambda: ["click", "like", "purchase"],
+        description="Feedback types that count as a success (thompson)",
+    )
+    refresh_s: float = Field(10.0, gt=0, description="thompson: how often stats are re-read")
+
+
 class PipelineConfig(EventRules):
     """Everything a pipeline reads from a settings file: the event rules (it is an
-    :class:`EventRules`) and the ``pipeline`` table. Other keys of the file (the database,
-    the model, keys...) are the service's and are left to it."""
+    :class:`EventRules`), the ``pipeline`` table and the ``exploration`` table. Other keys
+    of the file (the database, the model, keys...) are the service's and are left to it."""
 
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    exploration: ExplorationSettings = Field(default_factory=ExplorationSettings)
 
 
 def load_config(source: Any = None) -> PipelineConfig:

@@ -35,7 +35,7 @@ from tastebud import __version__
 from tastebud.errors import TastebudError
 from tastebud.service import runtime
 from tastebud.service.engine import Engine
-from tastebud.service.experiments import Explorer, ExposureLog
+from tastebud.service.experiments import ExposureLog, explorer
 from tastebud.service.keys import announce as announce_keys
 from tastebud.service.routes import (
     admin,
@@ -90,7 +90,7 @@ def create_app(
         settings=settings,
         storage=store,
         engine=engine,
-        explorer=Explorer(settings.exploration, store),
+        explorer=explorer(settings.exploration, store),
         exposures=ExposureLog(store),
         metrics=RequestMetrics(),
         new_request_id=RequestIds(),

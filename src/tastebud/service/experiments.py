@@ -10,12 +10,9 @@ compares, per variant, the share of exposed users with at least one outcome of a
 unit of randomisation is the user, so that is the unit of the test): a two-sided
 two-proportion z-test for two variants, a chi-square test of independence for more.
 
-**Exploration.** One slot of a list may show an item the ranking would not have: with
-``epsilon-greedy``, a list gets an explored item with probability ``epsilon``, drawn
-uniformly from the candidates that missed the list; with ``thompson``, every list gets one,
-the candidate with the highest draw from Beta(1 + answered, 1 + unanswered exposures) of the
-earlier explored exposures. Explored items are logged with source ``exploration``, so their
-outcomes are counted apart from the ranked ones.
+**Exploration** is the pipeline's (:mod:`tastebud.pipeline.explore`); here it reads the
+answered explored exposures from the exposure log. Explored items are logged with source
+``exploration``, so their outcomes are counted apart from the ranked ones.
 
 **The exposure log** writes exposures from a background thread in batches (every
 ``flush_every_s`` seconds): logging never slows a request down. Exposures are telemetry, not
@@ -32,18 +29,17 @@ import math
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats
 
 from tastebud.errors import InvalidInputError
+from tastebud.pipeline.config import ExplorationSettings
+from tastebud.pipeline.explore import EXPLORATION_SOURCE, Explorer
 from tastebud.service.storage import Storage, exposure_row
 
 log = logging.getLogger("tastebud.service")
-
-EXPLORATION_SOURCE = "exploration"
 
 
 # -- A/B assignment --------------------------------------------------------------------------
@@ -159,63 +155,14 @@ def significance(groups: Sequence[tuple[int, int]], alpha: float = 0.05) -> dict
 
 
 # -- exploration -----------------------------------------------------------------------------
-class ExplorationSettings(BaseModel):
-    """The exploration slot (the ``exploration`` table of the settings)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    method: Literal["off", "epsilon", "thompson"] = Field(
-        "off", description="off, epsilon (epsilon-greedy) or thompson (Thompson sampling)"
+def explorer(settings: ExplorationSettings, storage: Storage, seed: int | None = None) -> Explorer:
+    """The pipeline's :class:`~tastebud.pipeline.explore.Explorer`, reading the answered
+    explored exposures from the exposure log (thompson)."""
+    return Explorer(
+        settings,
+        lambda: storage.exploration_stats(EXPLORATION_SOURCE, settings.positive_feedback),
+        seed,
     )
-    epsilon: float = Field(0.1, ge=0, le=1, description="epsilon: chance a list explores")
-    position: int = Field(3, ge=1, description="1-based slot of the explored item")
-    positive_feedback: list[str] = Field(
-        default_factory=lambda: ["click", "like", "purchase"],
-        description="Feedback types that count as a success (thompson)",
-    )
-    refresh_s: float = Field(10.0, gt=0, description="thompson: how often stats are re-read")
-
-
-class Explorer:
-    """Picks the explored item of a list."""
-
-    def __init__(self, settings: ExplorationSettings, storage: Storage, seed: int | None = None):
-        self.settings = settings
-        self.storage = storage
-        self._rng = np.random.default_rng(seed)
-        self._lock = threading.Lock()
-        self._stats: dict[str, tuple[int, int]] = {}
-        self._read_at = -math.inf
-
-    @property
-    def on(self) -> bool:
-        return self.settings.method != "off"
-
-    def _current_stats(self) -> dict[str, tuple[int, int]]:
-        now = time.monotonic()
-        if now - self._read_at >= self.settings.refresh_s:
-            self._read_at = now  # one reader; the others use the old stats meanwhile
-            stats_ = self.storage.exploration_stats(
-                EXPLORATION_SOURCE, self.settings.positive_feedback
-            )
-            self._stats = stats_
-        return self._stats
-
-    def pick(self, pool: Sequence[str]) -> str | None:
-        """The item to explore among ``pool`` (items that missed the list), or ``None``."""
-        if not self.on or not pool:
-            return None
-        if self.settings.method == "epsilon":
-            with self._lock:
-                if self._rng.random() >= self.settings.epsilon:
-                    return None
-                return pool[int(self._rng.integers(len(pool)))]
-        known = self._current_stats()
-        shown = np.array([known.get(item, (0, 0))[0] for item in pool], dtype=np.float64)
-        answered = np.array([known.get(item, (0, 0))[1] for item in pool], dtype=np.float64)
-        with self._lock:
-            draws = self._rng.beta(1.0 + answered, 1.0 + np.maximum(shown - answered, 0.0))
-        return pool[int(np.argmax(draws))]
 
 
 # -- the exposure log ------------------------------------------------------------------------

@@ -20,8 +20,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 
 from tastebud.errors import InvalidInputError
 from tastebud.models.base import Recommender
-from tastebud.pipeline.config import DEFAULT_EVENT_WEIGHTS, PipelineSettings
-from tastebud.service.experiments import ExplorationSettings
+from tastebud.pipeline.config import DEFAULT_EVENT_WEIGHTS, ExplorationSettings, PipelineSettings
 
 
 class Settings(BaseSettings):

@@ -22,8 +22,9 @@ from pydantic import ValidationError
 
 from tastebud.errors import InvalidInputError
 from tastebud.pipeline import PipelineSettings
+from tastebud.pipeline.explore import Explorer
 from tastebud.service.engine import Engine
-from tastebud.service.experiments import Explorer, ExposureLog
+from tastebud.service.experiments import ExposureLog
 from tastebud.service.keys import Keys
 from tastebud.service.keys import resolve as access_keys
 from tastebud.service.runtime import HTTPError, RequestIds, RequestMetrics

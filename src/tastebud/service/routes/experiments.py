@@ -9,7 +9,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from tastebud.errors import TastebudError
-from tastebud.service.experiments import EXPLORATION_SOURCE, report
+from tastebud.pipeline.explore import EXPLORATION_SOURCE
+from tastebud.service.experiments import report
 from tastebud.service.routes.deps import Routes, admin_key, context, merged
 from tastebud.service.schemas import (
     ExperimentIn,

@@ -9,12 +9,11 @@ on the settings (``max_k``) are made per app: see :func:`add_routes`.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -220,7 +219,7 @@ def serve(
     )
     chosen = list(result.chosen)
     if explore:
-        chosen = _explored(ctx, chosen, result.rest, k)
+        chosen = ctx.explorer.explore(chosen, result.rest, k)
     request_id = ctx.new_request_id()
     version = result.snapshot.version
     version_id = None if version is None else int(version["id"])
@@ -268,19 +267,6 @@ def _variant_pipeline(
     except InvalidInputError as err:
         log.error("experiment %s: variant %s: %s", experiment["name"], variant, err)
         return base
-
-
-def _explored(
-    ctx: Context, chosen: list[Candidate], rest: Sequence[Candidate], k: int
-) -> list[Candidate]:
-    """``chosen`` with the exploration slot's pick among ``rest`` (if any) put in."""
-    picked = ctx.explorer.pick([c.item for c in rest])
-    if picked is not None:
-        found = next(c for c in rest if c.item == picked)
-        cand = dataclasses.replace(found, exploration=True)  # lists may be cached
-        chosen.insert(min(ctx.settings.exploration.position, len(chosen) + 1) - 1, cand)
-        chosen = chosen[:k]
-    return chosen
 
 
 def _options(base: PipelineSettings, stages: Stages | None) -> PipelineSettings:
