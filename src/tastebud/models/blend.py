@@ -24,7 +24,7 @@ import numpy as np
 from tastebud.data.dataset import Dataset
 from tastebud.models._composite import Composite, standardize
 from tastebud.models._holdout import Holdout
-from tastebud.models.base import mask_rows
+from tastebud.models.base import top_k
 from tastebud.models.registry import register
 
 
@@ -94,23 +94,24 @@ class Blend(Composite):
         holdout = Holdout.carve(
             dataset, self.validation_size, self.random_state, self.relevance_threshold, who="Blend"
         )
-        inner, held, users = holdout.train, holdout.held, holdout.users
+        inner, held = holdout.train, holdout.held
         for model in models:
             model.fit(inner)
-        seen = inner.matrix("binary")
-        blocks = []
-        for model in models:
-            z = standardize(model._score_block(users, None))
-            mask_rows(z, seen, users, None)
-            blocks.append(z)
         grid = _simplex_grid(len(models), 10 if len(models) <= 3 else 5)
+        tops: list[list[np.ndarray]] = [[] for _ in grid]  # per weighting, per user block
+        for users in holdout.blocks():  # bounded blocks: never users x items at once
+            members = [
+                holdout.masked(standardize(m._score_block(users, None)), users) for m in models
+            ]
+            for at, w in enumerate(grid):
+                blended = np.zeros_like(members[0])
+                for weight, block in zip(w, members, strict=True):
+                    if weight > 0:
+                        blended += weight * block
+                tops[at].append(top_k(blended, self.k)[0])
         best_w, best = grid[0], -1.0
-        for w in grid:
-            blended = np.zeros_like(blocks[0])
-            for weight, block in zip(w, blocks, strict=True):
-                if weight > 0:
-                    blended += weight * block
-            score = holdout.ndcg(blended, self.k, masked=True)
+        for w, found in zip(grid, tops, strict=True):
+            score = holdout.ndcg(np.vstack(found), self.k)
             if score > best + 1e-12:
                 best_w, best = w, score
         self.weights_ = best_w

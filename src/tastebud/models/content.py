@@ -38,8 +38,8 @@ the text models.
 being the mean per-field cosine of users' attributes (age, gender, location, occupation,
 text): the demographic route to user cold start, answering users known only by attributes.
 
-One module (~600 lines) for one family: the content models share the item vectors, the user
-profiles built from them and the demographic route over the same code.
+One module (~700 lines) for one family: the content models share the item vectors, the user
+profiles built from them, the attribute encoding and the demographic route over the same code.
 """
 
 from __future__ import annotations

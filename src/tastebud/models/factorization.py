@@ -763,7 +763,7 @@ class ALS(_ImplicitEngineModel):
         def score(reg: float) -> float:
             model = dataclasses.replace(self, reg=reg, num_threads=engine_threads)
             model.fit(holdout.train)
-            tried[reg] = holdout.ndcg(model._score_block(holdout.users, None), 10)
+            tried[reg] = holdout.ndcg_of(lambda users: model._score_block(users, None), 10)
             return tried[reg]
 
         best_reg, best = 1.0, score(1.0)

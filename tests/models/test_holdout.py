@@ -1,0 +1,41 @@
+"""The validation holdout models carve from their own training data (ALS reg="auto", Blend):
+a seeded sample of validation users at most, scored in bounded blocks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tastebud.data.sample import load_sample
+from tastebud.metrics.ranking import ndcg_at_k
+from tastebud.models import _holdout, create
+from tastebud.models._holdout import Holdout
+from tastebud.models.base import mask_rows, top_k
+
+
+def test_the_blocked_ndcg_equals_the_dense_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = load_sample()
+    holdout = Holdout.carve(data, 0.2, seed=0, who="test")
+    model = create("ease").fit(holdout.train)
+    dense = model._score_block(holdout.users, None)
+    mask_rows(dense, holdout.train.matrix("binary"), holdout.users, None)
+    expected = float(np.nanmean(ndcg_at_k(top_k(dense, 10)[0], holdout.relevant, 10)))
+    monkeypatch.setattr(_holdout, "_BATCH_CELLS", 7 * holdout.train.n_items)  # 7-user blocks
+    assert [len(b) for b in holdout.blocks()][:2] == [7, 7]
+    assert holdout.ndcg_of(lambda users: model._score_block(users, None), 10) == expected
+
+
+def test_validation_users_are_a_seeded_sample_when_there_are_many() -> None:
+    data = load_sample()
+    full = Holdout.carve(data, 0.2, seed=0, who="test")
+    few = Holdout.carve(data, 0.2, seed=0, who="test", max_users=50)
+    again = Holdout.carve(data, 0.2, seed=0, who="test", max_users=50)
+    assert len(full.users) > 50 and len(few.users) == 50
+    np.testing.assert_array_equal(few.users, again.users)
+    assert set(few.users) <= set(full.users)
+    # each sampled user keeps exactly their held-out relevant items
+    at = {u: n for n, u in enumerate(full.users)}
+    for n, user in enumerate(few.users):
+        np.testing.assert_array_equal(few.relevant[n].indices, full.relevant[at[user]].indices)
+    other = Holdout.carve(data, 0.2, seed=1, who="test", max_users=50)
+    assert not np.array_equal(other.users, few.users)
