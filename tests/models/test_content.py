@@ -774,3 +774,34 @@ def test_attribute_encoder_encodes_later_rows_as_it_encoded_the_table():
     later = encoder.transform(pd.DataFrame({"tags": ["c|zzz"], "colour": ["red"]})).toarray()[0]
     np.testing.assert_allclose(np.linalg.norm(later), 1.0)
     assert later @ whole[2] > 0 and later @ whole[0] == 0
+
+
+def test_attributes_as_users_store_them_lists_stray_text_and_bad_calls() -> None:
+    """List cells are bags of values; a number field with a stray text value stays a number
+    field; what is not attributes is refused with a clear error."""
+    users = pd.DataFrame(
+        {
+            "age": [22, 24, 23, 61, 64, "sixty-six", 23, 63, 30, 60],
+            "tags": [
+                *(["jazz", "soul"], ["jazz"], ["soul", "jazz"]),
+                *(["metal"], ["metal", "punk"], ["punk"]),
+                *(["jazz"], ["metal"], None, None),
+            ],
+        },
+        index=["ya", "yb", "yc", "oa", "ob", "oc", "new_young", "new_old", "x", "z"],
+    )
+    rows = [(u, i) for u in ("ya", "yb", "yc") for i in ("a1", "a2")]
+    rows += [(u, i) for u in ("oa", "ob", "oc") for i in ("b1", "b2")]
+    ds = Dataset.from_frame(pd.DataFrame(rows, columns=["user", "item"]), users=users)
+    model = UserMetadata(columns=("age", "tags"), shrinkage=0.0, neighbors=3, bins=2).fit(ds)
+    fields = {name: kind for name, kind, _ in model.encoding_}
+    assert fields == {"age": "bins", "tags": "tokens"}  # "sixty-six" did not make age text
+    for attrs, side in (({"tags": ["soul", "jazz"]}, "a"), ({"age": 62.5}, "b")):
+        top, _ = model.fold_in_attributes(attrs).top(2)
+        assert {str(i)[0] for i in ds.items.to_ids(top)} == {side}
+    assert model.encode_attributes({"age": "23"}).nnz > 0  # numeric text still reads
+    for bad in (["city", "Oslo"], "Oslo", None, 5):
+        with pytest.raises(InvalidInputError, match="must be a mapping"):
+            model.fold_in_attributes(bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="one user, got 0"):
+        model.fold_in_attributes(pd.DataFrame({"age": []}))

@@ -228,3 +228,17 @@ def test_a_replay_explores_as_the_service_does() -> None:
     assert result.attrs["protocol"]["exploration"] == "epsilon (epsilon 1.0, slot 2)"
     with pytest.raises(InvalidInputError, match=r"exploration.epsilon"):
         load_config({"exploration": {"method": "epsilon", "epsilon": 2}})
+
+
+def test_an_exploration_slot_past_the_end_is_the_last_and_settings_are_strict() -> None:
+    split = random_split(implicit_data(), 0.25, seed=1)
+    model = models.create("ease").fit(split.train)
+    users = np.arange(split.train.n_users)
+    plain = replay(model, split.train, users, 5)
+    far = {"exploration": {"method": "epsilon", "epsilon": 1.0, "position": 100}}
+    explored = replay(model, split.train, users, 5, far)
+    for before, after in zip(plain, explored, strict=True):
+        assert after[-1] not in before and after[:4].tolist() == before[:4].tolist()
+    for bad, field in (({"position": True}, "position"), ({"epsilon": float("nan")}, "epsilon")):
+        with pytest.raises(InvalidInputError, match=f"exploration.{field}"):
+            load_config({"exploration": {"method": "epsilon", **bad}})

@@ -142,11 +142,47 @@ def _binned(values: np.ndarray, edges: np.ndarray) -> sp.csr_matrix:
     )
 
 
+def _joined(value: Any) -> Any:
+    """A list-like cell as one ``|``-joined text (a bag of values), anything else as it is."""
+    if isinstance(value, list | tuple | set | frozenset | np.ndarray):
+        return "|".join(str(v) for v in value)
+    return value
+
+
 def _tokens(column: pd.Series) -> pd.Series:
-    """A text column's values, ``|``-joined lists split, one token per row of the result
-    (index: the row's position), empty tokens dropped."""
+    """A text column's values -- ``|``-joined text and list cells as bags -- one token per
+    row of the result (index: the row's position), empty tokens dropped."""
+    if pd.api.types.is_object_dtype(column.dtype):
+        column = column.map(_joined)
     exploded = column.astype("string").fillna("").reset_index(drop=True).str.split("|").explode()
     return exploded[exploded.str.len() > 0]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    )
+
+
+def _mostly_numbers(column: pd.Series) -> bool:
+    """Whether an object column holds numbers (Python or numpy numbers, not numeric text)
+    in at least 90% of its non-missing cells: a number field with a stray text value,
+    as user-supplied JSON often has, stays a number field (the text then counts as
+    missing)."""
+    present = column.dropna()
+    if not len(present):
+        return False
+    numbers = sum(_is_number(v) for v in present.tolist())
+    return numbers >= 0.9 * len(present)
+
+
+def _numbers(column: pd.Series) -> np.ndarray:
+    """A column's finite numbers as float64 -- numbers, and text that spells one -- and NaN
+    for anything else (booleans are no numbers)."""
+    if pd.api.types.is_object_dtype(column.dtype):
+        column = column.map(lambda v: v if _is_number(v) or isinstance(v, str) else np.nan)
+    values = pd.to_numeric(column, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    return np.where(np.isfinite(values), values, np.nan)
 
 
 @dataclasses.dataclass
@@ -182,8 +218,10 @@ class AttributeEncoder:
             col = table[name]
             if pd.api.types.is_bool_dtype(col.dtype):
                 col = col.astype("string")
-            if pd.api.types.is_numeric_dtype(col.dtype):
-                edges = _bin_edges(col.to_numpy(dtype=np.float64, na_value=np.nan), bins)
+            if pd.api.types.is_numeric_dtype(col.dtype) or (
+                pd.api.types.is_object_dtype(col.dtype) and _mostly_numbers(col)
+            ):
+                edges = _bin_edges(_numbers(col), bins)
                 if edges is not None:
                     fields.append((name, edges))
             elif pd.api.types.is_object_dtype(col.dtype) or pd.api.types.is_string_dtype(col.dtype):
@@ -198,6 +236,11 @@ class AttributeEncoder:
     def transform(self, table: pd.DataFrame) -> sp.csr_matrix:
         """The rows of ``table`` (any index; columns by name) as unit-norm vectors."""
         n = len(table)
+        if n == 0:
+            width = sum(
+                len(spec) + (0 if isinstance(spec, pd.Index) else 1) for _, spec in self.fields
+            )
+            return sp.csr_matrix((0, width))
         blocks: list[sp.csr_matrix] = []
         for name, spec in self.fields:
             col = table[name] if name in table.columns else pd.Series([None] * n, dtype=object)
@@ -212,8 +255,7 @@ class AttributeEncoder:
                     shape=(n, len(spec)),
                 )
             else:
-                values = pd.to_numeric(col, errors="coerce").to_numpy(np.float64, na_value=np.nan)
-                block = _binned(values, spec)
+                block = _binned(_numbers(col), spec)
             blocks.append(normalize(block.tocsr()))
         return normalize(sp.hstack(blocks, format="csr"))
 
@@ -676,7 +718,15 @@ class UserMetadata(Recommender):
         table with one row per user -- as the model's unit-norm attribute vectors; a row
         with nothing the model knows is empty."""
         self._require_fitted()
-        table = attributes if isinstance(attributes, pd.DataFrame) else pd.DataFrame([attributes])
+        if isinstance(attributes, pd.DataFrame):
+            table = attributes
+        elif isinstance(attributes, Mapping):
+            table = pd.DataFrame([dict(attributes)])
+        else:
+            raise InvalidInputError(
+                "attributes must be a mapping of field to value or a DataFrame, not "
+                f"{type(attributes).__name__}"
+            )
         encoder = self.__dict__.get("_encoder")
         if encoder is None:
             encoder = self.__dict__["_encoder"] = AttributeEncoder.from_state(self.encoding_)

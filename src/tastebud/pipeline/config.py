@@ -193,8 +193,15 @@ class ExplorationSettings(BaseModel):
     method: Literal["off", "epsilon", "thompson"] = Field(
         "off", description="off, epsilon (epsilon-greedy) or thompson (Thompson sampling)"
     )
-    epsilon: float = Field(0.1, ge=0, le=1, description="epsilon: chance a list explores")
-    position: int = Field(3, ge=1, description="1-based slot of the explored item")
+    epsilon: float = Field(
+        0.1, ge=0, le=1, allow_inf_nan=False, description="epsilon: chance a list explores"
+    )
+    position: int = Field(
+        3,
+        ge=1,
+        strict=True,
+        description="1-based slot of the explored item (past the list's end: its last slot)",
+    )
     positive_feedback: list[str] = Field(
         default_factory=lambda: ["click", "like", "purchase"],
         description="Feedback types that count as a success (thompson)",

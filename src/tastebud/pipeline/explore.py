@@ -5,7 +5,9 @@ from the candidates that missed the list; with ``thompson``, every list gets one
 candidate with the highest draw from Beta(1 + answered, 1 + unanswered exposures) of the
 earlier explored exposures (``stats``: the service reads them from its exposure log; a
 replay has none, so every draw is from Beta(1, 1)). The explored item goes to slot
-``position`` and is marked ``exploration``, so its outcomes can be counted apart."""
+``position`` (the list's last slot when ``position`` is past its end) and is marked
+``exploration``, so its outcomes can be counted apart. The service explores the lists of
+known users only (exposures are per user): anonymous session lists are never explored."""
 
 from __future__ import annotations
 
@@ -82,7 +84,7 @@ class Explorer:
         picked = self.pick([c.item for c in rest])
         if picked is not None:
             found = next(c for c in rest if c.item == picked)
-            slot = min(self.settings.position, len(out) + 1) - 1
+            slot = min(self.settings.position, len(out) + 1, k) - 1  # past the end: last
             out.insert(slot, dataclasses.replace(found, exploration=True))
             out = out[:k]
         return out
