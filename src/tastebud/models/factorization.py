@@ -57,7 +57,7 @@ from tastebud import _threads
 from tastebud.data.dataset import Dataset
 from tastebud.errors import InvalidInputError
 from tastebud.models._holdout import Holdout
-from tastebud.models.base import Recommender
+from tastebud.models._retrieval import Searchable
 from tastebud.models.registry import register
 
 ImplicitValues = Literal["auto", "binary", "weight", "rating"]
@@ -198,12 +198,29 @@ def _row_slices(histories: sp.csr_matrix) -> list[tuple[np.ndarray, np.ndarray]]
 
 
 @dataclasses.dataclass(kw_only=True, eq=False)
-class _FactorModel(Recommender):
-    """Scoring, similar items, explanations and fold-in shared by the factor models.
+class _FactorModel(Searchable):
+    """Scoring, similar items, explanations, fold-in and retrieval (``index``,
+    ``ann_min_items``: :mod:`tastebud.models._retrieval`) shared by the factor models.
 
     Subclasses store ``user_factors_`` and ``item_factors_`` with :meth:`_set_factors`,
     optionally add per-item and per-user score offsets, and implement :meth:`_fold_in`.
     """
+
+    def _search_items(self) -> np.ndarray:
+        return self._with_bias(self.item_factors_, self._item_offset())
+
+    def _search_queries(
+        self,
+        users: np.ndarray | None,
+        histories: sp.csr_matrix | None = None,
+        sequences: list[np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        if histories is not None:
+            vectors, offsets = self._fold_in(sp.csr_matrix(histories, dtype=np.float64))
+        else:
+            assert users is not None
+            vectors, offsets = self.user_factors_[users], self._user_offset(users)
+        return self._with_one(vectors, self._item_offset() is not None), offsets
 
     def _set_factors(self, user_factors: np.ndarray, item_factors: np.ndarray) -> None:
         self.user_factors_ = np.ascontiguousarray(user_factors)
@@ -439,6 +456,11 @@ class SVD(_BiasedFactorModel):
     random_state:
         Seed of the initialisation and of the shuffling (``None``: fresh entropy). The kernel
         is single-threaded, so a seed gives the same model bit for bit.
+    index, ann_min_items:
+        Retrieval: ``"auto"`` (the default) searches a faiss inverted-file index over the
+        item vectors once the catalogue has ``ann_min_items`` (50,000) items, and scores
+        every item below that; ``"exact"`` or ``"ann"`` force one
+        (:mod:`tastebud.models._retrieval`, ``benchmarks/retrieval.py``).
 
     Notes
     -----
@@ -658,6 +680,11 @@ class ALS(_ImplicitEngineModel):
         independently, so the result does not depend on it.
     random_state:
         Seed of the initial factors.
+    index, ann_min_items:
+        Retrieval: ``"auto"`` (the default) searches a faiss inverted-file index over the
+        item vectors once the catalogue has ``ann_min_items`` (50,000) items, and scores
+        every item below that; ``"exact"`` or ``"ann"`` force one
+        (:mod:`tastebud.models._retrieval`, ``benchmarks/retrieval.py``).
 
     Notes
     -----
@@ -840,6 +867,11 @@ class BPR(_ImplicitEngineModel):
         policy (as ALS's).
     random_state:
         Seed of the initialisation and the sampling.
+    index, ann_min_items:
+        Retrieval: ``"auto"`` (the default) searches a faiss inverted-file index over the
+        item vectors once the catalogue has ``ann_min_items`` (50,000) items, and scores
+        every item below that; ``"exact"`` or ``"ann"`` force one
+        (:mod:`tastebud.models._retrieval`, ``benchmarks/retrieval.py``).
 
     Notes
     -----

@@ -104,7 +104,7 @@ import scipy.sparse as sp
 
 from tastebud.data.dataset import Dataset
 from tastebud.features import feature_matrix
-from tastebud.models.base import Recommender
+from tastebud.models._retrieval import Searchable
 from tastebud.models.registry import register
 
 Loss = Literal["warp", "bpr"]
@@ -396,7 +396,7 @@ def _binned(table: pd.DataFrame, bins: int) -> pd.DataFrame:
 
 @register("feature-mf")
 @dataclasses.dataclass(kw_only=True, eq=False)
-class FeatureMF(Recommender):
+class FeatureMF(Searchable):
     """Users and items as sums of feature embeddings, trained by WARP or BPR: a hybrid that
     ranks cold items from their features and cold users from their attributes.
 
@@ -436,6 +436,11 @@ class FeatureMF(Recommender):
         default ``None`` means 4 on rated data and every interaction otherwise.
     random_state:
         Seed of the initialisation, the shuffling and the negative sampling.
+    index, ann_min_items:
+        Retrieval: ``"auto"`` (the default) searches a faiss inverted-file index over the
+        item vectors once the catalogue has ``ann_min_items`` (50,000) items, and scores
+        every item below that; ``"exact"`` or ``"ann"`` force one
+        (:mod:`tastebud.models._retrieval`, ``benchmarks/retrieval.py``).
 
     Notes
     -----
@@ -628,6 +633,23 @@ class FeatureMF(Recommender):
         V = self.item_vectors_ if items is None else self.item_vectors_[items]
         bias = self.item_bias_ if items is None else self.item_bias_[items]
         return np.asarray(self.user_vectors_[users] @ V.T + bias[None, :], dtype=np.float64)
+
+    # -- retrieval (tastebud.models._retrieval): [v_i, b_i] . [q_u, 1] ----------------------
+    def _search_items(self) -> np.ndarray:
+        return self._with_bias(self.item_vectors_, self.item_bias_)
+
+    def _search_queries(
+        self,
+        users: np.ndarray | None,
+        histories: sp.csr_matrix | None = None,
+        sequences: list[np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, None]:
+        if histories is not None:
+            vectors = self._fold_in(sp.csr_matrix(histories))
+        else:
+            assert users is not None
+            vectors = self.user_vectors_[users]
+        return self._with_one(vectors, True), None
 
     def _unit_items(self) -> np.ndarray:
         cached = self.__dict__.get("_unit_cache")

@@ -36,9 +36,8 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse as sp
 
-from tastebud.ann import VectorIndex, faiss_or_none
 from tastebud.data.dataset import Dataset
-from tastebud.metrics.ranking import check_k
+from tastebud.models._retrieval import Searchable
 from tastebud.models.neural._recent import RecentItemsRecommender
 from tastebud.models.neural._torch import (
     history_sequences,
@@ -48,7 +47,6 @@ from tastebud.models.neural._torch import (
 from tastebud.models.registry import register
 
 Text = Literal["none", "minilm"]
-Index = Literal["auto", "ann", "exact"]
 
 
 def _net_class() -> Any:
@@ -131,7 +129,7 @@ def _net_class() -> Any:
 
 @register("two-tower")
 @dataclasses.dataclass(kw_only=True, eq=False)
-class TwoTower(RecentItemsRecommender):
+class TwoTower(RecentItemsRecommender, Searchable):
     """User and item towers, in-batch softmax with logQ correction, ANN retrieval.
 
     Parameters
@@ -173,8 +171,6 @@ class TwoTower(RecentItemsRecommender):
     id_dropout: float = 0.2
     use_user_features: bool = True
     use_item_features: bool = True
-    index: Index = "auto"
-    ann_min_items: int = 50_000
     epochs: int = 40
     patience: int = 3
     batch_size: int = 512
@@ -198,7 +194,6 @@ class TwoTower(RecentItemsRecommender):
         self._check(self.history_len >= 1, "history_len must be >= 1")
         self._check(self.temperature > 0, "temperature must be > 0")
         self._check(0.0 <= self.id_dropout < 1.0, "id_dropout must be in [0, 1)")
-        self._check(self.ann_min_items >= 1, "ann_min_items must be >= 1")
         self._check_training()
 
     def _build(self) -> Any:
@@ -270,23 +265,24 @@ class TwoTower(RecentItemsRecommender):
             self.item_vectors_ = net.items().cpu().numpy()
         self._keep(net)
 
-    # -- retrieval ------------------------------------------------------------------------------
-    def vector_index(self) -> VectorIndex:
-        """The search structure over ``item_vectors_`` (built on first use, not saved; built
-        again when ``index`` or ``ann_min_items`` change after it, e.g. by ``set_params``)."""
-        key = (self.index, self.ann_min_items)
-        cached = self.__dict__.get("_index")
-        if cached is None or cached[0] != key:
-            n_items = len(self.item_vectors_)
-            ann = self.index == "ann" or (self.index == "auto" and n_items >= self.ann_min_items)
-            use_faiss = ann and faiss_or_none() is not None
-            index = VectorIndex(self.item_vectors_, backend="faiss" if use_faiss else "exact")
-            cached = self.__dict__["_index"] = (key, index)
-        return cached[1]
+    # -- retrieval (tastebud.models._retrieval) -----------------------------------------------
+    def _search_items(self) -> np.ndarray:
+        return self.item_vectors_
 
-    def _restore_state(self, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        self.__dict__.pop("_index", None)
-        super()._restore_state(config, arrays)
+    def _search_queries(
+        self,
+        users: np.ndarray | None,
+        histories: sp.csr_matrix | None = None,
+        sequences: list[np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, None]:
+        if histories is not None:
+            ordered = history_sequences(histories) if sequences is None else sequences
+            return self._user_vectors(np.full(len(ordered), -1, dtype=np.int64), ordered), None
+        assert users is not None
+        return self._user_vectors(users, self._users_sequences(users)), None
+
+    def _search_scale(self) -> float:
+        return 1.0 / float(self.temperature)
 
     def _user_vectors(self, users: np.ndarray, sequences: list[np.ndarray]) -> np.ndarray:
         torch = import_torch()
@@ -307,49 +303,6 @@ class TwoTower(RecentItemsRecommender):
         item_vectors = self.item_vectors_ if items is None else self.item_vectors_[items]
         return np.asarray(vectors @ item_vectors.T, dtype=np.float64) / float(self.temperature)
 
-    def recommend_indices(
-        self,
-        users: np.ndarray,
-        k: int,
-        *,
-        exclude: sp.csr_matrix | None = None,
-        items: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Through the vector index when it is approximate (whole catalog, no candidate
-        list); otherwise the exact path of every model."""
-        self._require_fitted()
-        index = self.vector_index()
-        if items is not None or index.backend == "exact":
-            return super().recommend_indices(users, k, exclude=exclude, items=items)
-        k = min(check_k(k), len(self.items_))
-        out_items = np.full((len(users), k), -1, dtype=np.int64)
-        out_scores = np.full((len(users), k), np.nan)
-        scorable = users >= 0
-        scorable[scorable] = self._scorable(users[scorable])
-        if (~scorable).any():  # unknown users: the fallback, through the exact path
-            rest = np.flatnonzero(~scorable)
-            out_items[rest], out_scores[rest] = super().recommend_indices(
-                users[rest], k, exclude=exclude
-            )
-        rows = np.flatnonzero(scorable)
-        if not len(rows) or k == 0:
-            return out_items, out_scores
-        vectors = self._user_vectors(users[rows], self._users_sequences(users[rows]))
-        seen = [
-            exclude.indices[exclude.indptr[u] : exclude.indptr[u + 1]]
-            if exclude is not None
-            else np.zeros(0, np.int64)
-            for u in users[rows]
-        ]
-        width = k + max((len(s) for s in seen), default=0)
-        found, scores = index.search(vectors, width)
-        for r, row in enumerate(rows):
-            keep = (found[r] >= 0) & ~np.isin(found[r], seen[r])
-            chosen = found[r][keep][:k]
-            out_items[row, : len(chosen)] = chosen
-            out_scores[row, : len(chosen)] = scores[r][keep][:k] / float(self.temperature)
-        return out_items, out_scores
-
     def _score_history(
         self, histories: sp.csr_matrix, sequences: list[np.ndarray] | None = None
     ) -> np.ndarray:
@@ -358,17 +311,6 @@ class TwoTower(RecentItemsRecommender):
         return np.asarray(vectors @ self.item_vectors_.T, dtype=np.float64) / float(
             self.temperature
         )
-
-    def _retriever(
-        self, sequences: list[np.ndarray], histories: sp.csr_matrix
-    ) -> _IndexRetriever | None:
-        """Through the vector index when it is approximate (the service then never scores
-        the whole catalogue for a list); ``None`` (every item scored) otherwise."""
-        index = self.vector_index()
-        if index.backend == "exact" or len(sequences) != 1:
-            return None
-        vector = self._user_vectors(np.full(1, -1, dtype=np.int64), sequences)[0]
-        return _IndexRetriever(index, self.item_vectors_, vector, float(self.temperature))
 
     def _similar(self, items: np.ndarray) -> np.ndarray:
         v = self.item_vectors_
@@ -385,20 +327,3 @@ class TwoTower(RecentItemsRecommender):
         found, scores = index.search(self.item_vectors_[[item]], k + 1 + len(skip))
         keep = (found[0] >= 0) & (found[0] != item) & ~np.isin(found[0], skip)
         return found[0][keep][:k], scores[0][keep][:k].astype(np.float64)
-
-
-class _IndexRetriever:
-    """One user vector's search over the item vectors' index (a :class:`Retriever`)."""
-
-    def __init__(
-        self, index: VectorIndex, items: np.ndarray, vector: np.ndarray, temperature: float
-    ) -> None:
-        self.index, self.items, self.vector, self.temperature = index, items, vector, temperature
-
-    def top(self, n: int, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        found, scores = self.index.search(self.vector[None, :], n + len(exclude))
-        keep = (found[0] >= 0) & ~np.isin(found[0], exclude)
-        return found[0][keep][:n], scores[0][keep][:n].astype(np.float64) / self.temperature
-
-    def score(self, items: np.ndarray) -> np.ndarray:
-        return np.asarray(self.items[items] @ self.vector, dtype=np.float64) / self.temperature

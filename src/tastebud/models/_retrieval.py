@@ -1,0 +1,190 @@
+"""Candidate retrieval through a vector index, for every model that scores by an inner
+product of a user vector and item vectors (ALS, BPR, SVD, SVD++, two-tower).
+
+A model whose score is ``q_u . v_i (+ b_i) (+ c_u)`` -- ``b_i`` an item bias, ``c_u`` a user
+offset that does not change a user's order -- is searched over ``[v_i, b_i]`` with the
+query ``[q_u, 1]`` (:class:`~tastebud.ann.VectorIndex`: faiss IVF, exact without faiss).
+With ``index="auto"`` a catalogue of at least ``ann_min_items`` items is searched, a smaller
+one scored whole (exact, as before); ``"ann"`` and ``"exact"`` force one. The index is built
+on first use, kept per set of item vectors, and never saved.
+
+Through the index, ``recommend`` over 1M items costs a probe of a few thousand items per
+user instead of a 1M-long score row (``benchmarks/retrieval.py``); the service's fold-in
+returns the search (:class:`~tastebud.models.base.UserScores`) instead of a dense row.
+Lists restricted to candidates (``items=``) and users the model cannot score (the
+fallback) take the exact path.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+
+from tastebud.ann import VectorIndex, faiss_or_none
+from tastebud.models.base import Recommender, check_k
+
+Index = Literal["auto", "exact", "ann"]
+
+
+@dataclasses.dataclass(kw_only=True, eq=False)
+class Searchable(Recommender):
+    """Retrieval through a vector index (module docstring).
+
+    Parameters
+    ----------
+    index:
+        ``"exact"`` (every item scored), ``"ann"`` (faiss IVF; exact without faiss) or
+        ``"auto"``: ANN from ``ann_min_items`` items on.
+    ann_min_items:
+        The catalogue size from which ``"auto"`` searches an index.
+    """
+
+    index: Index = "auto"
+    ann_min_items: int = 50_000
+
+    def _validate(self) -> None:
+        super()._validate()
+        self._check(self.ann_min_items >= 1, "ann_min_items must be >= 1")
+
+    # -- what a model provides ---------------------------------------------------------------
+    @abc.abstractmethod
+    def _search_items(self) -> np.ndarray:
+        """The item side ``(n_items, d)``: a user's score of item i is ``query . row_i``
+        (plus a per-user constant and a scale, :meth:`_searched_scores`). The same array
+        object while the model is unchanged (the index is kept per object)."""
+
+    @abc.abstractmethod
+    def _search_queries(
+        self,
+        users: np.ndarray | None,
+        histories: sp.csr_matrix | None = None,
+        sequences: list[np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Query vectors and per-user offsets, of known users (``users``) or of histories
+        to fold in (``histories``, every row non-empty, and their items in time order)."""
+
+    def _with_bias(self, vectors: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+        """An item side ``[v_i, b_i]`` (``[v_i]`` without a bias) as contiguous float32,
+        made once per ``vectors`` object (:meth:`_search_items` helper)."""
+        cached = self.__dict__.get("_search_cache")
+        if cached is None or cached[0] is not vectors:
+            side = vectors if bias is None else np.hstack([vectors, np.asarray(bias)[:, None]])
+            cached = (vectors, np.ascontiguousarray(side, dtype=np.float32))
+            self.__dict__["_search_cache"] = cached
+        return cached[1]
+
+    @staticmethod
+    def _with_one(vectors: np.ndarray, biased: bool) -> np.ndarray:
+        """Queries ``[q_u, 1]`` (``[q_u]`` when the items have no bias), float32."""
+        if biased:
+            vectors = np.hstack([vectors, np.ones((len(vectors), 1))])
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def _search_scale(self) -> float:
+        """Scores are the inner products times this (two-tower's 1 / temperature)."""
+        return 1.0
+
+    # -- the index -----------------------------------------------------------------------------
+    def vector_index(self) -> VectorIndex:
+        """The search structure over the item side (built on first use, not saved; built
+        again when the item vectors, ``index`` or ``ann_min_items`` change)."""
+        self._require_fitted()
+        items = self._search_items()
+        key = (self.index, int(self.ann_min_items))
+        cached = self.__dict__.get("_vector_index")
+        if cached is None or cached[0] != key or cached[1] is not items:
+            ann = self.index == "ann" or (self.index == "auto" and len(items) >= key[1])
+            use_faiss = ann and faiss_or_none() is not None
+            index = VectorIndex(items, backend="faiss" if use_faiss else "exact")
+            cached = self.__dict__["_vector_index"] = (key, items, index)
+        return cached[2]
+
+    def _restore_state(self, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.__dict__.pop("_vector_index", None)
+        super()._restore_state(config, arrays)
+
+    def _searched_scores(self, raw: np.ndarray, offsets: np.ndarray | None) -> np.ndarray:
+        scores = np.asarray(raw, dtype=np.float64) * self._search_scale()
+        if offsets is not None:
+            scores += offsets[:, None]
+        return scores
+
+    # -- recommend and fold-in through it ---------------------------------------------------
+    def recommend_indices(
+        self,
+        users: np.ndarray,
+        k: int,
+        *,
+        exclude: sp.csr_matrix | None = None,
+        items: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Through the vector index when it is approximate (whole catalogue, no candidate
+        list); otherwise the exact path of every model."""
+        self._require_fitted()
+        index = self.vector_index()
+        if items is not None or index.backend == "exact":
+            return super().recommend_indices(users, k, exclude=exclude, items=items)
+        k = min(check_k(k), len(self.items_))
+        out_items = np.full((len(users), k), -1, dtype=np.int64)
+        out_scores = np.full((len(users), k), np.nan)
+        scorable = users >= 0
+        scorable[scorable] = self._scorable(users[scorable])
+        if (~scorable).any():  # unknown and cold users: the fallback, exact
+            rest = np.flatnonzero(~scorable)
+            out_items[rest], out_scores[rest] = super().recommend_indices(
+                users[rest], k, exclude=exclude
+            )
+        rows = np.flatnonzero(scorable)
+        if not len(rows) or k == 0:
+            return out_items, out_scores
+        queries, offsets = self._search_queries(users[rows], None)
+        seen = [
+            exclude.indices[exclude.indptr[u] : exclude.indptr[u + 1]]
+            if exclude is not None
+            else np.zeros(0, np.int64)
+            for u in users[rows]
+        ]
+        width = k + max((len(s) for s in seen), default=0)
+        found, raw = index.search(queries, width)
+        scores = self._searched_scores(raw, offsets)
+        for r, row in enumerate(rows):
+            keep = (found[r] >= 0) & ~np.isin(found[r], seen[r])
+            chosen = found[r][keep][:k]
+            out_items[row, : len(chosen)] = chosen
+            out_scores[row, : len(chosen)] = scores[r][keep][:k]
+        return out_items, out_scores
+
+    def _retriever(
+        self, sequences: list[np.ndarray], histories: sp.csr_matrix
+    ) -> _IndexRetriever | None:
+        """Through the vector index when it is approximate (the service then never scores
+        the whole catalogue for a list); ``None`` (every item scored) otherwise."""
+        index = self.vector_index()
+        if index.backend == "exact" or histories.shape[0] != 1 or not (histories.data > 0).any():
+            return None  # nothing to fold in: the model's own answer (its fallback)
+        queries, offsets = self._search_queries(None, sp.csr_matrix(histories), sequences)
+        return _IndexRetriever(self, index, queries[0], None if offsets is None else offsets[0])
+
+
+class _IndexRetriever:
+    """One user's search over the item side's index (a ``Retriever``)."""
+
+    def __init__(
+        self, model: Searchable, index: VectorIndex, query: np.ndarray, offset: float | None
+    ) -> None:
+        self.model, self.index, self.query = model, index, query
+        self.offset = None if offset is None else np.array([offset])
+
+    def top(self, n: int, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        found, raw = self.index.search(self.query[None, :], n + len(exclude))
+        keep = (found[0] >= 0) & ~np.isin(found[0], exclude)
+        scores = self.model._searched_scores(raw, self.offset)[0]
+        return found[0][keep][:n], scores[keep][:n]
+
+    def score(self, items: np.ndarray) -> np.ndarray:
+        raw = self.index.vectors[items] @ self.query.astype(np.float32)
+        return self.model._searched_scores(raw[None, :], self.offset)[0]
