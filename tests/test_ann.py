@@ -29,6 +29,31 @@ def test_exact_search_is_the_brute_force_answer():
     np.testing.assert_allclose(scores, np.take_along_axis(brute, expected, 1), rtol=1e-5)
 
 
+def test_the_pruned_search_is_exact_and_scores_few_items_when_norms_are_skewed():
+    """Power-law norms (a factor model's popular items): the answer equals brute force,
+    found by scoring a small share of the items; with equal norms it still is exact."""
+    rng = np.random.default_rng(0)
+    n = 20_000
+    directions = clustered(n, d=8)
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    skewed = (directions * (1.0 / np.arange(1, n + 1) ** 0.8)[rng.permutation(n), None]).astype(
+        np.float32
+    )
+    queries = clustered(40, d=8, seed=2)
+    for items in (skewed, directions.astype(np.float32)):
+        index = VectorIndex(items, backend="pruned")
+        idx, scores = index.search(queries, 10)
+        brute = queries @ items.T
+        expected = np.argsort(-brute, axis=1, kind="stable")[:, :10]
+        np.testing.assert_array_equal(idx, expected)
+        np.testing.assert_allclose(scores, np.take_along_axis(brute, expected, 1), rtol=1e-5)
+    assert VectorIndex(skewed, backend="pruned").scan_share(queries, 10) < 0.25
+    assert VectorIndex(directions, backend="pruned").scan_share(queries, 10) > 0.9
+    assert VectorIndex(skewed, backend="exact").scan_share(queries, 10) == 1.0
+    short, _ = VectorIndex(skewed[:5], backend="pruned").search(queries[:2], 8)
+    assert (short[:, 5:] == -1).all() and set(short[0, :5]) == set(range(5))
+
+
 @needs_faiss
 def test_the_inverted_file_finds_the_inner_product_neighbours_of_unnormalized_vectors():
     # norms differ a lot: nearest by L2 is not largest by inner product, so plain L2 cells

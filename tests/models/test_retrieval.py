@@ -35,7 +35,7 @@ def pair(request: pytest.FixtureRequest):
 
 def test_the_search_gives_the_exact_lists_and_scores(pair) -> None:
     exact, searched = pair
-    assert searched.vector_index().backend == "faiss"
+    assert searched.vector_index().backend in ("faiss", "pruned")
     assert exact.vector_index().backend == "exact"
     users = np.arange(0, 400, 7)
     want_items, want_scores = exact.recommend_indices(users, 10, exclude=exact.seen_)
@@ -67,11 +67,11 @@ def test_auto_searches_from_the_threshold_and_the_index_follows_the_model(tmp_pa
     assert small.vector_index().backend == "exact"  # 1,200 < 50,000
     big = create("als", reg=10.0, n_iterations=3, ann_min_items=1_000).fit(DATA)
     first = big.vector_index()
-    assert first.backend == "faiss" and big.vector_index() is first  # kept
+    assert first.backend in ("faiss", "pruned") and big.vector_index() is first  # kept
     big.fit(DATA)  # new factors: a new index
     assert big.vector_index() is not first
     again = load(big.save(tmp_path / "als"))
-    assert again.vector_index().backend == "faiss"
+    assert again.vector_index().backend == first.backend
     np.testing.assert_array_equal(
         again.recommend_indices(np.arange(20), 5, exclude=again.seen_)[0],
         big.recommend_indices(np.arange(20), 5, exclude=big.seen_)[0],
@@ -80,3 +80,23 @@ def test_auto_searches_from_the_threshold_and_the_index_follows_the_model(tmp_pa
         create("als", ann_min_items=0).fit(DATA)
     with pytest.raises(InvalidInputError, match="index='hnsw' is not one of"):
         create("bpr", index="hnsw").fit(DATA)
+
+
+@pytest.mark.neural
+def test_sasrec_searches_its_item_embeddings() -> None:
+    pytest.importorskip("torch")
+    settings = {"epochs": 2, "factors": 16, "max_len": 20}
+    exact = create("sasrec", index="exact", **settings).fit(DATA)
+    searched = create("sasrec", index="ann", **settings).fit(DATA)
+    assert searched.vector_index().backend in ("faiss", "pruned")
+    users = np.arange(0, 400, 9)
+    want, want_scores = exact.recommend_indices(users, 10, exclude=exact.seen_)
+    got, got_scores = searched.recommend_indices(users, 10, exclude=searched.seen_)
+    np.testing.assert_allclose(got_scores, want_scores, rtol=1e-3, atol=1e-3)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want, strict=True)]) >= 0.99
+    user = int(np.flatnonzero(np.diff(exact.seen_.indptr) >= 5)[0])
+    history = exact.seen_[user]
+    folded = searched.fold_in(history, exclude=history.indices)
+    assert folded._retriever is not None
+    top, _ = folded.top(10)
+    assert len(set(top) & set(exact.fold_in(history, exclude=history.indices).top(10)[0])) >= 9

@@ -3,7 +3,10 @@ product of a user vector and item vectors (ALS, BPR, SVD, SVD++, two-tower).
 
 A model whose score is ``q_u . v_i (+ b_i) (+ c_u)`` -- ``b_i`` an item bias, ``c_u`` a user
 offset that does not change a user's order -- is searched over ``[v_i, b_i]`` with the
-query ``[q_u, 1]`` (:class:`~tastebud.ann.VectorIndex`: faiss IVF, exact without faiss).
+query ``[q_u, 1]`` (:class:`~tastebud.ann.VectorIndex`). The search is the norm-pruned
+exact one where it scores at most 5% of the items for a sample of training users (matrix
+factorization: the popular items carry the large norms), else faiss IVF (approximate;
+exact without faiss).
 With ``index="auto"`` a catalogue of at least ``ann_min_items`` items is searched, a smaller
 one scored whole (exact, as before); ``"ann"`` and ``"exact"`` force one. The index is built
 on first use, kept per set of item vectors, and never saved.
@@ -28,6 +31,11 @@ from tastebud.ann import VectorIndex, faiss_or_none
 from tastebud.models.base import Recommender, check_k
 
 Index = Literal["auto", "exact", "ann"]
+
+#: The pruned exact search is chosen when it scores at most this share of the catalogue.
+PRUNED_MAX_SHARE = 0.05
+_SAMPLE_USERS = 256  # training users whose queries decide between pruned and IVF
+_SAMPLE_K = 50  # the list length they are searched for (a list plus the seen items)
 
 
 @dataclasses.dataclass(kw_only=True, eq=False)
@@ -98,10 +106,25 @@ class Searchable(Recommender):
         cached = self.__dict__.get("_vector_index")
         if cached is None or cached[0] != key or cached[1] is not items:
             ann = self.index == "ann" or (self.index == "auto" and len(items) >= key[1])
-            use_faiss = ann and faiss_or_none() is not None
-            index = VectorIndex(items, backend="faiss" if use_faiss else "exact")
+            index = self._searching_index(items) if ann else VectorIndex(items, backend="exact")
             cached = self.__dict__["_vector_index"] = (key, items, index)
         return cached[2]
+
+    def _searching_index(self, items: np.ndarray) -> VectorIndex:
+        """The norm-pruned exact search when it scores at most :data:`PRUNED_MAX_SHARE` of
+        the items for a sample of the training users' queries (factor models, whose
+        popular items have the large norms); else the faiss inverted file (else exact)."""
+        pruned = VectorIndex(items, backend="pruned")
+        users = np.flatnonzero(np.diff(self.seen_.indptr) > 0)
+        users = users[self._scorable(users)]
+        if len(users):
+            rng = np.random.default_rng(0)
+            sample = np.sort(rng.choice(users, min(len(users), _SAMPLE_USERS), replace=False))
+            queries, _ = self._search_queries(sample)
+            if pruned.scan_share(queries, _SAMPLE_K) <= PRUNED_MAX_SHARE:
+                return pruned
+        use_faiss = faiss_or_none() is not None
+        return VectorIndex(items, backend="faiss" if use_faiss else "exact")
 
     def _restore_state(self, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.__dict__.pop("_vector_index", None)

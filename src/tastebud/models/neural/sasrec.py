@@ -31,12 +31,14 @@ the CPU; ``device="auto"`` trains on CUDA when present.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 import scipy.sparse as sp
 
 from tastebud.data.dataset import Dataset
+from tastebud.models._retrieval import Searchable
 from tastebud.models.neural._torch import (
     LastItemHoldout,
     TorchRecommender,
@@ -135,7 +137,7 @@ def _net_class() -> Any:
 
 @register("sasrec")
 @dataclasses.dataclass(kw_only=True, eq=False)
-class SASRec(TorchRecommender):
+class SASRec(TorchRecommender, Searchable):
     """Causal self-attention over the time-ordered history.
 
     Parameters
@@ -163,6 +165,10 @@ class SASRec(TorchRecommender):
         Show a progress bar over the epochs.
     random_state:
         Seed of the weights, the shuffling and dropout.
+    index, ann_min_items:
+        Retrieval: ``"auto"`` searches a faiss index over the item embeddings (the scores
+        are the last hidden state's inner products with them) from ``ann_min_items``
+        (50,000) items on; ``"exact"`` or ``"ann"`` force one (:mod:`tastebud.models._retrieval`).
     """
 
     factors: int = 64
@@ -288,17 +294,46 @@ class SASRec(TorchRecommender):
         return net(block)[:, -1]
 
     # -- scoring --------------------------------------------------------------------------------
-    def _sequence_scores(self, sequences: list[np.ndarray]) -> np.ndarray:
+    def _hidden_blocks(self, sequences: list[np.ndarray]) -> Iterator[tuple[int, Any, Any]]:
+        """(start, network, hidden states) per block of ``_SCORE_BATCH`` sequences, under
+        ``torch.no_grad``."""
         torch = import_torch()
         net: Any = self._network()
         device = next(net.parameters()).device
-        out = np.empty((len(sequences), len(self.items_)), dtype=np.float64)
         with torch.no_grad():
             for start in range(0, len(sequences), _SCORE_BATCH):
                 block = padded(sequences[start : start + _SCORE_BATCH], int(self.max_len))
-                hidden = self._last_hidden(net, torch.from_numpy(block).to(device))
-                out[start : start + len(block)] = net.scores(hidden).cpu().numpy()
+                yield start, net, self._last_hidden(net, torch.from_numpy(block).to(device))
+
+    def _sequence_scores(self, sequences: list[np.ndarray]) -> np.ndarray:
+        out = np.empty((len(sequences), len(self.items_)), dtype=np.float64)
+        for start, net, hidden in self._hidden_blocks(sequences):
+            out[start : start + len(hidden)] = net.scores(hidden).cpu().numpy()
         return out
+
+    # -- retrieval (tastebud.models._retrieval): hidden state . item embedding ---------------
+    def _search_items(self) -> np.ndarray:
+        weights = self.__dict__["weights/item.weight"]
+        cached = self.__dict__.get("_search_side")
+        if cached is None or cached[0] is not weights:
+            side = np.ascontiguousarray(weights[1 : len(self.items_) + 1], dtype=np.float32)
+            cached = self.__dict__["_search_side"] = (weights, side)
+        return cached[1]
+
+    def _search_queries(
+        self,
+        users: np.ndarray | None,
+        histories: sp.csr_matrix | None = None,
+        sequences: list[np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, None]:
+        if histories is not None:
+            ordered = history_sequences(histories) if sequences is None else sequences
+        else:
+            assert users is not None
+            indptr, seq = self.sequence_indptr_, self.sequence_items_
+            ordered = [seq[indptr[u] : indptr[u + 1]] for u in users]
+        hidden = [h.float().cpu().numpy() for _, _, h in self._hidden_blocks(ordered)]
+        return np.ascontiguousarray(np.vstack(hidden), dtype=np.float32), None
 
     def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
         indptr, seq = self.sequence_indptr_, self.sequence_items_
