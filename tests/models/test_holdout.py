@@ -13,7 +13,7 @@ from tastebud.models._holdout import Holdout
 from tastebud.models.base import mask_rows, top_k
 
 
-def test_the_blocked_ndcg_equals_the_dense_one(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_blocked_scores_equal_the_dense_ones(monkeypatch: pytest.MonkeyPatch) -> None:
     data = load_sample()
     holdout = Holdout.carve(data, 0.2, seed=0, who="test")
     model = create("ease").fit(holdout.train)
@@ -21,8 +21,12 @@ def test_the_blocked_ndcg_equals_the_dense_one(monkeypatch: pytest.MonkeyPatch) 
     mask_rows(dense, holdout.train.matrix("binary"), holdout.users, None)
     expected = float(np.nanmean(ndcg_at_k(top_k(dense, 10)[0], holdout.relevant, 10)))
     monkeypatch.setattr(_holdout, "_BATCH_CELLS", 7 * holdout.train.n_items)  # 7-user blocks
-    assert [len(b) for b in holdout.blocks()][:2] == [7, 7]
-    assert holdout.ndcg_of(lambda users: model._score_block(users, None), 10) == expected
+    blocks = list(holdout.blocks())
+    assert [len(b) for b in blocks][:2] == [7, 7]
+    tops = [top_k(holdout.masked(model._score_block(b, None), b), 10)[0] for b in blocks]
+    assert holdout.ndcg(np.vstack(tops), 10) == expected
+    listed, _ = model.recommend_indices(holdout.users, 10, exclude=model.seen_)  # ALS's way
+    assert holdout.ndcg(listed, 10) == expected
 
 
 def test_validation_users_are_a_seeded_sample_when_there_are_many() -> None:

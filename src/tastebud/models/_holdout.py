@@ -10,7 +10,7 @@ items array.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from tastebud.data.dataset import Dataset
 from tastebud.errors import InvalidInputError
 from tastebud.metrics.ranking import ndcg_at_k
-from tastebud.models.base import _BATCH_CELLS, mask_rows, top_k
+from tastebud.models.base import _BATCH_CELLS, mask_rows
 
 #: Validation users scored at most (a seeded sample of those with held-out items).
 MAX_USERS = 10_000
@@ -83,9 +83,3 @@ class Holdout:
     def ndcg(self, top: np.ndarray, k: int) -> float:
         """Mean NDCG@k of lists (rows: ``users``; internal item indices, -1 padding)."""
         return float(np.nanmean(ndcg_at_k(top, self.relevant, k)))
-
-    def ndcg_of(self, score: Callable[[np.ndarray], np.ndarray], k: int) -> float:
-        """Mean NDCG@k of ``score(users)`` (a dense block over all items), scored block by
-        block, training items excluded."""
-        tops = [top_k(self.masked(score(block), block), k)[0] for block in self.blocks()]
-        return self.ndcg(np.vstack(tops), k)

@@ -790,7 +790,9 @@ class ALS(_ImplicitEngineModel):
         def score(reg: float) -> float:
             model = dataclasses.replace(self, reg=reg, num_threads=engine_threads)
             model.fit(holdout.train)
-            tried[reg] = holdout.ndcg_of(lambda users: model._score_block(users, None), 10)
+            # recommend_indices: bounded blocks, and the model's search on a large catalogue
+            top, _ = model.recommend_indices(holdout.users, 10, exclude=model.seen_)
+            tried[reg] = holdout.ndcg(top, 10)
             return tried[reg]
 
         best_reg, best = 1.0, score(1.0)
