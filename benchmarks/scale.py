@@ -7,8 +7,9 @@ its own process (`create(name).fit(data)`, defaults) so that its peak RSS is its
 crash or a timeout (`--timeout`, default 15 min) stays one row; after the fit the process
 times `recommend_indices` for 1,000 random users with history (top-10, seen items
 excluded). A refusal (a `TastebudError` naming a limit) is recorded as such. implicit's ALS
-and BPR at the settings tastebud's fits ended with (factors, λ, iterations) run side by side
-in one more process per size, on the same matrix.
+and BPR at the settings tastebud's fits ended with (factors, λ, iterations, learning rate)
+run in one more process per size, beside tastebud's at those fixed settings (ALS without
+its λ search), on the same data.
 
 Run: .venv/bin/python benchmarks/scale.py [--sizes 1000000,5000000] [--models als,bpr,...]
      [--timeout 900]
@@ -83,13 +84,17 @@ def child_model(name: str, size: int) -> dict[str, Any]:
             "factors": int(model.n_factors),
             "reg": float(getattr(model, "reg_", model.reg)),
             "iterations": int(getattr(model, "n_iterations", getattr(model, "n_epochs", 0))),
+            "lr": float(getattr(model, "lr", 0.0)),
         }
     return out
 
 
 def child_implicit(size: int, settings: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """implicit's engines and tastebud's models at the same fixed settings, one process."""
     from implicit.cpu.als import AlternatingLeastSquares
     from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+    from tastebud.models import create
 
     data = dataset(size)
     matrix = data.matrix("binary").astype(np.float32).tocsr()
@@ -100,10 +105,16 @@ def child_implicit(size: int, settings: dict[str, dict[str, Any]]) -> dict[str, 
         s = settings[name]
         kwargs: dict[str, Any] = {"factors": s["factors"], "regularization": s["reg"]}
         kwargs["iterations"] = s["iterations"]
+        if name == "bpr":
+            kwargs["learning_rate"] = s["lr"]
         model = engine(**kwargs, random_state=0)
         start = time.perf_counter()
         model.fit(matrix, show_progress=False)
-        out[name] = {"fit_s": time.perf_counter() - start, "peak_rss_gib": peak_rss_gib()}
+        peer_s = time.perf_counter() - start
+        ours = create(name, reg=s["reg"])  # the rest are the defaults the settings came from
+        start = time.perf_counter()
+        ours.fit(data)
+        out[name] = {"fit_s": peer_s, "tastebud_fixed_fit_s": time.perf_counter() - start}
     return out
 
 
@@ -123,8 +134,9 @@ def run_child(args: list[str], timeout: float) -> dict[str, Any]:
 
 def table(rows: dict[str, dict[str, Any]]) -> str:
     lines = [
-        "| size | model | status | fit s | peak RSS GiB | recommend 1,000 s | implicit fit s |",
-        "|---:|---|---|---:|---:|---:|---:|",
+        "| size | model | status | fit s | peak RSS GiB | recommend 1,000 s | same settings: "
+        "tastebud fit s | implicit fit s |",
+        "|---:|---|---|---:|---:|---:|---:|---:|",
     ]
     for key in sorted(rows, key=lambda k: (int(k.split("/")[0]), k.split("/")[1])):
         size, name = key.split("/")
@@ -140,7 +152,7 @@ def table(rows: dict[str, dict[str, Any]]) -> str:
         lines.append(
             f"| {int(size):,} | {name} | {status} | {num(row.get('fit_s'))} | "
             f"{num(row.get('peak_rss_gib'), 2)} | {num(row.get('recommend_1000_s'), 2)} | "
-            f"{num(peer.get('fit_s'))} |"
+            f"{num(peer.get('tastebud_fixed_fit_s'))} | {num(peer.get('fit_s'))} |"
         )
     return "\n".join(lines)
 

@@ -192,6 +192,29 @@ def test_als_auto_reg_finds_the_best_penalty_on_held_out_data():
     np.testing.assert_array_equal(copy.score([0]), auto.score([0]))
 
 
+@pytest.mark.reference_data
+def test_the_warm_started_reg_search_of_large_data_chooses_as_the_cold_one(monkeypatch):
+    """On large data the trials after the first continue from the nearest λ's factors for a
+    few sweeps; forced on for ML-100K positives, it lands within half an octave of the cold
+    search, with lists as good."""
+    from conftest import require_reference
+    from tastebud.data import load_movielens_100k
+    from tastebud.evaluation import evaluate
+    from tastebud.models import factorization
+    from tastebud.split import random_split
+
+    data = load_movielens_100k(require_reference("ml-100k"))
+    split = random_split(data.to_implicit(4.0), 0.2, seed=0)
+    cold = create("als").fit(split.train)
+    monkeypatch.setattr(factorization, "_WARM_SEARCH_FROM", 0)
+    warm = create("als").fit(split.train)
+    assert abs(np.log2(warm.reg_ / cold.reg_)) <= 0.5
+    scores = evaluate({"cold": cold, "warm": warm}, split, k=10, metrics=["ndcg"], fit=False)
+    scores = scores[scores["metric"] == "NDCG@10"]
+    ndcg = dict(zip(scores["model"], scores["value"], strict=True))
+    assert ndcg["warm"] >= 0.97 * ndcg["cold"]
+
+
 def test_als_auto_reg_falls_back_when_nothing_can_be_held_out():
     one_each = Dataset.from_frame(pd.DataFrame({"user": range(30), "item": np.arange(30) % 7}))
     model = create("als").fit(one_each)

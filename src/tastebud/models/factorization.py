@@ -63,6 +63,8 @@ from tastebud.models.registry import register
 ImplicitValues = Literal["auto", "binary", "weight", "rating"]
 Confidence = Literal["log", "linear"]
 _ALS_FALLBACK_REG = 10.0  # reg="auto" on data too small to hold any out (ALS docstring)
+_WARM_SEARCH_FROM = 1_000_000  # reg="auto": training interactions from which trials warm-start
+_WARM_ITERATIONS = 3  # sweeps of a warm-started trial
 _BPR_FOLD_POSITIVES = 100  # fold-in sample sizes of the BPR user step (see BPR._fold_in)
 _BPR_FOLD_NEGATIVES = 1_000
 
@@ -618,11 +620,15 @@ class _ImplicitEngineModel(_FactorModel):
 
     def _run(self, engine_factory: Any, matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         """Build and fit an implicit engine with BLAS single-threaded, without progress bars
-        (implicit warns when BLAS threads compete with its own); returns its factors."""
+        (implicit warns when BLAS threads compete with its own); returns its factors. A
+        ``_warm_start`` (user, item factors) set on the model is where the engine starts."""
         from threadpoolctl import threadpool_limits
 
+        warm = self.__dict__.pop("_warm_start", None)
         with threadpool_limits(1, "blas"):
             engine = engine_factory()
+            if warm is not None:  # implicit continues from factors it is given
+                engine.user_factors, engine.item_factors = warm[0].copy(), warm[1].copy()
             engine.fit(sp.csr_matrix(matrix, dtype=np.float32), show_progress=False)
         return np.asarray(engine.user_factors), np.asarray(engine.item_factors)
 
@@ -653,7 +659,11 @@ class ALS(_ImplicitEngineModel):
         best at 1/2, 1/4 and 1/8 of an octave, and refits on all the data with the smallest
         λ tried whose score is within 1% of the best (``reg_``; every λ tried and its score
         are in ``reg_search_``). It costs about fifteen fits on 80% of the data (ML-100K:
-        3 s instead of 0.2 s). With too little data to hold any out it uses 10.
+        3 s instead of 0.2 s). From a million training interactions on, each trial after
+        the first starts from the factors of the nearest λ tried and runs 3 sweeps, so the
+        search costs a few fits (forced on, it chooses the same λ on ML-100K and λ 70
+        instead of 64 on Last.fm, with the same NDCG@10); at most 10,000 sampled users are
+        scored. With too little data to hold any out it uses 10.
     alpha:
         Confidence slope α (the weight of an interaction over a missing pair).
     confidence:
@@ -786,13 +796,26 @@ class ALS(_ImplicitEngineModel):
             self.reg_search_ = np.empty((0, 2))
             return _ALS_FALLBACK_REG
         tried: dict[float, float] = {}
+        # on large data every trial after the first starts from the factors of the nearest
+        # λ tried and runs a few sweeps: the search then costs a few fits, not fifteen
+        warm = len(holdout.train) >= _WARM_SEARCH_FROM
+        factors: dict[float, tuple[np.ndarray, np.ndarray]] = {}
 
         def score(reg: float) -> float:
             model = dataclasses.replace(self, reg=reg, num_threads=engine_threads)
+            if warm and factors:
+                nearest = min(factors, key=lambda r: abs(np.log(r / reg)))
+                model.n_iterations = min(int(self.n_iterations), _WARM_ITERATIONS)
+                model.__dict__["_warm_start"] = factors[nearest]
             model.fit(holdout.train)
             # recommend_indices: bounded blocks, and the model's search on a large catalogue
             top, _ = model.recommend_indices(holdout.users, 10, exclude=model.seen_)
             tried[reg] = holdout.ndcg(top, 10)
+            if warm:  # the factors of this λ and of the best so far, no more
+                factors[reg] = (model.user_factors_, model.item_factors_)
+                keep = {reg, max(tried, key=tried.__getitem__)}
+                for old in [r for r in factors if r not in keep]:
+                    del factors[old]
             return tried[reg]
 
         best_reg, best = 1.0, score(1.0)
