@@ -298,3 +298,12 @@ def test_movielens_ranking_beats_popularity():
     # measured: popularity 0.182, item-knn 0.316, user-knn 0.328
     assert ndcg["item-knn"] > ndcg["popularity"] + 0.05
     assert ndcg["user-knn"] > ndcg["popularity"] + 0.05
+
+
+def test_user_knn_refuses_more_users_than_it_can_compare_at_once(checkerboard):
+    data = checkerboard  # 20 users
+    with pytest.raises(InvalidInputError, match=r"20 users is over max_users=19.*item-knn or als"):
+        create("user-knn", max_users=19).fit(data)
+    assert create("user-knn", max_users=20).fit(data).is_fitted
+    with pytest.raises(InvalidInputError, match="max_users must be >= 1"):
+        create("user-knn", max_users=0).fit(data)

@@ -476,9 +476,28 @@ class UserKNN(_NeighborModel):
     for each neighbor's items, the similarity-weighted votes of the user's k nearest
     neighbors. Fold-in: the history's similarity to every training user, its best k, and
     the weighted sum of their rows. No ``similar_items`` (the model has no item similarity).
+
+    ``max_users`` (default 100,000): the similarities compare every pair of users who
+    share an item, which grows with the square of the users (50,000 power-law users take
+    about 2.5 minutes on 2 cores, ``benchmarks/results/scale.md``); above it the fit
+    refuses at once, before any work, and names item-knn and ALS instead.
     """
 
     user_based: ClassVar[bool] = True
+    max_users: int = 100_000
+
+    def _validate(self) -> None:
+        super()._validate()
+        self._check(self.max_users >= 1, "max_users must be >= 1")
+
+    def _fit(self, dataset: Dataset) -> None:
+        self._check(
+            dataset.n_users <= self.max_users,
+            f"user-knn compares every pair of users who share an item: {dataset.n_users:,} "
+            f"users is over max_users={self.max_users:,} (the cost grows with the square of "
+            "the users); use item-knn or als, or raise max_users",
+        )
+        super()._fit(dataset)
 
     def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
         return self._vote(self.similarity_[users], items)
