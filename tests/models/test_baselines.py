@@ -96,3 +96,26 @@ def test_baseline_rmse_on_movielens_official_folds():
         rmse.append(np.sqrt(np.mean((pred - test["rating"].to_numpy()) ** 2)))
     # Surprise reports 0.944 for BaselineOnly (ALS, same regularization) on random 5-fold CV
     assert np.mean(rmse) == pytest.approx(0.9458, abs=0.002)
+
+
+@pytest.mark.parametrize("name", ["popularity", "trending"])
+def test_popularity_lists_read_one_ranking_and_equal_the_scored_ones(name):
+    """The ranking read past each user's seen items gives exactly the lists (and ties) of
+    scoring every item per user -- known users, unknown ones, with and without exclusion."""
+    from tastebud.data.sample import load_sample
+    from tastebud.models.base import Recommender
+
+    data = load_sample()
+    model = create(name).fit(data)
+    users = np.array([*range(0, data.n_users, 7), -1])
+    for exclude in (model.seen_, None):
+        for k in (1, 10, data.n_items):
+            fast = model.recommend_indices(users, k, exclude=exclude)
+            scored = Recommender.recommend_indices(model, users, k, exclude=exclude)
+            np.testing.assert_array_equal(fast[0], scored[0])
+            np.testing.assert_array_equal(fast[1], scored[1])
+    candidates = np.array([3, 1, 7])
+    np.testing.assert_array_equal(
+        model.recommend_indices(users, 2, items=candidates)[0],
+        Recommender.recommend_indices(model, users, 2, items=candidates)[0],
+    )

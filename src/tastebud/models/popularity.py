@@ -8,7 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from tastebud.data.dataset import Dataset
-from tastebud.models.base import Recommender
+from tastebud.models.base import Recommender, check_k
 from tastebud.models.registry import register
 
 _DAY = 86_400.0
@@ -35,6 +35,43 @@ class Popularity(Recommender):
 
     def _fallback_scores(self, n_rows: int, items: np.ndarray | None) -> np.ndarray:
         return self._score(np.zeros(n_rows, dtype=np.int64), items)
+
+    def recommend_indices(
+        self,
+        users: np.ndarray,
+        k: int,
+        *,
+        exclude: sp.csr_matrix | None = None,
+        items: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The base answer without scoring the catalogue per user: one ranking, read past
+        each user's excluded items (the same lists and ties)."""
+        if items is not None:
+            return super().recommend_indices(users, k, exclude=exclude, items=items)
+        self._require_fitted()
+        k = min(check_k(k), len(self.items_))
+        out_items = np.full((len(users), k), -1, dtype=np.int64)
+        out_scores = np.full((len(users), k), np.nan)
+        if k == 0:
+            return out_items, out_scores
+        cached = self.__dict__.get("_ranking")
+        if cached is None or cached[0] is not self.item_scores_:
+            scores = self.item_scores_
+            cached = (scores, np.lexsort((np.arange(len(scores)), -scores)))
+            self.__dict__["_ranking"] = cached
+        ranking = cached[1]
+        empty = np.zeros(0, dtype=np.int64)
+        for row, user in enumerate(np.asarray(users, dtype=np.int64).tolist()):
+            seen = (
+                exclude.indices[exclude.indptr[user] : exclude.indptr[user + 1]]
+                if exclude is not None and user >= 0
+                else empty
+            )
+            head = ranking[: k + len(seen)]
+            chosen = head[~np.isin(head, seen)][:k] if len(seen) else head[:k]
+            out_items[row, : len(chosen)] = chosen
+            out_scores[row, : len(chosen)] = self.item_scores_[chosen]
+        return out_items, out_scores
 
     def _score_history(
         self, histories: sp.csr_matrix, sequences: list[np.ndarray] | None = None
