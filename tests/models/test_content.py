@@ -12,16 +12,13 @@ from sklearn.preprocessing import normalize
 
 from tastebud import Dataset
 from tastebud.errors import InvalidInputError, NotFittedError, TastebudError
+from tastebud.features import AttributeEncoder, _bin_edges, _binned, attribute_matrix
 from tastebud.models import create, load
 from tastebud.models.content import (
-    AttributeEncoder,
     EmbeddingContent,
     FeatureProfile,
     TfidfContent,
     UserMetadata,
-    _bin_edges,
-    _binned,
-    attribute_matrix,
     item_documents,
     text_fields,
 )

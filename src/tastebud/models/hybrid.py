@@ -26,9 +26,9 @@ import scipy.sparse as sp
 
 from tastebud.data.dataset import Dataset
 from tastebud.errors import InvalidInputError
+from tastebud.features import attribute_matrix
 from tastebud.models._composite import Composite, standardize
 from tastebud.models.base import Recommender, top_k
-from tastebud.models.content import attribute_matrix
 from tastebud.models.registry import register
 
 

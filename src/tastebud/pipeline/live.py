@@ -93,8 +93,9 @@ class Demographics:
         if model is None or n <= 0:
             return []
         table = attribute_table({"": attributes})
-        if table.shape[1] == 0 or model.encode_attributes(table).nnz == 0:
+        if table.shape[1] == 0:
             return []
+        # without shrinkage, attributes that match nobody score every item 0: none is kept
         idx, val = model.fold_in_attributes(table).top(n)
         ids = model.items_.to_ids(idx)
         return [(str(i), float(v)) for i, v in zip(ids, val.tolist(), strict=True) if v > 0]
