@@ -175,21 +175,19 @@ def main() -> None:
 
     names = args.models.split(",") if args.models else available()
     previous = RESULTS / "scale.json"
-    rows: dict[str, dict[str, Any]] = {}
-    if previous.exists():
-        rows = json.loads(previous.read_text())["rows"]
+    mine: dict[str, dict[str, Any]] = {}  # this run's rows, merged into the file's at writing
     for size in (int(s) for s in args.sizes.split(",")):
         settings = {}
         for name in names:
             row = run_child(["--child", name, str(size)], args.timeout)
-            rows[f"{size}/{name}"] = row
+            mine[f"{size}/{name}"] = row
             print(f"{size:,} {name}: {row}", flush=True)
             if row.get("settings"):
                 settings[name] = row["settings"]
         if settings:
             peer = run_child(["--peer", str(size), json.dumps(settings)], args.timeout)
             for name in settings:
-                rows[f"{size}/{name}"]["implicit"] = peer.get(name, peer)
+                mine[f"{size}/{name}"]["implicit"] = peer.get(name, peer)
             print(f"{size:,} implicit: {peer}", flush=True)
         meta = (
             f"{platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} CPUs. "
@@ -198,6 +196,9 @@ def main() -> None:
             "1,000 users' top-10. implicit: its ALS/BPR at the settings tastebud's fit ended "
             "with, on the binary matrix. Targets at 20M: ALS < 10 min, peak RSS < 8 GiB."
         )
+        # read again now: another run may have written rows since this one started
+        rows = json.loads(previous.read_text())["rows"] if previous.exists() else {}
+        rows.update(mine)
         result = {"platform": platform.platform(), "rows": rows}
         markdown = "\n".join(
             ["# Scale: every model at its defaults", "", meta, "", table(rows), ""]

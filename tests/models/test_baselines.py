@@ -98,7 +98,7 @@ def test_baseline_rmse_on_movielens_official_folds():
     assert np.mean(rmse) == pytest.approx(0.9458, abs=0.002)
 
 
-@pytest.mark.parametrize("name", ["popularity", "trending"])
+@pytest.mark.parametrize("name", ["popularity", "trending", "baseline", "random"])
 def test_popularity_lists_read_one_ranking_and_equal_the_scored_ones(name):
     """The ranking read past each user's seen items gives exactly the lists (and ties) of
     scoring every item per user -- known users, unknown ones, with and without exclusion."""
@@ -119,3 +119,21 @@ def test_popularity_lists_read_one_ranking_and_equal_the_scored_ones(name):
         model.recommend_indices(users, 2, items=candidates)[0],
         Recommender.recommend_indices(model, users, 2, items=candidates)[0],
     )
+
+
+def test_random_lists_of_users_without_history_are_the_fallbacks():
+    """Users the data set knows without interactions get the fallback's hash, as the scored
+    path gives them; the compiled lists equal it."""
+    from tastebud.data.synthetic import synthetic
+    from tastebud.models.base import Recommender
+
+    data = synthetic(n_users=300, n_items=500, n_interactions=600, seed=0, progress=False)
+    model = create("random").fit(data)
+    idle = np.flatnonzero(np.diff(model.seen_.indptr) == 0)
+    assert len(idle) >= 2
+    users = np.array([*range(40), *idle[:5], -1])
+    fast = model.recommend_indices(users, 10, exclude=model.seen_)
+    scored = Recommender.recommend_indices(model, users, 10, exclude=model.seen_)
+    np.testing.assert_array_equal(fast[0], scored[0])
+    np.testing.assert_array_equal(fast[1], scored[1])
+    np.testing.assert_array_equal(fast[0][40], fast[0][-1])  # an idle user: the fallback

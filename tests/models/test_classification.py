@@ -372,3 +372,37 @@ def test_movielens_leave_last_out_beats_item_knn():
     ndcg = results[results["metric"] == "NDCG@10"].set_index("model")["value"]
     # benchmarks/classification.py: the next like is what the softmax is trained to predict
     assert ndcg["hc"] > 1.2 * ndcg["item-knn"], ndcg
+
+
+def test_too_many_samples_or_too_long_histories_refuse_before_building_them():
+    """max_samples bounds the samples and (x100) the likes their inputs repeat: a fit over
+    either refuses, naming the limit and window_days; inside it, the model fits."""
+    rows = [(u, i, 5.0, float(u * 100 + i)) for u in range(30) for i in range(8)]
+    data = Dataset.from_frame(
+        pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp"]), name="many"
+    )
+    # 30 users x 7 playback samples each
+    with pytest.raises(InvalidInputError, match=r"210 training samples, over max_samples=200;"):
+        create("history-classifier", max_samples=200, epochs=1).fit(data)
+    create("history-classifier", max_samples=210, epochs=1).fit(data)
+    # one history of 400 daily likes: its 399 samples repeat 1 + 2 + ... + 399 = 79,800 likes
+    long = Dataset.from_frame(
+        pd.DataFrame(
+            {
+                "user": 0,
+                "item": np.arange(400),
+                "rating": 5.0,
+                "timestamp": np.arange(400.0) * 86_400,
+            }
+        ),
+        rating="rating",
+        timestamp="timestamp",
+        name="long",
+    )
+    with pytest.raises(
+        InvalidInputError, match=r"79,800 likes .* longest history has 400 .*window_days"
+    ):
+        create("history-classifier", max_samples=500, epochs=1).fit(long)
+    # the window keeps the last 11 days' likes as samples: 389 + ... + 399 = 4,334 inputs
+    recent = create("history-classifier", max_samples=500, epochs=1, window_days=10)
+    assert len(recent.fit(long).classes_) == 11

@@ -4,8 +4,10 @@ a seeded sample of validation users at most, scored in bounded blocks."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from tastebud.data.dataset import Dataset
 from tastebud.data.sample import load_sample
 from tastebud.metrics.ranking import ndcg_at_k
 from tastebud.models import _holdout, create
@@ -43,3 +45,24 @@ def test_validation_users_are_a_seeded_sample_when_there_are_many() -> None:
         np.testing.assert_array_equal(few.relevant[n].indices, full.relevant[at[user]].indices)
     other = Holdout.carve(data, 0.2, seed=1, who="test", max_users=50)
     assert not np.array_equal(other.users, few.users)
+
+
+def test_the_neural_models_last_item_holdout_samples_its_users_on_larger_data():
+    """Early stopping's holdout takes the latest item of at most max_users users (a seeded
+    sample); the others keep every item for training."""
+    from tastebud.models.neural._torch import LastItemHoldout
+
+    rows = [(u, (u + j) % 40, float(j)) for u in range(50) for j in range(3)]
+    data = Dataset.from_frame(
+        pd.DataFrame(rows, columns=["user", "item", "timestamp"]), timestamp="timestamp"
+    )
+    every = LastItemHoldout.carve(data)
+    assert len(every.users) == 50 and all(len(s) == 2 for s in every.sequences)
+    some = LastItemHoldout.carve(data, max_users=10)
+    again = LastItemHoldout.carve(data, max_users=10)
+    np.testing.assert_array_equal(some.users, again.users)
+    assert len(some.users) == 10
+    lengths = np.array([len(s) for s in some.sequences])
+    assert (lengths[some.users] == 2).all() and (np.delete(lengths, some.users) == 3).all()
+    for user, target in zip(some.users.tolist(), some.targets.tolist(), strict=True):
+        assert target == data.item_index[data.user_index == user][-1]

@@ -20,7 +20,8 @@ def _sim(model, matrix: str, a, b) -> float:
     """similarity(a, b) stored in ``model.<matrix>`` (0 when absent), by external item id."""
     ids = model.items_ if isinstance(model, ItemKNN) else model.users_
     i, j = ids.to_index([a, b])
-    return float(getattr(model, matrix)[i, j])
+    sims = model._rating_similarity() if matrix == "rating_similarity_" else getattr(model, matrix)
+    return float(sims[i, j])
 
 
 # -- (1) a 3 x 4 rating matrix by hand -------------------------------------------------------
@@ -104,7 +105,7 @@ def test_k_and_min_support_by_hand(tiny):
     assert strict.predict(pairs)[0] == pytest.approx(4.0, abs=1e-9)
     # No neighbor at all: the baseline μ + b_u + b_i (BaselineOnly's fit, reused)
     none = ItemKNN(similarity="pearson", centering="mean", min_support=4).fit(tiny)
-    assert none.rating_similarity_.nnz == 0
+    assert none._rating_similarity().nnz == 0
     baseline = BaselineOnly().fit(tiny)
     np.testing.assert_allclose(none.predict(pairs), baseline.predict(pairs), atol=1e-12)
     # Unknown ids: the baseline with the known side's bias
@@ -115,9 +116,9 @@ def test_k_and_min_support_by_hand(tiny):
 def test_top_n_view_keeps_k_neighbors_and_rating_view_more(tiny):
     model = ItemKNN(k=1, shrinkage=0).fit(tiny)
     assert np.diff(model.similarity_.indptr).max() == 1
-    assert np.diff(model.rating_similarity_.indptr).max() > 1  # max(k, max_neighbors) kept
+    assert np.diff(model._rating_similarity().indptr).max() > 1  # max(k, max_neighbors) kept
     capped = ItemKNN(k=1, max_neighbors=1).fit(tiny)
-    assert np.diff(capped.rating_similarity_.indptr).max() == 1
+    assert np.diff(capped._rating_similarity().indptr).max() == 1
 
 
 # -- (2) item-item weighted sums -------------------------------------------------------------
@@ -230,7 +231,9 @@ def test_blocks_do_not_change_the_similarities(checkerboard, monkeypatch):
         whole = create(name, k=5).fit(checkerboard)
         monkeypatch.setattr(neighbors, "_BLOCK_ENTRIES", 30)  # a few rows per block
         blocked = create(name, k=5).fit(checkerboard)
+        blocked._rating_similarity()  # worked out now, in blocks
         monkeypatch.undo()
+        whole._rating_similarity()
         for attr in ("similarity_", "rating_similarity_"):
             a, b = getattr(whole, attr), getattr(blocked, attr)
             assert (a != b).nnz == 0 and a.nnz == b.nnz
@@ -307,3 +310,45 @@ def test_user_knn_refuses_more_users_than_it_can_compare_at_once(checkerboard):
     assert create("user-knn", max_users=20).fit(data).is_fitted
     with pytest.raises(InvalidInputError, match="max_users must be >= 1"):
         create("user-knn", max_users=0).fit(data)
+
+
+@pytest.mark.parametrize("feedback", ["explicit", "implicit"])
+def test_item_knn_lists_from_the_sparse_product_equal_the_scored_ones(feedback):
+    """ItemKNN's lists read from the sparse scores equal the dense path's, ties and the
+    zero-score tail included: known, unknown and history-less users, with and without
+    exclusion, k beyond the neighbours."""
+    from tastebud.data.sample import load_sample
+    from tastebud.models.base import Recommender
+
+    data = load_sample()
+    frame = data.interactions
+    if feedback == "implicit":  # weights with zeros (no interaction): one user has only those
+        frame["weight"] = np.where(np.arange(len(frame)) % 5 == 0, 0.0, 1.0 + frame["rating"])
+        frame.loc[frame["user"] == frame["user"].iloc[0], "weight"] = 0.0
+        data = Dataset.from_frame(frame.drop(columns="rating"), weight="weight")
+    model = create("item-knn", k=5, feedback=feedback).fit(data)
+    users = np.array([*range(0, data.n_users, 3), -1])
+    for exclude in (model.seen_, None):
+        for k in (1, 10, 60, data.n_items):
+            fast = model.recommend_indices(users, k, exclude=exclude)
+            dense = Recommender.recommend_indices(model, users, k, exclude=exclude)
+            np.testing.assert_array_equal(fast[0], dense[0])
+            np.testing.assert_allclose(fast[1], dense[1], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["item-knn", "user-knn"])
+def test_the_rating_view_waits_for_the_first_prediction_and_survives_save_load(name, tmp_path):
+    """fit builds the top-N view only; the first predict works out the rating view from the
+    stored ratings, the same before and after a save/load, with it or without it."""
+    from tastebud.data.sample import load_sample
+
+    data = load_sample()
+    pairs = data.interactions[["user", "item"]].iloc[::7]
+    model = create(name).fit(data)
+    assert "rating_similarity_" not in model.__dict__
+    model.save(tmp_path / "before")  # saved without the rating view
+    first = model.predict(pairs)
+    assert "rating_similarity_" in model.__dict__
+    model.save(tmp_path / "after")  # saved with it
+    for folder in ("before", "after"):
+        np.testing.assert_allclose(load(tmp_path / folder).predict(pairs), first, atol=1e-12)

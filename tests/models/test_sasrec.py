@@ -122,3 +122,21 @@ def test_without_torch_the_error_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(TastebudError, match=r"tastebud\[neural\]"):
         import_torch()
+
+
+def test_auto_loss_is_the_full_softmax_on_small_catalogues_and_sampled_above(monkeypatch):
+    """loss="auto" trains exactly as "softmax" up to FULL_SOFTMAX_MAX_ITEMS items and as
+    "sampled" above (the same seed gives the same weights)."""
+    from tastebud.models.neural import sasrec
+
+    data = chains()
+    quick = {**SMALL, "epochs": 2, "negatives": 8}
+
+    def weights(model: SASRec) -> np.ndarray:
+        return model.__dict__["weights/item.weight"]
+
+    auto = weights(SASRec(**quick).fit(data))
+    np.testing.assert_array_equal(auto, weights(SASRec(**quick, loss="softmax").fit(data)))
+    monkeypatch.setattr(sasrec, "FULL_SOFTMAX_MAX_ITEMS", data.n_items - 1)
+    auto = weights(SASRec(**quick).fit(data))
+    np.testing.assert_array_equal(auto, weights(SASRec(**quick, loss="sampled").fit(data)))

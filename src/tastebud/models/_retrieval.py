@@ -28,7 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from tastebud.ann import VectorIndex, faiss_or_none
-from tastebud.models.base import Recommender, check_k
+from tastebud.models.base import Recommender, check_k, padding_lists
 
 Index = Literal["auto", "exact", "ann"]
 
@@ -152,8 +152,7 @@ class Searchable(Recommender):
         if items is not None or index.backend == "exact":
             return super().recommend_indices(users, k, exclude=exclude, items=items)
         k = min(check_k(k), len(self.items_))
-        out_items = np.full((len(users), k), -1, dtype=np.int64)
-        out_scores = np.full((len(users), k), np.nan)
+        out_items, out_scores = padding_lists(len(users), k)
         scorable = users >= 0
         scorable[scorable] = self._scorable(users[scorable])
         if (~scorable).any():  # unknown and cold users: the fallback, exact
@@ -171,14 +170,19 @@ class Searchable(Recommender):
             else np.zeros(0, np.int64)
             for u in users[rows]
         ]
-        width = k + max((len(s) for s in seen), default=0)
-        found, raw = index.search(queries, width)
-        scores = self._searched_scores(raw, offsets)
-        for r, row in enumerate(rows):
-            keep = (found[r] >= 0) & ~np.isin(found[r], seen[r])
-            chosen = found[r][keep][:k]
-            out_items[row, : len(chosen)] = chosen
-            out_scores[row, : len(chosen)] = scores[r][keep][:k]
+        # searched in groups of similar width (k + seen items, by powers of two), so one
+        # heavy user does not widen every other user's search
+        widths = np.array([k + len(s) for s in seen])
+        groups = np.ceil(np.log2(widths)).astype(np.int64)
+        for group in np.unique(groups).tolist():
+            members = np.flatnonzero(groups == group)
+            found, raw = index.search(queries[members], int(widths[members].max()))
+            scores = self._searched_scores(raw, None if offsets is None else offsets[members])
+            for r, m in enumerate(members.tolist()):
+                keep = (found[r] >= 0) & ~np.isin(found[r], seen[m])
+                chosen = found[r][keep][:k]
+                out_items[rows[m], : len(chosen)] = chosen
+                out_scores[rows[m], : len(chosen)] = scores[r][keep][:k]
         return out_items, out_scores
 
     def _retriever(
@@ -211,3 +215,56 @@ class _IndexRetriever:
     def score(self, items: np.ndarray) -> np.ndarray:
         raw = self.index.vectors[items] @ self.query.astype(np.float32)
         return self.model._searched_scores(raw[None, :], self.offset)[0]
+
+
+@dataclasses.dataclass(kw_only=True, eq=False)
+class OneRanking(Recommender):
+    """Models whose order is the same for every user (score ``c_u + s_i``: popularity,
+    trending, the bias baseline): a list is one ranking of the items read past the user's
+    excluded ones, instead of a catalogue-long score row per user -- the same lists, scores
+    and ties (lower index first) as scoring every item."""
+
+    @abc.abstractmethod
+    def _ranking_scores(self) -> np.ndarray:
+        """``s_i`` per item, the same array object while the model is unchanged."""
+
+    def _user_offsets(self, users: np.ndarray) -> np.ndarray | None:
+        """``c_u`` per user (``-1``: an unknown user), or ``None`` for none."""
+        return None
+
+    def recommend_indices(
+        self,
+        users: np.ndarray,
+        k: int,
+        *,
+        exclude: sp.csr_matrix | None = None,
+        items: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if items is not None:
+            return super().recommend_indices(users, k, exclude=exclude, items=items)
+        self._require_fitted()
+        users = np.asarray(users, dtype=np.int64)
+        k = min(check_k(k), len(self.items_))
+        out_items, out_scores = padding_lists(len(users), k)
+        if k == 0:
+            return out_items, out_scores
+        scores = self._ranking_scores()
+        cached = self.__dict__.get("_ranking")
+        if cached is None or cached[0] is not scores:
+            cached = (scores, np.lexsort((np.arange(len(scores)), -scores)))
+            self.__dict__["_ranking"] = cached
+        ranking = cached[1]
+        offsets = self._user_offsets(users)
+        empty = np.zeros(0, dtype=np.int64)
+        for row, user in enumerate(users.tolist()):
+            seen = (
+                exclude.indices[exclude.indptr[user] : exclude.indptr[user + 1]]
+                if exclude is not None and user >= 0
+                else empty
+            )
+            head = ranking[: k + len(seen)]
+            chosen = head[~np.isin(head, seen)][:k] if len(seen) else head[:k]
+            out_items[row, : len(chosen)] = chosen
+            row_scores = scores[chosen] if offsets is None else offsets[row] + scores[chosen]
+            out_scores[row, : len(chosen)] = row_scores
+        return out_items, out_scores

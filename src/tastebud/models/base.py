@@ -125,6 +125,12 @@ def _as_list(values: Any) -> list[Any]:
     return list(values)
 
 
+def padding_lists(n_users: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lists of ``k`` slots for ``n_users`` users, every slot padding (index -1, score NaN):
+    what ``recommend_indices`` fills in."""
+    return np.full((n_users, k), -1, dtype=np.int64), np.full((n_users, k), np.nan)
+
+
 def top_k(
     scores: np.ndarray, k: int, *, valid: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -477,8 +483,7 @@ class Recommender(abc.ABC):
         self._require_fitted()
         n_candidates = len(self.items_) if items is None else len(items)
         k = min(check_k(k), n_candidates)  # a list never holds more than the candidates
-        out_items = np.full((len(users), k), -1, dtype=np.int64)
-        out_scores = np.full((len(users), k), np.nan)
+        out_items, out_scores = padding_lists(len(users), k)
         if k == 0:
             return out_items, out_scores
         rows = max(1, min(1024, _BATCH_CELLS // n_candidates))

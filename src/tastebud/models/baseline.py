@@ -21,13 +21,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from tastebud.data.dataset import Dataset
+from tastebud.models._retrieval import OneRanking
 from tastebud.models.base import Recommender
 from tastebud.models.registry import register
 
 
 @register("baseline")
 @dataclasses.dataclass(kw_only=True, eq=False)
-class BaselineOnly(Recommender):
+class BaselineOnly(OneRanking, Recommender):
     """Global mean + user bias + item bias, for explicit ratings.
 
     Parameters
@@ -78,6 +79,13 @@ class BaselineOnly(Recommender):
     def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:
         b_i = self.item_bias_ if items is None else self.item_bias_[items]
         return self.global_mean_ + self.user_bias_[users][:, None] + b_i[None, :]
+
+    def _ranking_scores(self) -> np.ndarray:
+        return self.item_bias_
+
+    def _user_offsets(self, users: np.ndarray) -> np.ndarray | None:
+        known = users >= 0
+        return self.global_mean_ + np.where(known, self.user_bias_[np.where(known, users, 0)], 0.0)
 
     def _fallback_scores(self, n_rows: int, items: np.ndarray | None) -> np.ndarray:
         b_i = self.item_bias_ if items is None else self.item_bias_[items]

@@ -94,6 +94,9 @@ DEFAULT_RATING_THRESHOLD = 4.0
 _NAME_COLUMNS = ("title", "name")
 
 
+#: A fit's inputs may hold this many likes per allowed sample (``max_samples``) in all.
+INPUTS_PER_SAMPLE = 100
+
 _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPS = 1e-8
 
@@ -262,8 +265,14 @@ def build_samples(
     half_life_days: float | None = None,
     window_days: float | None = None,
     keep_empty: bool = False,
+    max_samples: int | None = None,
 ) -> _Samples:
-    """The (input, target, weight) samples of a dataset as internal indices."""
+    """The (input, target, weight) samples of a dataset as internal indices.
+
+    With ``max_samples``, more samples than that -- or inputs holding more than
+    :data:`INPUTS_PER_SAMPLE` times that many likes in all (a history's samples repeat its
+    earlier likes, so one very long history costs its length squared) -- is an error raised
+    before the samples are built."""
     if encoding not in ("leave-one-out", "history-playback"):
         raise InvalidInputError(
             f"encoding must be 'leave-one-out' or 'history-playback', got {encoding!r}"
@@ -289,26 +298,32 @@ def build_samples(
     group = np.cumsum(new_user) - 1
     start, end = group_start[group], group_end[group]
     position = np.arange(n, dtype=np.int64)
-    if encoding == "history-playback":
-        lengths = position - start
-        keep = (lengths > 0) | keep_empty
-        target_pos = position[keep]
-        lengths = lengths[keep]
+    playback = encoding == "history-playback"
+    lengths = position - start if playback else end - start - 1
+    keep = (lengths > 0) | keep_empty
+    reference = None if dataset.timestamp is None else float(dataset.timestamp.max())
+    age_days = None
+    if times is not None and reference is not None:
+        age_days = (reference - times) / DAY
+        if window_days is not None:
+            keep &= age_days <= window_days
+    target_pos = position[keep]
+    lengths = lengths[keep]
+    if max_samples is not None:
+        _check_sample_budget(len(target_pos), lengths, int(max_samples), dataset.name)
+    if playback:
         positions = _ranges(start[keep], lengths)
     else:
-        lengths = end - start - 1
-        keep = (lengths > 0) | keep_empty
-        target_pos = position[keep]
-        full = _ranges(start[keep], lengths[keep] + 1)
-        owner = np.repeat(target_pos, lengths[keep] + 1)
+        full = _ranges(start[keep], lengths + 1)
+        owner = np.repeat(target_pos, lengths + 1)
         positions = full[full != owner]
-        lengths = lengths[keep]
     indptr = np.zeros(len(target_pos) + 1, dtype=np.int64)
     np.cumsum(lengths, out=indptr[1:])
 
-    reference = None if dataset.timestamp is None else float(dataset.timestamp.max())
     weight = np.ones(len(target_pos), dtype=np.float64)
-    samples = _Samples(
+    if age_days is not None and half_life_days is not None:
+        weight *= 0.5 ** (age_days[target_pos] / half_life_days)
+    return _Samples(
         like_users=users,
         likes=items,
         like_times=times,
@@ -319,13 +334,30 @@ def build_samples(
         threshold=used,
         reference_time=reference,
     )
-    if times is not None and reference is not None:
-        age_days = (reference - times[target_pos]) / DAY
-        if half_life_days is not None:
-            weight *= 0.5 ** (age_days / half_life_days)
-        if window_days is not None:
-            samples = samples.select(age_days <= window_days)
-    return samples
+
+
+def _check_sample_budget(n_samples: int, lengths: np.ndarray, limit: int, name: str) -> None:
+    """Refuses (before anything is allocated) more than ``limit`` samples, or inputs
+    holding more than :data:`INPUTS_PER_SAMPLE` x ``limit`` likes in all: the full-softmax
+    training costs classes x factors per sample and epoch (``benchmarks/scale.py``: about
+    3 minutes an epoch for 0.6M samples and 20,000 classes on 2 cores)."""
+    remedy = (
+        "set window_days to learn from recent likes only, raise max_samples, or use als or "
+        "item-knn, which scale to tens of millions of interactions"
+    )
+    if n_samples > limit:
+        raise InvalidInputError(
+            f"history-classifier: {name} gives {n_samples:,} training samples, over "
+            f"max_samples={limit:,}; {remedy}"
+        )
+    entries = int(lengths.sum())
+    if entries > INPUTS_PER_SAMPLE * limit:
+        raise InvalidInputError(
+            f"history-classifier: the samples' inputs of {name} hold {entries:,} likes in "
+            f"all, over {INPUTS_PER_SAMPLE} x max_samples={INPUTS_PER_SAMPLE * limit:,} (the "
+            f"longest history has {int(lengths.max()) + 1:,} likes, and each of its samples "
+            f"repeats the earlier ones); {remedy}"
+        )
 
 
 def item_names(dataset: Dataset, text_field: str | None = None) -> list[str]:
@@ -525,6 +557,11 @@ class HistoryClassifier(Recommender):
     max_classes:
         At most this many items, the most frequent targets, become classes (memory and time
         grow with it); the others rank after the classes, by popularity.
+    max_samples:
+        A fit with more training samples than this (or whose inputs hold more than 100 times
+        this many likes in all) refuses before building them, naming ``window_days``: the
+        full softmax costs ``max_classes x factors`` per sample and epoch, about 3 minutes an
+        epoch per 600,000 samples at 20,000 classes on 2 cores.
     random_state:
         Seed of the initial factors and the sample shuffling: the same seed gives the same
         model.
@@ -548,6 +585,7 @@ class HistoryClassifier(Recommender):
     update_steps: int = 1
     update_rate: float = 0.05
     max_classes: int = 20_000
+    max_samples: int = 1_000_000
     random_state: int = 0
 
     def __post_init__(self) -> None:
@@ -570,6 +608,7 @@ class HistoryClassifier(Recommender):
         self._check(self.update_steps >= 0, "update_steps must be >= 0")
         self._check(self.update_rate > 0, "update_rate must be > 0")
         self._check(self.max_classes >= 2, "max_classes must be >= 2")
+        self._check(self.max_samples >= 1, "max_samples must be >= 1")
         self._check(0 <= self.random_state < 2**32, "random_state must be in [0, 2**32)")
 
     # -- fitting ------------------------------------------------------------------------------
@@ -581,6 +620,7 @@ class HistoryClassifier(Recommender):
             half_life_days=self.half_life_days,
             window_days=self.window_days,
             keep_empty=self.inputs == "tabular",
+            max_samples=int(self.max_samples),
         )
         if len(samples.likes) == 0:
             raise InvalidInputError(

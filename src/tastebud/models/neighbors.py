@@ -13,8 +13,9 @@ item's ``k`` best neighbors on the interaction matrix -- weights for implicit fe
 binary who-rated-what matrix for explicit feedback -- re-weighted by TF-IDF/BM25 and compared
 by cosine (or jaccard). ``rating_similarity_`` (explicit feedback only) holds each item's best
 ``max(k, max_neighbors)`` neighbors by the rating similarity (default pearson-baseline) used to
-predict ratings. Ranking by predicted ratings favors obscure items, and even the neighbor sum
-over rating correlations ranks worse than the top-N view (class docstring of :class:`ItemKNN`).
+predict ratings; it is worked out on the first rating prediction, not by ``fit``. Ranking by
+predicted ratings favors obscure items, and even the neighbor sum over rating correlations
+ranks worse than the top-N view (class docstring of :class:`ItemKNN`).
 
 Similarity (between entities i and j; ``U_ij`` = owners who interacted with both, ``n_ij`` =
 ``|U_ij|``)::
@@ -86,9 +87,10 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import scipy.sparse as sp
 
+from tastebud import _threads
 from tastebud.data.dataset import Dataset
 from tastebud.models._knn import CENTERED, Profile, neighbor_sums, pairwise
-from tastebud.models.base import Recommender
+from tastebud.models.base import Recommender, check_k, padding_lists
 from tastebud.models.baseline import BaselineOnly
 from tastebud.models.registry import register
 
@@ -223,8 +225,9 @@ class _NeighborModel(Recommender):
             self.item_bias_ = baseline.item_bias_
             self.rating_range_ = list(baseline.rating_range_)
             self.entity_mean_ = _row_means(entities, self.global_mean_)
-            rating = Profile.of(self._rating_values(entities, oriented, new=False))
-            self.rating_similarity_ = self._similarities(rating, rating, rating=True, offset=0)
+        # the rating view's similarities wait for the first rating prediction
+        # (:meth:`_rating_similarity`): top-N lists never read them
+        self.__dict__.pop("rating_similarity_", None)
 
     def _similarities(
         self, query: Profile, base: Profile, *, rating: bool, offset: int | None
@@ -333,7 +336,7 @@ class _NeighborModel(Recommender):
         residual = self._orient(self.values_).copy()
         rows = np.repeat(np.arange(residual.shape[0]), np.diff(residual.indptr))
         residual.data = residual.data - self._centre(rows, residual.indices)
-        sim = self.rating_similarity_
+        sim = self._rating_similarity()
         num, den = neighbor_sums(
             np.argsort(owners, kind="stable"),
             owners,
@@ -353,6 +356,19 @@ class _NeighborModel(Recommender):
         low, high = self.rating_range_
         return np.clip(estimate, low, high)
 
+    def _rating_similarity(self) -> sp.csr_matrix:
+        """``rating_similarity_``, worked out from the stored ratings on the first rating
+        prediction and kept (and saved from then on): on 5M ratings it cost three times the
+        top-N view's fit, which a model that only recommends never needs."""
+        sim = self.__dict__.get("rating_similarity_")
+        if sim is None:
+            oriented = self._orient(self.values_)
+            rating = Profile.of(self._rating_values(oriented.T.tocsr(), oriented, new=False))
+            with _threads.limited(_threads.threads(large=True)):
+                sim = self._similarities(rating, rating, rating=True, offset=0)
+            self.rating_similarity_ = sim
+        return sim
+
     # -- top-N ----------------------------------------------------------------------------------
     def _with_fallback(
         self, scores: np.ndarray, empty: np.ndarray, items: np.ndarray | None
@@ -361,6 +377,29 @@ class _NeighborModel(Recommender):
         if empty.any():
             scores[empty] = self._fallback_scores(int(empty.sum()), items)
         return scores
+
+
+def _sparse_top(
+    cols: np.ndarray, vals: np.ndarray, seen: np.ndarray, k: int, n_items: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``k`` of a score row stored sparsely (``vals`` at ``cols``, 0 elsewhere),
+    ``seen`` left out, ties to the lower index: what :func:`top_k` gives on the dense row."""
+    stored = vals != 0
+    cols, vals = cols[stored], vals[stored]
+    if len(seen):
+        keep = ~np.isin(cols, seen)
+        cols, vals = cols[keep], vals[keep]
+    order = np.lexsort((cols, -vals))
+    positive = order[vals[order] > 0]
+    chosen, values = cols[positive[:k]], vals[positive[:k]]
+    if len(chosen) < k:  # then the zero-score items by index, then the negative ones
+        need = k - len(chosen)
+        span = np.arange(min(n_items, need + len(seen) + len(cols)))
+        zeros = span[~np.isin(span, seen) & ~np.isin(span, cols)][:need]
+        negative = order[vals[order] < 0][: need - len(zeros)]
+        chosen = np.concatenate([chosen, zeros, cols[negative]])
+        values = np.concatenate([values, np.zeros(len(zeros)), vals[negative]])
+    return chosen.astype(np.int64), values.astype(np.float64)
 
 
 def _is_int(value: Any) -> bool:
@@ -446,6 +485,56 @@ class ItemKNN(_NeighborModel):
         self, histories: sp.csr_matrix, sequences: list[np.ndarray] | None = None
     ) -> np.ndarray:
         return self._score_rows(sp.csr_matrix(histories), None)
+
+    def recommend_indices(
+        self,
+        users: np.ndarray,
+        k: int,
+        *,
+        exclude: sp.csr_matrix | None = None,
+        items: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The lists of scoring every item, from the sparse product alone: a user's scores
+        are non-zero only on the neighbours of their items, so the list is those, best
+        first, then the zero-score items by index (the dense path's ties) -- without a
+        catalogue-long row per user (``benchmarks/scale.py``). Candidate lists and users
+        without a usable history (the fallback) take the dense path."""
+        if items is not None:
+            return super().recommend_indices(users, k, exclude=exclude, items=items)
+        self._require_fitted()
+        users = np.asarray(users, dtype=np.int64)
+        n_items = len(self.items_)
+        k = min(check_k(k), n_items)
+        out_items, out_scores = padding_lists(len(users), k)
+        if k == 0:
+            return out_items, out_scores
+        known = np.flatnonzero(users >= 0)
+        history = self._interactions(self.values_[users[known]])
+        usable = np.diff(history.indptr) > 0
+        rows = known[usable]
+        rest = np.setdiff1d(np.arange(len(users)), rows)
+        if len(rest):
+            out_items[rest], out_scores[rest] = super().recommend_indices(
+                users[rest], k, exclude=exclude
+            )
+        history = history[usable]
+        history.data = np.ones_like(history.data)
+        none = np.zeros(0, dtype=np.int64)
+        for start in range(0, len(rows), 1024):
+            scores = sp.csr_matrix(history[start : start + 1024] @ self._similarity_t())
+            for r, row in enumerate(rows[start : start + 1024].tolist()):
+                user = int(users[row])
+                cols = scores.indices[scores.indptr[r] : scores.indptr[r + 1]]
+                vals = scores.data[scores.indptr[r] : scores.indptr[r + 1]]
+                seen = (
+                    exclude.indices[exclude.indptr[user] : exclude.indptr[user + 1]]
+                    if exclude is not None
+                    else none
+                )
+                chosen, values = _sparse_top(cols, vals, seen, k, n_items)
+                out_items[row, : len(chosen)] = chosen
+                out_scores[row, : len(chosen)] = values
+        return out_items, out_scores
 
     def _similarity_t(self) -> sp.csr_matrix:
         """``similarity_`` transposed, as CSR, worked out once per fitted matrix: scoring one

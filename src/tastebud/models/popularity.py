@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 
 from tastebud.data.dataset import Dataset
-from tastebud.models.base import Recommender, check_k
+from tastebud.models._retrieval import OneRanking
+from tastebud.models.base import Recommender, check_k, padding_lists
 from tastebud.models.registry import register
 
 _DAY = 86_400.0
+_FALLBACK_USER = 2**31 - 1  # the user whose hash ranks items for users without history
 
 
 @register("popularity")
 @dataclasses.dataclass(kw_only=True, eq=False)
-class Popularity(Recommender):
+class Popularity(OneRanking, Recommender):
     """Most popular items: score(i) = number of training users who interacted with i.
 
     The same list for everyone (minus what each user has seen); ties go to the lower
@@ -36,42 +39,8 @@ class Popularity(Recommender):
     def _fallback_scores(self, n_rows: int, items: np.ndarray | None) -> np.ndarray:
         return self._score(np.zeros(n_rows, dtype=np.int64), items)
 
-    def recommend_indices(
-        self,
-        users: np.ndarray,
-        k: int,
-        *,
-        exclude: sp.csr_matrix | None = None,
-        items: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The base answer without scoring the catalogue per user: one ranking, read past
-        each user's excluded items (the same lists and ties)."""
-        if items is not None:
-            return super().recommend_indices(users, k, exclude=exclude, items=items)
-        self._require_fitted()
-        k = min(check_k(k), len(self.items_))
-        out_items = np.full((len(users), k), -1, dtype=np.int64)
-        out_scores = np.full((len(users), k), np.nan)
-        if k == 0:
-            return out_items, out_scores
-        cached = self.__dict__.get("_ranking")
-        if cached is None or cached[0] is not self.item_scores_:
-            scores = self.item_scores_
-            cached = (scores, np.lexsort((np.arange(len(scores)), -scores)))
-            self.__dict__["_ranking"] = cached
-        ranking = cached[1]
-        empty = np.zeros(0, dtype=np.int64)
-        for row, user in enumerate(np.asarray(users, dtype=np.int64).tolist()):
-            seen = (
-                exclude.indices[exclude.indptr[user] : exclude.indptr[user + 1]]
-                if exclude is not None and user >= 0
-                else empty
-            )
-            head = ranking[: k + len(seen)]
-            chosen = head[~np.isin(head, seen)][:k] if len(seen) else head[:k]
-            out_items[row, : len(chosen)] = chosen
-            out_scores[row, : len(chosen)] = self.item_scores_[chosen]
-        return out_items, out_scores
+    def _ranking_scores(self) -> np.ndarray:
+        return self.item_scores_
 
     def _score_history(
         self, histories: sp.csr_matrix, sequences: list[np.ndarray] | None = None
@@ -149,4 +118,99 @@ class Random(Recommender):
         return (x >> np.uint64(11)).astype(np.float64) / float(2**53)
 
     def _fallback_scores(self, n_rows: int, items: np.ndarray | None) -> np.ndarray:
-        return self._score(np.full(n_rows, 2**31 - 1, dtype=np.int64), items)
+        return self._score(np.full(n_rows, _FALLBACK_USER, dtype=np.int64), items)
+
+    def recommend_indices(
+        self,
+        users: np.ndarray,
+        k: int,
+        *,
+        exclude: sp.csr_matrix | None = None,
+        items: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The base answer from one compiled pass per user that hashes each item and keeps
+        the best ``k`` (no catalogue-long score row: 1M items x 1,000 users is a billion
+        float64s otherwise)."""
+        if items is not None:
+            return super().recommend_indices(users, k, exclude=exclude, items=items)
+        self._require_fitted()
+        k = min(check_k(k), int(self.n_items_))
+        out_items, out_scores = padding_lists(len(users), k)
+        if k == 0:
+            return out_items, out_scores
+        empty = sp.csr_matrix((1, int(self.n_items_)))
+        matrix = exclude if exclude is not None else empty
+        users = np.asarray(users, dtype=np.int64)
+        keys = np.full(len(users), _FALLBACK_USER, dtype=np.int64)  # the fallback's hash
+        known = users >= 0
+        scorable = known.copy()
+        scorable[known] = self._scorable(users[known])
+        keys[scorable] = users[scorable]
+        _random_top(
+            users,
+            keys,
+            np.uint64(self.seed_ * 0x9E3779B97F4A7C15 % 2**64),
+            int(self.n_items_),
+            matrix.indptr.astype(np.int64),
+            matrix.indices.astype(np.int64),
+            exclude is not None,
+            out_items,
+            out_scores,
+        )
+        return out_items, out_scores
+
+
+@numba.njit(cache=True)
+def _random_top(
+    users: np.ndarray,
+    keys: np.ndarray,
+    seed_mix: np.uint64,
+    n_items: int,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    has_exclude: bool,
+    out_items: np.ndarray,
+    out_scores: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """:meth:`Random._score`'s hash of each item for each user's ``keys`` entry, the best
+    ``k`` kept per user (ties to the lower index), the user's excluded items skipped."""
+    k = out_items.shape[1]
+    skip = np.zeros(n_items, dtype=np.bool_)
+    best_s = np.empty(k, dtype=np.float64)
+    best_i = np.empty(k, dtype=np.int64)
+    for r in range(len(users)):
+        user = users[r]
+        masked = has_exclude and user >= 0
+        if masked:
+            for j in range(indptr[user], indptr[user + 1]):
+                skip[indices[j]] = True
+        key = np.uint64(keys[r])
+        count = 0
+        for i in range(n_items):
+            if skip[i]:
+                continue
+            x = (key << np.uint64(32)) ^ np.uint64(i)
+            x = x ^ seed_mix
+            x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            x = x ^ (x >> np.uint64(31))
+            score = np.float64(x >> np.uint64(11)) / 9007199254740992.0
+            if count < k:
+                pos = count
+                count += 1
+            elif score > best_s[k - 1]:
+                pos = k - 1
+            else:
+                continue
+            while pos > 0 and best_s[pos - 1] < score:
+                best_s[pos] = best_s[pos - 1]
+                best_i[pos] = best_i[pos - 1]
+                pos -= 1
+            best_s[pos] = score
+            best_i[pos] = i
+        for j in range(count):
+            out_items[r, j] = best_i[j]
+            out_scores[r, j] = best_s[j]
+        if masked:
+            for j in range(indptr[user], indptr[user + 1]):
+                skip[indices[j]] = False

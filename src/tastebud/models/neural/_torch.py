@@ -27,9 +27,10 @@ from tqdm.auto import tqdm
 
 from tastebud import _threads
 from tastebud.data.dataset import Dataset
-from tastebud.errors import TastebudError
+from tastebud.errors import InvalidInputError, TastebudError
 from tastebud.metrics.ranking import ndcg_at_k
-from tastebud.models.base import Recommender, top_k
+from tastebud.models._holdout import MAX_USERS
+from tastebud.models.base import _BATCH_CELLS, Recommender, top_k
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -85,8 +86,11 @@ def time_ordered(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclasses.dataclass(frozen=True)
 class LastItemHoldout:
-    """The validation split of early stopping: every user with at least two items loses their
-    latest one (``targets``) and keeps the rest (``sequences``, oldest first)."""
+    """The validation split of early stopping: users with at least two items lose their
+    latest one (``targets``) and keep the rest (``sequences``, oldest first) -- every such
+    user, or a seeded sample of :data:`~tastebud.models._holdout.MAX_USERS` of them on larger
+    data (the others train on all their items), so each epoch's check costs the same on a
+    million users as on ten thousand."""
 
     sequences: list[np.ndarray]
     users: np.ndarray
@@ -94,10 +98,12 @@ class LastItemHoldout:
     n_items: int
 
     @classmethod
-    def carve(cls, dataset: Dataset) -> LastItemHoldout:
+    def carve(cls, dataset: Dataset, max_users: int = MAX_USERS) -> LastItemHoldout:
         indptr, items = time_ordered(dataset)
         sequences = [items[indptr[u] : indptr[u + 1]] for u in range(dataset.n_users)]
         users = np.flatnonzero(np.diff(indptr) >= 2)
+        if len(users) > max_users:
+            users = np.sort(np.random.default_rng(0).choice(users, max_users, replace=False))
         targets = np.array([sequences[u][-1] for u in users], dtype=np.int64)
         for u in users:
             sequences[u] = sequences[u][:-1]
@@ -120,8 +126,9 @@ class LastItemHoldout:
         """Mean NDCG@k of each target among all items but the user's kept ones;
         ``score(start, stop)`` gives the scores of ``users[start:stop]`` over every item."""
         tops = []
-        for start in range(0, len(self.users), _SCORE_BATCH):
-            stop = min(start + _SCORE_BATCH, len(self.users))
+        block = max(1, min(_SCORE_BATCH, _BATCH_CELLS // max(self.n_items, 1)))
+        for start in range(0, len(self.users), block):
+            stop = min(start + block, len(self.users))
             scores = np.array(score(start, stop), dtype=np.float64)
             for row, user in enumerate(self.users[start:stop]):
                 scores[row, self.sequences[user]] = -np.inf
@@ -316,16 +323,24 @@ def _on_tastebud_threads(method: Callable[..., Any], *, pools: bool) -> Callable
     return run
 
 
+@dataclasses.dataclass(kw_only=True, eq=False)
 class TorchRecommender(Recommender):
     """Base of the torch models: the network's weights travel with ``save``/``load`` as
     arrays, and the network is rebuilt on first use after a load (:meth:`_build`).
 
     The fit and scoring methods a subclass defines (``_FIT_METHODS``, ``_SCORE_METHODS``)
     are wrapped to run on tastebud's thread count (module docstring), so every model, and
-    every path into it (evaluation, fold-in, the service), gets the same policy."""
+    every path into it (evaluation, fold-in, the service), gets the same policy.
+
+    ``max_cpu_interactions`` (every torch model's parameter; ``None``: no limit): a fit on
+    the CPU over more training interactions than this refuses at once, before any work --
+    each epoch passes over every interaction, which on a few cores takes hours at tens of
+    millions (``benchmarks/scale.py``); a GPU (``device="cuda"``) has no such limit."""
 
     extra: ClassVar[str | None] = "neural"
     needs_modules: ClassVar[tuple[str, ...]] = ("torch",)
+
+    max_cpu_interactions: int | None = 5_000_000
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -363,13 +378,29 @@ class TorchRecommender(Recommender):
         self._check(p.learning_rate > 0, "learning_rate must be > 0")
         self._check(p.weight_decay >= 0, "weight_decay must be >= 0")
         self._check(p.random_state >= 0, "random_state must be >= 0")
+        self._check(
+            self.max_cpu_interactions is None or self.max_cpu_interactions >= 1,
+            "max_cpu_interactions must be >= 1 or None",
+        )
 
-    def _start(self) -> tuple[Any, torch.device, np.random.Generator]:
-        """torch, the device, and a seeded numpy generator (torch's seed set too)."""
+    def _start(self, dataset: Dataset) -> tuple[Any, torch.device, np.random.Generator]:
+        """torch, the device, and a seeded numpy generator (torch's seed set too); a fit
+        over ``max_cpu_interactions`` on the CPU refuses here (class docstring)."""
         p: Any = self
         torch = import_torch()
+        device = pick_device(p.device)
+        limit = self.max_cpu_interactions
+        if device.type == "cpu" and limit is not None and dataset.n_interactions > limit:
+            raise InvalidInputError(
+                f"{self.name} on the CPU: {dataset.name} has {dataset.n_interactions:,} "
+                f"interactions, over max_cpu_interactions={limit:,} (each of up to "
+                f"{int(p.epochs)} epochs passes over every one: hours on a CPU at tens of "
+                "millions); "
+                "fit on a GPU (device='cuda'), raise max_cpu_interactions, or use als or "
+                "item-knn, which scale to tens of millions of interactions on a CPU"
+            )
         torch.manual_seed(int(p.random_state))
-        return torch, pick_device(p.device), np.random.default_rng(p.random_state)
+        return torch, device, np.random.default_rng(p.random_state)
 
     def _optimizer(self, net: torch.nn.Module) -> Any:
         p: Any = self

@@ -227,7 +227,7 @@ class HybridBPR(RecentItemsRecommender):
 
     # -- fitting --------------------------------------------------------------------------------
     def _fit(self, dataset: Dataset) -> None:
-        torch, device, rng = self._start()
+        torch, device, rng = self._start(dataset)
         user_meta, item_meta = self._metadata(dataset)
         net = self._build()
         net.user_meta.copy_(torch.from_numpy(user_meta))

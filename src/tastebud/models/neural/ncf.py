@@ -186,7 +186,7 @@ class NCF(TorchRecommender):
         )
 
     def _fit(self, dataset: Dataset) -> None:
-        torch, device, rng = self._start()
+        torch, device, rng = self._start(dataset)
         net = self._build().to(device)
         validate = None
         if self.patience > 0:

@@ -7,6 +7,9 @@ position t scores every item as the next one by a dot product with the (shared) 
 embeddings. Training predicts, at every position of every user's sequence, the item that
 came next:
 
+``loss="auto"`` (the default)
+    the full softmax up to :data:`FULL_SOFTMAX_MAX_ITEMS` items, sampled above (a full
+    softmax over a million items is a batch x positions x items array per step);
 ``loss="softmax"``
     cross-entropy over the whole catalog (what RecTools and gSASRec found to beat the
     original paper's one-negative binary loss by a wide margin);
@@ -50,7 +53,9 @@ from tastebud.models.neural._torch import (
 )
 from tastebud.models.registry import register
 
-SasLoss = Literal["softmax", "sampled"]
+SasLoss = Literal["auto", "softmax", "sampled"]
+#: ``loss="auto"`` trains with the full softmax up to this many items, sampled above.
+FULL_SOFTMAX_MAX_ITEMS = 50_000
 _SCORE_BATCH = 256
 
 
@@ -151,7 +156,8 @@ class SASRec(TorchRecommender, Searchable):
     dropout:
         Dropout of the embeddings, attention and feed-forward layers.
     loss:
-        ``"softmax"`` (full cross-entropy) or ``"sampled"`` (``negatives`` uniform negatives).
+        ``"softmax"`` (full cross-entropy), ``"sampled"`` (``negatives`` uniform negatives)
+        or ``"auto"``: the full softmax up to 50,000 items, sampled above.
     negatives:
         Negatives per batch with ``loss="sampled"``.
     epochs, patience:
@@ -176,7 +182,7 @@ class SASRec(TorchRecommender, Searchable):
     heads: int = 2
     max_len: int = 50
     dropout: float = 0.2
-    loss: SasLoss = "softmax"
+    loss: SasLoss = "auto"
     negatives: int = 256
     epochs: int = 100
     patience: int = 5
@@ -216,7 +222,7 @@ class SASRec(TorchRecommender, Searchable):
 
     # -- fitting --------------------------------------------------------------------------------
     def _fit(self, dataset: Dataset) -> None:
-        torch, device, rng = self._start()
+        torch, device, rng = self._start(dataset)
         indptr, items = time_ordered(dataset)
         self.sequence_indptr_ = indptr
         self.sequence_items_ = items
@@ -242,6 +248,7 @@ class SASRec(TorchRecommender, Searchable):
         inputs, targets, lengths = self._training_rows(train_seqs)
         optimizer = self._optimizer(net)
         n_items = len(self.items_)
+        full = self.loss == "softmax" or (self.loss == "auto" and n_items <= FULL_SOFTMAX_MAX_ITEMS)
 
         def epoch(_: int) -> float:
             total, count = 0.0, 0
@@ -253,7 +260,7 @@ class SASRec(TorchRecommender, Searchable):
                 x, y = self._masked(x, y, net)
                 hidden = net(x)[y > 0]
                 y = y[y > 0] - 1
-                if self.loss == "softmax":
+                if full:
                     loss = torch.nn.functional.cross_entropy(net.scores(hidden), y)
                 else:
                     negatives = torch.from_numpy(rng.integers(0, n_items, int(self.negatives))).to(

@@ -218,7 +218,7 @@ class TwoTower(RecentItemsRecommender, Searchable):
 
     # -- fitting --------------------------------------------------------------------------------
     def _fit(self, dataset: Dataset) -> None:
-        torch, device, rng = self._start()
+        torch, device, rng = self._start(dataset)
         user_meta, item_meta = self._metadata(dataset)
         item_text = self._text_vectors(dataset)
         self.item_text_width_ = item_text.shape[1]
