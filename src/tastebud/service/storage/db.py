@@ -12,6 +12,13 @@ deadlock or a serialization failure is rolled back and run again.
 
 Every write commits before its method returns. Timestamps are float unix seconds.
 
+Bulk loads
+----------
+:meth:`Database.bulk_connection` and :meth:`Database.load_rows` are what an import of millions
+of rows runs on: PostgreSQL gets ``COPY`` into a temporary table and one ``INSERT ... SELECT
+... ON CONFLICT DO NOTHING``; SQLite one prepared ``executemany`` of plain tuples, on one
+connection with a larger page cache (the indexes' pages stay in memory from batch to batch).
+
 Reading what a row holds
 ------------------------
 SQLite's columns take any type, so a row written around the API (by hand, or by older code)
@@ -22,11 +29,13 @@ reads skip them and pay nothing.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -44,6 +53,9 @@ Backend = Literal["sqlite", "postgresql"]
 
 CHUNK = 5_000  # ids per IN (...) query
 BULK_CHUNK = 10_000  # rows per bulk INSERT
+#: SQLite page cache of a bulk load's connection, in KiB (the default is 2 MiB): the pages of
+#: the indexes a load inserts into stay cached instead of being read again for every batch.
+BULK_CACHE_KIB = 256 * 1024
 _ROWCOUNT = {"preserve_rowcount": True}  # rowcount of INSERTs, too
 _WRITE_ATTEMPTS = 8  # a write that loses a race is run again up to this many times in all
 
@@ -295,16 +307,21 @@ class Database:
         with self.engine.connect() as conn:
             return fn(conn)
 
-    def write(self, fn: Callable[[Connection], T], *, durable: bool = True) -> T:
+    def write(
+        self, fn: Callable[[Connection], T], *, durable: bool = True, on: Connection | None = None
+    ) -> T:
         """Run ``fn`` in one write transaction, committed on return, rerun when it lost a race.
 
-        ``durable=False`` (telemetry such as exposures) commits without waiting for the disk
-        on SQLite (``synchronous=NORMAL`` for that transaction: atomic and safe from a
-        process crash, but the last commits may be lost to a power cut), so the write lock
-        it holds is not held through an fsync that the events behind it wait for."""
+        ``durable=False`` (telemetry such as exposures, all but the last batch of an import)
+        commits without waiting for the disk on SQLite (``synchronous=NORMAL`` for that
+        transaction: atomic and safe from a process crash, but the last commits may be lost
+        to a power cut), so the write lock it holds is not held through an fsync that the
+        events behind it wait for; the next durable commit makes them durable too (it syncs
+        the whole write-ahead log). ``on``: a connection to run on (a bulk load's, from
+        :meth:`bulk_connection`), outside any transaction; by default one from the pool."""
         for attempt in range(1, _WRITE_ATTEMPTS + 1):
             try:
-                with self.engine.connect() as conn:
+                with self.engine.connect() if on is None else nullcontext(on) as conn:
                     if self.backend == "sqlite":
                         conn.execution_options(tastebud_write=True)
                     raw = conn.connection.driver_connection  # outside any transaction
@@ -381,6 +398,96 @@ class Database:
                     lite_stmt, list(chunk), execution_options=_ROWCOUNT
                 ).rowcount
         return written
+
+    @contextmanager
+    def bulk_connection(self) -> Iterator[Connection]:
+        """One connection for a bulk load, to pass to :meth:`write` as ``on`` for each of its
+        batches. On SQLite its page cache is :data:`BULK_CACHE_KIB` while it is held (and set
+        back after: the pool keeps the connection)."""
+        with self.engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            lite = raw if self.backend == "sqlite" else None
+            before = None
+            if lite is not None:
+                before = int(lite.execute("PRAGMA cache_size").fetchone()[0])
+                lite.execute(f"PRAGMA cache_size = -{int(BULK_CACHE_KIB)}")
+            try:
+                yield conn
+            finally:
+                if lite is not None and before is not None:
+                    lite.execute(f"PRAGMA cache_size = {before}")
+
+    def load_rows(
+        self,
+        conn: Connection,
+        table: sa.Table,
+        columns: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+        *,
+        skip_conflicts_on: str,
+    ) -> int:
+        """Insert ``rows`` -- tuples of plain values in ``columns`` order (text, numbers,
+        booleans, ``None``; JSON already as text) -- in the caller's transaction, skipping
+        each row whose ``skip_conflicts_on`` value is stored already or comes earlier in
+        ``rows``; returns how many were written. ``rows`` is consumed once, as it comes (an
+        iterator keeps a batch's Python objects to one row at a time on PostgreSQL).
+
+        PostgreSQL: ``COPY`` into a temporary table with ``table``'s column types, then one
+        ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` (a COPY cannot skip conflicts
+        itself). SQLite: one ``executemany`` of a prepared ``INSERT ... ON CONFLICT DO
+        NOTHING`` over the tuples, no dict or SQLAlchemy object per row.
+        """
+        quote = conn.dialect.identifier_preparer.quote
+        target = quote(table.name)
+        names = ", ".join(quote(table.c[c].name) for c in columns)
+        key = quote(table.c[skip_conflicts_on].name)
+        raw: Any = conn.connection.driver_connection
+        if self.backend == "postgresql":
+            stage = quote(f"tastebud_load_{table.name}")
+            conn.exec_driver_sql(
+                f"CREATE TEMPORARY TABLE {stage} ON COMMIT DROP AS "
+                f"SELECT {names} FROM {target} WITH NO DATA"
+            )
+            with raw.cursor() as cursor, cursor.copy(f"COPY {stage} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            result = conn.exec_driver_sql(
+                f"INSERT INTO {target} ({names}) SELECT {names} FROM {stage} "
+                f"ON CONFLICT ({key}) DO NOTHING"
+            )
+            conn.exec_driver_sql(f"DROP TABLE {stage}")
+            return int(result.rowcount)
+        marks = ", ".join(itertools.repeat("?", len(columns)))
+        cursor = raw.cursor()
+        try:
+            cursor.executemany(
+                f"INSERT INTO {target} ({names}) VALUES ({marks}) ON CONFLICT ({key}) DO NOTHING",
+                rows,
+            )
+            return int(cursor.rowcount)
+        finally:
+            cursor.close()
+
+    def stream(
+        self, conn: Connection, sql: str, params: Sequence[Any], size: int
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """The rows of ``sql`` (positional ``?`` parameters) as lists of up to ``size`` plain
+        tuples, fetched as they are read: a server-side cursor on PostgreSQL (the whole
+        result never sits in the client), ``fetchmany`` on SQLite. Raw values -- no
+        SQLAlchemy row or column type per value: the caller converts a list at a time.
+        Runs in ``conn``'s transaction (begun by then)."""
+        raw: Any = conn.connection.driver_connection
+        if self.backend == "postgresql":
+            cursor = raw.cursor(name=f"tastebud_stream_{id(conn):x}")
+            sql = sql.replace("?", "%s")
+        else:
+            cursor = raw.cursor()
+        try:
+            cursor.execute(sql, tuple(params))
+            while rows := cursor.fetchmany(size):
+                yield rows
+        finally:
+            cursor.close()
 
     def truncate_wal(self) -> None:
         """Copy the write-ahead log into the database file and empty it, so that the frames

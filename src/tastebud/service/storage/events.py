@@ -8,6 +8,8 @@ never reused after a delete, but may have gaps (PostgreSQL hands them out before
 
 from __future__ import annotations
 
+import math
+import operator
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -54,6 +56,12 @@ _RECENT_EVENTS = (
     .order_by(EVENTS.c.ts.desc(), EVENTS.c.seq.desc())
     .limit(sa.bindparam("limit"))
 )
+
+#: What :meth:`Events.frame` reads (:meth:`Database.stream`: raw values, converted a chunk at
+#: a time by :class:`_FrameColumns` instead of one value at a time by the column types).
+_FRAME_ROWS = "SELECT user_id, item_id, type, value, ts, seq FROM events WHERE seq > ? ORDER BY seq"
+#: Rows per fetch of :meth:`Events.frame`.
+FRAME_CHUNK = 50_000
 
 _EVENT_FIELDS = {"user_id", "item_id", "type", "value", "ts", "client_event_id", "request_id"}
 
@@ -270,38 +278,27 @@ class Events:
 
         Columns: ``user``, ``item``, ``type`` (str), ``value`` (float, NaN when absent),
         ``timestamp`` (float unix seconds), ``seq`` (int64). ``frame.attrs[FORGET_MARK]`` is
-        the forget mark read first: a model trained on these events holds no user deleted
-        while that mark stays the same.
+        the forget mark read first, in the same transaction: a model trained on these
+        events holds no user deleted while that mark stays the same.
+
+        Read as a stream (:data:`FRAME_CHUNK` rows at a time; a server-side cursor on
+        PostgreSQL), each chunk turned into columns at once: numbers into numpy arrays, ids
+        and types into codes of a growing dictionary, so each distinct string is held once
+        and the text columns are arrays of references to them. Python holds one chunk of
+        rows at a time, not a tuple and three strings per event (the read added 3.0-3.3 GiB
+        to the process for 5M events that way, 0.5 GiB this way:
+        ``benchmarks/results/import_scale.md``).
         """
         since = check_int(since_seq, "since_seq")
-        stmt = (
-            sa.select(
-                EVENTS.c.user_id,
-                EVENTS.c.item_id,
-                EVENTS.c.type,
-                EVENTS.c.value,
-                EVENTS.c.ts,
-                EVENTS.c.seq,
-            )
-            .where(EVENTS.c.seq > since)
-            .order_by(EVENTS.c.seq)
-        )
 
-        def read(conn: Connection) -> tuple[int, list[Any]]:
-            return read_forget_mark(conn), list(conn.execute(stmt).all())
+        def read(conn: Connection) -> tuple[int, pd.DataFrame]:
+            mark = read_forget_mark(conn)
+            columns = _FrameColumns()
+            for rows in self._db.stream(conn, _FRAME_ROWS, (since,), FRAME_CHUNK):
+                columns.add(rows)
+            return mark, columns.frame()
 
-        mark, found = self._db.read(read)
-        columns = list(zip(*found, strict=True)) if found else [()] * 6
-        frame = pd.DataFrame(
-            {
-                "user": pd.Series(columns[0], dtype=object),
-                "item": pd.Series(columns[1], dtype=object),
-                "type": pd.Series(columns[2], dtype=object),
-                "value": _floats(columns[3]),
-                "timestamp": _floats(columns[4]),
-                "seq": np.array(columns[5], dtype=np.int64),
-            }
-        )
+        mark, frame = self._db.read(read)
         frame.attrs[FORGET_MARK] = mark
         return frame
 
@@ -336,6 +333,97 @@ class Events:
         return self._db.read(lambda conn: int(conn.execute(stmt).scalar() or 0))
 
 
+class _TextCodes:
+    """A text column read chunk by chunk as int32 codes into a growing list of its distinct
+    values, each held once. A value SQLite holds as something else than text (a BLOB, written
+    around the API) reads as :class:`ReadText` reads it; NULL stays ``None``."""
+
+    def __init__(self) -> None:
+        self._code: dict[Any, int] = {}  # value as read -> code
+        self._by_text: dict[str | None, int] = {}  # value as text -> code
+        self._values: list[str | None] = []
+        self._parts: list[np.ndarray] = []
+
+    def add(self, column: Sequence[Any]) -> None:
+        code = self._code
+        for raw in set(column).difference(code):  # values not seen before: few per chunk
+            text = raw if raw is None or isinstance(raw, str) else _text(raw)
+            known = self._by_text.get(text)
+            if known is None:
+                known = self._by_text[text] = len(self._values)
+                self._values.append(text)
+            code[raw] = known
+        self._parts.append(np.fromiter(map(code.__getitem__, column), np.int32, len(column)))
+
+    def column(self) -> np.ndarray:
+        """The whole column: an object array of references to the distinct values."""
+        codes = np.concatenate(self._parts) if self._parts else np.zeros(0, dtype=np.int32)
+        values = np.empty(len(self._values), dtype=object)
+        values[:] = self._values
+        self._parts, self._code, self._by_text, self._values = [], {}, {}, []  # free them
+        return values[codes]
+
+
+class _FrameColumns:
+    """The columns of :meth:`Events.frame`, built a chunk of rows at a time."""
+
+    def __init__(self) -> None:
+        self._text = [_TextCodes() for _ in range(3)]  # user, item, type
+        self._numbers: list[list[np.ndarray]] = [[], [], []]  # value, timestamp, seq
+
+    def add(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Rows of (user, item, type, value, ts, seq)."""
+        for k, codes in enumerate(self._text):
+            codes.add(list(map(operator.itemgetter(k), rows)))  # faster than zip(*rows)
+        self._numbers[0].append(_floats(list(map(operator.itemgetter(3), rows))))
+        self._numbers[1].append(_floats(list(map(operator.itemgetter(4), rows))))
+        seqs = map(operator.itemgetter(5), rows)
+        self._numbers[2].append(np.fromiter(seqs, dtype=np.int64, count=len(rows)))
+
+    def frame(self) -> pd.DataFrame:
+        def numbers(k: int, dtype: type) -> np.ndarray:
+            parts, self._numbers[k] = self._numbers[k], []
+            return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+        # one column at a time, each chunk list freed once joined: the peak is the frame
+        # and one column's chunks (the wider text columns last, when least else is held)
+        value, timestamp = numbers(0, np.float64), numbers(1, np.float64)
+        seq = numbers(2, np.int64)
+        user, item, kind = (codes.column() for codes in self._text)
+        columns = {
+            "user": user,
+            "item": item,
+            "type": kind,
+            "value": value,
+            "timestamp": timestamp,
+            "seq": seq,
+        }
+        # dtype given: pandas would turn an object array of text into its own string dtype
+        # (a copy); copy=False: the arrays become the frame's columns as they are
+        return pd.DataFrame(
+            {name: pd.Series(a, dtype=a.dtype, copy=False) for name, a in columns.items()},
+            copy=False,
+        )
+
+
+def _text(value: Any) -> str:
+    """A value SQLite holds in a text column as something else, read as text (as
+    :class:`ReadText` reads it)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
+def _number(value: Any) -> float:
+    """A value of a number column as :class:`ReadNumber` reads it: NaN when unreadable."""
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return math.nan
+
+
 def _existing(conn: Connection, table: sa.Table, ids: Sequence[str]) -> set[str]:
     """Which of ``ids`` are stored in ``table`` (users or items; queried in chunks)."""
     found: set[str] = set()
@@ -367,11 +455,9 @@ def _clean_event(event: Any, pos: int, now: float) -> dict[str, Any]:
 
 def _floats(values: Sequence[Any]) -> np.ndarray:
     """A numeric column as float64 (NULL as NaN). SQLite keeps text given to a numeric
-    column as text: such a cell reads as NaN rather than failing the read (a missing value
-    for ``value``; a timestamp the training set then leaves out)."""
+    column as text: such a cell reads as the number it spells, else NaN, rather than failing
+    the read (a missing value for ``value``; a timestamp the training set then leaves out)."""
     try:
         return np.array(values, dtype=np.float64)
     except (TypeError, ValueError, OverflowError):
-        return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(
-            dtype=np.float64, na_value=np.nan
-        )
+        return np.fromiter(map(_number, values), dtype=np.float64, count=len(values))
