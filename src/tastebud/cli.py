@@ -33,6 +33,7 @@ from tastebud.data.catalog import DATASETS, load_dataset
 from tastebud.data.dataset import Dataset
 from tastebud.data.files import read_interactions
 from tastebud.errors import DataError, InvalidInputError, TastebudError
+from tastebud.spark.cli import spark_app  # PySpark is imported only inside its commands
 
 if TYPE_CHECKING:
     from tastebud.split import Split
@@ -934,11 +935,18 @@ def import_(
     encoding: EncodingOpt = "utf-8",
     header: HeaderOpt = None,
     on_bad_rows: BadRowsOpt = "raise",
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="no progress bar (shown only in a terminal)")
+    ] = False,
 ) -> None:
     """Load users, items (with titles) and interactions into the service's database.
 
     Re-importing the same data adds nothing: every imported row has a stable event id.
+    Rows are committed in batches of 250,000 (PostgreSQL: COPY); an import that stops
+    half-way keeps the batches before, and running it again adds the rest.
     """
+    import time
+
     from tastebud.service.settings import load_settings
     from tastebud.service.storage import Storage
 
@@ -951,10 +959,14 @@ def import_(
         )
     with Storage(settings.db) as storage:
         storage.migrate()
-        counts = storage.import_dataset(ds, event_type=event_type)
+        started = time.perf_counter()
+        counts = storage.import_dataset(
+            ds, event_type=event_type, progress=False if quiet else None
+        )
         out.print(
             f"imported {ds.name} into {storage.url}: "
-            + ", ".join(f"{v:,} {k}" for k, v in counts.items()),
+            + ", ".join(f"{v:,} {k}" for k, v in counts.items())
+            + f" ({time.perf_counter() - started:.1f} s)",
         )
 
 
@@ -1067,6 +1079,7 @@ experiments_app = typer.Typer(
     help="A/B tests of the service: list, start, stop, report.", no_args_is_help=True
 )
 app.add_typer(experiments_app, name="experiments")
+app.add_typer(spark_app, name="spark")  # tastebud spark fit|evaluate|recommend
 
 
 def _storage(db: str | None, config: Path | None) -> Any:
@@ -1209,6 +1222,124 @@ def experiments_report(
             f"{test['method']}: statistic {test['statistic']:.3f}, p = {test['p_value']:.4f} "
             f"-> {verdict} at alpha {test['alpha']}",
         )
+
+
+models_app = typer.Typer(
+    help="The service's model versions: list, register a folder trained elsewhere, activate.",
+    no_args_is_help=True,
+)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Every model version, oldest first: its model, the events stored when it was made,
+    its NDCG@10 on the holdout (or that it came from elsewhere), and whether it serves
+    (--json: every field, the folder and all metrics too)."""
+    import time
+
+    with _storage(db, config) as storage:
+        rows = storage.list_model_versions()
+    if as_json:
+        sys.stdout.write(to_json(rows) + "\n")
+        return
+    if not rows:
+        out.print("no model versions")
+        return
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for column in ("version", "model", "name", "created (UTC)", "events", "ndcg@10", "status"):
+        table.add_column(column, justify="right" if column in ("version", "events") else "left")
+    for row in rows:
+        metrics = row["metrics"] or {}
+        ndcg = metrics.get("ndcg@10")
+        quality = "external" if metrics.get("external") else "-"
+        if isinstance(ndcg, int | float):
+            quality = f"{ndcg:.4f}"
+        status = "active" if row["active"] else ""
+        if row.get("forgotten_at") is not None:
+            status = "retired (learned from a deleted user)"
+        table.add_row(
+            str(row["id"]),
+            row["model"],
+            str(metrics.get("name") or ""),
+            time.strftime("%Y-%m-%d %H:%M", time.gmtime(row["created_at"])),
+            f"{row['n_events']:,}",
+            quality,
+            status,
+        )
+    out.print(table)
+
+
+@models_app.command("register")
+def models_register(
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FOLDER",
+            help="a saved tastebud model (model.save(path), tastebud spark fit)",
+            show_default=False,
+        ),
+    ],
+    activate: Annotated[
+        bool,
+        typer.Option("--activate", help="serve it now (running services follow within a second)"),
+    ] = False,
+    name: Annotated[
+        str | None,
+        typer.Option(metavar="TEXT", help="a label for the version (names its folder)"),
+    ] = None,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve a model trained elsewhere (Spark, a notebook): checks the folder, copies it into
+    the service's model_dir (the service owns its copy) and records it as a model version.
+
+    Refused: a folder that is not a saved model, a model that cannot recommend from a live
+    history, one none of whose items the database stores. A later retrain replaces it as
+    it replaces any version; deleting a user with events retires it the same way."""
+    from tastebud.service.registration import register_folder
+    from tastebud.service.settings import load_settings
+    from tastebud.service.storage import Storage
+
+    settings = load_settings(config, db=db)
+
+    def waiting() -> None:
+        sys.stderr.write(f"waiting for the retrain under way in {settings.model_dir}\n")
+
+    with Storage(settings.db) as storage:
+        storage.migrate()
+        done = register_folder(
+            settings, storage, folder, name=name, activate=activate, on_wait=waiting
+        )
+    for line in done.warnings:
+        sys.stderr.write(f"warning: {line}\n")
+    version = done.version
+    state = (
+        "active"
+        if version["active"]
+        else f"not active (serve it with: tastebud models activate {version['id']})"
+    )
+    out.print(
+        f"registered {folder} as model version {version['id']} ({version['model']}, "
+        f"{version['metrics']['items']:,} items) in {version['path']}: {state}"
+    )
+
+
+@models_app.command("activate")
+def models_activate(
+    version: Annotated[
+        int, typer.Argument(metavar="ID", min=1, help="model version id (tastebud models list)")
+    ],
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve a recorded version (a rollback, or a registered model): its files are loaded
+    first; running services follow within a second."""
+    from tastebud.service.registration import activate_version
+
+    with _storage(db, config) as storage:
+        row = activate_version(storage, version)
+    out.print(f"model version {row['id']} ({row['model']}) active")
 
 
 def _show_warning(

@@ -23,6 +23,10 @@ after it is active the folders of the versions that learned from the user are de
 
 Each version is scored first on a holdout (:meth:`Versions.offline_metrics`): the lists the
 service's pipeline serves, beside the model alone and popularity.
+
+A version can also come from a folder trained elsewhere (Spark, a notebook), registered by
+:mod:`tastebud.service.registration` under the same lock as a retrain; it is loaded,
+followed, replaced and retired like the versions trained here.
 """
 
 from __future__ import annotations
@@ -259,7 +263,10 @@ class Versions:
         version = self.snapshot.version
         if version is None:
             return True
-        trained_seq = (version.get("metrics") or {}).get("last_seq")
+        metrics = version.get("metrics") or {}
+        # a version registered from outside (tastebud.service.registration) has no last_seq,
+        # so that deleting any user marks it; it is up to date with the events stored then
+        trained_seq = metrics.get("last_seq", metrics.get("registered_seq"))
         return (
             trained_seq is None
             or self.storage.last_seq() != trained_seq
@@ -277,7 +284,7 @@ class Versions:
         if not self._train_lock.acquire(blocking=wait):
             return None
         try:
-            with _FileLock(Path(self.settings.model_dir) / ".retrain.lock", wait) as locked:
+            with retrain_lock(Path(self.settings.model_dir), wait) as locked:
                 if not locked:
                     return None
                 try:
@@ -414,14 +421,7 @@ class Versions:
         return out
 
     def _new_model_path(self) -> Path:
-        folder = Path(self.settings.model_dir).resolve()
-        folder.mkdir(parents=True, exist_ok=True)
-        stem = f"{self.settings.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-        path, suffix = folder / stem, 0
-        while path.exists():
-            suffix += 1
-            path = folder / f"{stem}~{suffix}"
-        return path
+        return new_model_path(Path(self.settings.model_dir), self.settings.model)
 
     def wait_for_training(self, timeout_s: float) -> bool:
         """Whether a retrain under way (if any) ended within ``timeout_s``."""
@@ -518,6 +518,26 @@ class Versions:
         ):
             self._swap(Snapshot.of(None, None))
             log.info("model version %s retired: it held a deleted user", version["id"])
+
+
+def new_model_path(model_dir: Path, label: str) -> Path:
+    """A folder name for a new version in ``model_dir`` (created), not taken yet:
+    ``label-YYYYmmdd-HHMMSS``, with ``~1``, ``~2``... when two come within a second."""
+    folder = model_dir.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, suffix = folder / stem, 0
+    while path.exists():
+        suffix += 1
+        path = folder / f"{stem}~{suffix}"
+    return path
+
+
+def retrain_lock(model_dir: Path, wait: bool) -> _FileLock:
+    """The lock on ``model_dir`` that one retrain -- or one registration of a folder trained
+    elsewhere -- holds at a time across the processes sharing it; as a context manager it
+    yields whether it was taken (``wait=False`` does not wait for another holder)."""
+    return _FileLock(model_dir / ".retrain.lock", wait)
 
 
 def _delete_model_folder(row: Mapping[str, Any], model_dir: Path) -> None:

@@ -1,12 +1,13 @@
 """Model versions: each trained model's record (its folder, parameters and offline metrics),
 which one is active, and which may hold a deleted user (``forgotten_at``: never activated
-again)."""
+again); and how many of a model's ids the database stores (the check of a model folder
+registered from outside, :mod:`tastebud.service.registration`)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any, cast
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -22,7 +23,7 @@ from tastebud.service.storage.checks import (
 )
 from tastebud.service.storage.db import Database, chunks
 from tastebud.service.storage.rows import ModelVersionRow
-from tastebud.service.storage.schema import MODEL_VERSIONS
+from tastebud.service.storage.schema import ITEMS, MODEL_VERSIONS, USERS
 
 
 class ModelVersions:
@@ -121,3 +122,17 @@ class ModelVersions:
         mv = MODEL_VERSIONS
         stmt = sa.select(mv).where(mv.c.forgotten_at.is_not(None)).order_by(mv.c.id)
         return cast("list[ModelVersionRow]", self._db.rows(stmt))
+
+    def count_stored(self, kind: Literal["user", "item"], ids: Sequence[str]) -> int:
+        """How many of ``ids`` (distinct text ids) are stored users or items: whether a model
+        trained outside the service speaks the database's ids. One ``IN`` query per
+        :data:`~tastebud.service.storage.db.CHUNK` ids, all in one read transaction."""
+        table = USERS if kind == "user" else ITEMS
+        stmt = sa.select(sa.func.count()).where(table.c.id.in_(sa.bindparam("ids", expanding=True)))
+
+        def run(conn: Connection) -> int:
+            return sum(
+                int(conn.execute(stmt, {"ids": list(chunk)}).scalar_one()) for chunk in chunks(ids)
+            )
+
+        return self._db.read(run)

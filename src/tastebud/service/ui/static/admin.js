@@ -19,9 +19,11 @@ import {
 
 const $ = (id) => document.getElementById(id);
 
-/** What training reports about itself; everything else in `metrics` is an offline metric. */
+/** What training (or registering a folder trained elsewhere) reports about itself;
+ * everything else in `metrics` is an offline metric. */
 const TRAINING_INFO = new Set([
   "fit_seconds", "users", "items", "interactions", "last_seq", "skipped", "capped_pairs",
+  "stored_users", "stored_items", "forget_mark", "registered_seq",
 ]);
 const METRIC_ORDER = [
   "ndcg@10", "model_alone_ndcg@10", "popularity_ndcg@10", "precision@10", "recall@10", "map@10",
