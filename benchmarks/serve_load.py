@@ -68,6 +68,39 @@ Run from the project root::
     .venv/bin/python benchmarks/serve_load.py --smoke          # CI: sample data, 3 s, 20 req/s
     .venv/bin/python benchmarks/serve_load.py --rate 500 --duration 30 --arrivals poisson
 
+The scale variant (issue 19)
+----------------------------
+``--scale`` serves the project's power-law synthetic data instead
+(``tastebud.data.synthetic``, seed ``--seed``): 1,000,000 users, 100,000 items and
+10,000,000 interactions (``--users``, ``--items``, ``--events`` change them), imported with
+the project's own ``Storage.import_dataset`` (its time is reported), under the same load.
+Users are drawn from all 1M, so a process sees a given user about once in two hours at 300
+lists/s and nearly every list is rebuilt (state read, pipeline, fold-in over 100,000 items)
+rather than served from the list cache; the caches' hits and misses during the load are
+summed from every server process's ``GET /admin/stats``. It also reports each server
+process's peak and final RSS (``/proc``: VmHWM, VmRSS), the worker processes seen from launch
+on (uvicorn replaces a worker that misses its health check: 120 s in tastebud serve), the
+load average, and -- with ``--profile`` -- where py-spy's samples of the server fell (text,
+not a flame graph).
+
+The server waits for every worker to serve the model before the load, and scores no
+holdout before its first version (``evaluate_on_retrain`` off: that replays nearly every
+user through the pipeline; ``--offline-metrics`` turns it back on). ``--data-cache DIR``
+keeps the imported database there and copies it for later runs of the same size and seed
+instead of importing again (a copy: each run starts from the same events and no model
+version, so the model still trains at start and ``--ready-timeout`` defaults to an hour).
+``--model-params JSON`` and ``--pipeline JSON`` change the served model's parameters and
+the pipeline (``TASTEBUD_MODEL_PARAMS``, ``TASTEBUD_PIPELINE``) to see what a part costs;
+``--tag NAME`` writes such a run beside the main one::
+
+    .venv/bin/python benchmarks/serve_load.py --scale --data-cache ~/.cache/serve_load
+    .venv/bin/python benchmarks/serve_load.py --scale --data-cache ~/.cache/serve_load \\
+        --pipeline '{"generators": {"model": 50, "item_to_item": 0, "popular": 20,
+        "new": 10, "demographic": 50}}' --tag no_item_to_item
+
+It writes ``serve_load_scale.json`` and ``.md`` (``serve_load_scale.TAG.*`` with ``--tag``;
+the profile in ``serve_load_scale*.profile.txt``) instead of the files below.
+
 Writes ``serve_load.json`` and ``serve_load.md`` to ``--out`` (default
 ``benchmarks/results``; ``serve_load.smoke.*`` with ``--smoke``, so a smoke run never
 overwrites full results) and prints the markdown. ``--profile`` also records the server with
@@ -116,6 +149,10 @@ KINDS = ("recommendations", "events")
 EVENT_TYPES = ("like", "view", "click")
 STUB_REC_BYTES = 1500  # about the size of a top-10 answer on ML-100K (titles included)
 STUB_EVENT_BYTES = 35  # {"seq":100001,"duplicate":false}
+#: Past this many users the client builds each list request when it sends it.
+_PREBUILT_USERS = 100_000
+#: The scale variant's size (issue 19): users, items, interactions.
+SCALE = (1_000_000, 100_000, 10_000_000)
 
 
 # -- the load generator (child process) --------------------------------------------------------
@@ -300,14 +337,18 @@ async def _load(cfg: dict[str, Any]) -> dict[str, Any]:
     host, port, k = cfg["host"], cfg["port"], cfg["k"]
     rng = random.Random(cfg["seed"] + 1)
     authority = f"{host}:{port}"
-    rec_requests = [
-        (
-            f"GET /users/{quote(str(u), safe='')}/recommendations?k={k} HTTP/1.1\r\n"
+    users, items = cfg["users"], cfg["items"]
+
+    def rec_request(user: str) -> bytes:
+        return (
+            f"GET /users/{quote(str(user), safe='')}/recommendations?k={k} HTTP/1.1\r\n"
             f"Host: {authority}\r\n\r\n"
         ).encode()
-        for u in cfg["users"]
-    ]
-    users, items = cfg["users"], cfg["items"]
+
+    # every request prebuilt, except for a million users (the scale variant): built when
+    # sent there, a few µs each, instead of holding a million of them
+    lazy = len(users) > _PREBUILT_USERS
+    rec_requests = [] if lazy else [rec_request(u) for u in users]
     run_id = f"load-{os.getpid()}-{int(time.time())}"
 
     def event_request(n: int) -> bytes:
@@ -412,7 +453,8 @@ async def _load(cfg: dict[str, Any]) -> dict[str, Any]:
         nonlocal n_events
         timer_lag.append(loop.time() - intended[idx])
         if kind_of[idx] == 0:
-            request = rec_requests[rng.randrange(len(rec_requests))]
+            pick = rng.randrange(len(users))
+            request = rec_request(users[pick]) if lazy else rec_requests[pick]
         else:
             request = event_request(n_events)
             n_events += 1
@@ -578,12 +620,235 @@ def _prepare_database(db_path: Path, smoke: bool) -> tuple[str, list[str], list[
     return str(dataset.name), users, items, int(counts["events"])
 
 
+def _prepare_synthetic(
+    db_path: Path, size: tuple[int, int, int], seed: int, cache_dir: Path | None
+) -> tuple[str, list[str], list[str], int, dict[str, Any]]:
+    """The scale variant's data: ``synthetic(n_users, n_items, n_interactions, seed)``
+    imported with ``Storage.import_dataset`` into a new SQLite file -- or, with
+    ``cache_dir``, a copy of the database an earlier run imported there (same size and
+    seed). Returns its name, user and item ids (the generator's are ``0..n-1``), the number
+    of events and how the import went (seconds, reused or not)."""
+    from tastebud.data import synthetic
+    from tastebud.service.storage import Storage
+
+    n_users, n_items, n_events = size
+    stem = f"synthetic-u{n_users}-i{n_items}-e{n_events}-s{seed}"
+    cached = None if cache_dir is None else cache_dir / f"{stem}.db"
+    about = None if cached is None else cached.with_suffix(".json")
+    if cached is not None and about is not None and cached.exists() and about.exists():
+        info = json.loads(about.read_text())
+        started = time.perf_counter()
+        shutil.copyfile(cached, db_path)
+        info = {**info, "reused": str(cached), "copy_s": round(time.perf_counter() - started, 1)}
+    else:
+        started = time.perf_counter()
+        dataset = synthetic(
+            n_users=n_users, n_items=n_items, n_interactions=n_events, seed=seed, progress=False
+        )
+        generated = time.perf_counter() - started
+        if dataset.users.ids.tolist() != list(range(len(dataset.users))):  # the ids below
+            raise RuntimeError("synthetic() no longer names users 0..n-1")
+        storage = Storage(f"sqlite:///{db_path}")
+        try:
+            storage.migrate()
+            started = time.perf_counter()
+            counts = storage.import_dataset(dataset, event_type="rating", progress=False)
+            imported = time.perf_counter() - started
+        finally:
+            storage.close()
+        info = {
+            "name": f"synthetic power-law (seed {seed})",
+            "users": len(dataset.users),
+            "items": len(dataset.items),
+            "events": int(counts["events"]),
+            "generate_s": round(generated, 1),
+            "import_s": round(imported, 1),
+            "import_rows_per_s": round(
+                (counts["users"] + counts["items"] + counts["events"]) / imported
+            ),
+            "db_mib": round(db_path.stat().st_size / 2**20),
+        }
+        del dataset
+        gc.collect()
+        if cached is not None and about is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            partial = cached.with_suffix(".partial")
+            shutil.copyfile(db_path, partial)
+            partial.replace(cached)
+            about.write_text(json.dumps(info, indent=1))
+    users = [str(u) for u in range(info["users"])]
+    items = [str(i) for i in range(info["items"])]
+    return str(info["name"]), users, items, int(info["events"]), info
+
+
+def _wait_all_ready(
+    server: subprocess.Popen[bytes], base: str, workers: int, limit_s: float
+) -> set[int]:
+    """Wait until ``workers`` server processes answer ``/health/ready`` with a model version
+    (one trains it, the others load it when it is activated): a load that starts sooner
+    measures a process still loading a model, or serving popular items. Returns their
+    pids."""
+    deadline = time.monotonic() + limit_s
+    ready: set[int] = set()
+    while len(ready) < workers:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited ({server.returncode})")
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            code, body = _get_json(f"{base}/health/ready", timeout=5)  # a new connection
+            if code == 200 and body.get("model_version") is not None:
+                ready.add(int(body["pid"]))
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{len(ready)} of {workers} processes had a model after {limit_s} s")
+        time.sleep(0.1)
+    return ready
+
+
+class _Workers:
+    """The worker processes of ``tastebud serve --workers N`` seen from its launch on (every
+    0.5 s): more than N means the supervisor replaced some -- uvicorn kills a worker that
+    does not answer its health check within 5 s, which a process busy starting up at this
+    size can miss."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.seen: set[int] = set()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(0.5):
+            with contextlib.suppress(OSError, ValueError):
+                children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text()
+                for child in children.split():
+                    cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+                    if b"multiprocessing-fork" in cmdline:  # not the resource tracker
+                        self.seen.add(int(child))
+
+    def stop(self) -> list[int]:
+        self._done.set()
+        self._thread.join()
+        return sorted(self.seen)
+
+
+def _cache_stats(host: str, port: int, workers: int, tries: int = 200) -> dict[int, Any]:
+    """Every server process's ``GET /admin/stats`` caches (list and state: hits, misses),
+    by pid: ``/health/live`` names the process, then the same keep-alive connection asks
+    its stats; new connections until each of the ``workers`` processes answered."""
+    import http.client
+
+    out: dict[int, Any] = {}
+    for _ in range(tries):
+        if len(out) >= workers:
+            break
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        try:
+            conn.request("GET", "/health/live")
+            pid = int(json.loads(conn.getresponse().read())["pid"])
+            conn.request("GET", "/admin/stats", headers={"X-API-Key": API_KEY})
+            response = conn.getresponse()
+            body = json.loads(response.read())
+            if response.status == 200:
+                out[pid] = {"list_cache": body["list_cache"], "state_cache": body["state_cache"]}
+        except (OSError, ValueError, KeyError, http.client.HTTPException):
+            time.sleep(0.05)
+        finally:
+            conn.close()
+    return out
+
+
+def _cache_share(before: dict[int, Any], after: dict[int, Any]) -> dict[str, Any]:
+    """Hits and misses of the list and state caches during the load, summed over the
+    processes answered both times (warm-up included)."""
+    out: dict[str, Any] = {"processes": sorted(set(before) & set(after))}
+    for cache in ("list_cache", "state_cache"):
+        hits = sum(after[p][cache]["hits"] - before[p][cache]["hits"] for p in out["processes"])
+        misses = sum(
+            after[p][cache]["misses"] - before[p][cache]["misses"] for p in out["processes"]
+        )
+        total = hits + misses
+        out[cache] = {
+            "hits": hits,
+            "misses": misses,
+            "hit_share": round(hits / total, 4) if total else None,
+        }
+    return out
+
+
+def _memory(pid: int, role: str = "supervisor") -> list[dict[str, Any]]:
+    """Peak (VmHWM) and current (VmRSS) resident memory of a process and its children
+    (``tastebud serve --workers N``: the supervisor, the workers, multiprocessing's resource
+    tracker), MiB, from /proc."""
+    out: list[dict[str, Any]] = []
+    try:
+        fields = dict(
+            line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        )
+        out.append(
+            {
+                "pid": pid,
+                "role": role,
+                "peak_rss_mib": round(int(fields["VmHWM"].split()[0]) / 1024),
+                "rss_mib": round(int(fields["VmRSS"].split()[0]) / 1024),
+            }
+        )
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except (OSError, KeyError, ValueError):
+        return out
+    for child in children:
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        out += _memory(int(child), "worker" if b"multiprocessing-fork" in cmdline else "other")
+    return out
+
+
+def _profile_summary(raw: Path, top: int = 15) -> dict[str, Any] | None:
+    """Where a py-spy ``--format raw`` profile's samples fell: the share of all samples
+    whose stack holds each of tastebud's functions (inclusive: what the service's own code
+    spends, callees included) and whose innermost frame is each function (self), the
+    ``top`` of each, functions named as ``name (file)`` with line numbers dropped."""
+    try:
+        lines = raw.read_text().splitlines()
+    except OSError:
+        return None
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in lines:
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        frames = [f for f in frames if not f.startswith(("process ", "thread "))]
+        for frame in {f for f in frames if "tastebud/" in f}:
+            inclusive[frame] += count
+        if frames:
+            own[frames[-1]] += count
+    if not total:
+        return None
+
+    def shares(counter: Counter[str]) -> list[tuple[str, float]]:
+        return [(name, round(100 * n / total, 1)) for name, n in counter.most_common(top)]
+
+    return {"samples": total, "inclusive_pct": shares(inclusive), "self_pct": shares(own)}
+
+
 #: The server's API key (events and admin calls send it; the load clients run in processes
 #: of their own, so it is a constant: the server lives in a temporary folder for one run).
 API_KEY = "serve-load-benchmark-key"
 
 
-def _server_env(tmp: Path, retrain_every: float) -> dict[str, str]:
+def _server_env(
+    tmp: Path,
+    retrain_every: float,
+    offline_metrics: bool = True,
+    model_params: str | None = None,
+    pipeline: str | None = None,
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASTEBUD_")}
     if "TASTEBUD_DATA" in os.environ:
         env["TASTEBUD_DATA"] = os.environ["TASTEBUD_DATA"]
@@ -592,6 +857,12 @@ def _server_env(tmp: Path, retrain_every: float) -> dict[str, str]:
     env["TASTEBUD_API_KEY"] = API_KEY  # as in production: writes and admin need the key
     if retrain_every > 0:
         env["TASTEBUD_RETRAIN_EVERY_S"] = str(retrain_every)
+    if not offline_metrics:
+        env["TASTEBUD_EVALUATE_ON_RETRAIN"] = "false"
+    if model_params:
+        env["TASTEBUD_MODEL_PARAMS"] = model_params
+    if pipeline:
+        env["TASTEBUD_PIPELINE"] = pipeline
     return env
 
 
@@ -771,7 +1042,9 @@ def to_markdown(result: dict[str, Any]) -> str:
     cfg, m = result["config"], result["machine"]
     load = result["load"]
     lines = [
-        "# Service load: top-10 recommendations while events stream in",
+        "# Service load"
+        + (" at scale" if result.get("scale") else "")
+        + ": top-10 recommendations while events stream in",
         "",
         f"{m['platform']}, Python {m['python']}, {m['cpus_usable']} usable CPUs, "
         f"uvicorn {m['uvicorn']} ({m['uvicorn_loop']} + {m['uvicorn_http']}), FastAPI "
@@ -846,13 +1119,95 @@ def to_markdown(result: dict[str, Any]) -> str:
         counts = ", ".join(f"{n:,} {why}" for why, n in load["error_reasons"].items())
         first = "; ".join(load["error_samples"])
         lines += ["", f"Errors: {counts}. First of each kind: {first}"]
+    if result.get("scale"):
+        lines += _scale_markdown(result["scale"], result.get("profile_summary"))
+    changed = [
+        f"{what} `{cfg[key]}`"
+        for what, key in (("model parameters", "model_params"), ("pipeline", "pipeline"))
+        if cfg.get(key)
+    ]
+    if cfg.get("offline_metrics_at_start") is False:
+        changed.append("no offline metrics before the first version is served")
+    if changed:
+        lines += ["", f"Server settings changed for this run: {'; '.join(changed)}."]
     if result.get("profile"):
         lines += ["", f"Profile (py-spy, this run's latencies are perturbed): {result['profile']}"]
     lines.append("")
     return "\n".join(lines)
 
 
-def _start_profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+def _scale_markdown(scale: dict[str, Any], profile: dict[str, Any] | None) -> list[str]:
+    """The scale variant's lines: the import, the caches' hit shares, memory, profile."""
+    lines: list[str] = []
+    imp = scale.get("import") or {}
+    reused = imp.get("reused")
+    how = f"copied from {reused} in {imp.get('copy_s')} s; first " if reused else ""
+    if imp.get("import_s") is not None:
+        lines += [
+            "",
+            f"Import: {how}`Storage.import_dataset` took {imp['import_s']:g} s "
+            f"({imp['import_rows_per_s']:,} rows/s; {imp['users']:,} users, {imp['items']:,} "
+            f"items, {imp['events']:,} events; SQLite file {imp['db_mib']:,} MiB; generated "
+            f"in {imp['generate_s']:g} s). The first process had the model "
+            f"{scale['first_process_ready_after_s']:.1f} s after the server was launched.",
+        ]
+    caches = scale["caches"]
+    lists, states = caches["list_cache"], caches["state_cache"]
+
+    def pct(share: float | None) -> str:
+        return "—" if share is None else f"{100 * share:.2f}%"
+
+    lines += [
+        "",
+        f"Caches during the load (every process's `/admin/stats`, {len(caches['processes'])} "
+        f"processes, warm-up included): lists served again {lists['hits']:,}, rebuilt "
+        f"{lists['misses']:,} (hits {pct(lists['hit_share'])}); user states kept "
+        f"{states['hits']:,}, read {states['misses']:,} (hits {pct(states['hit_share'])}).",
+    ]
+    seen = scale.get("worker_pids_seen")
+    if seen is not None:
+        lines += [
+            "",
+            f"Worker processes seen from launch to the end of the load: {len(seen)} "
+            f"({', '.join(map(str, seen))})"
+            + (
+                " -- more than --workers: the supervisor replaced some."
+                if len(seen) > scale.get("workers", 2)
+                else "."
+            ),
+        ]
+    for label, key in (("at ready", "memory_at_ready"), ("after the load", "memory_after_load")):
+        procs = scale.get(key) or []
+        if procs:
+            inner = ", ".join(
+                f"{m.get('role', 'process')} {m['pid']} {m['rss_mib']:,} MiB "
+                f"(peak {m['peak_rss_mib']:,})"
+                for m in procs
+            )
+            lines += ["", f"Server memory {label} (RSS, peak since start): {inner}."]
+    if profile:
+        lines += [
+            "",
+            f"Where the server's {profile['samples']:,} py-spy samples fell (every process "
+            "and thread; % of samples whose stack holds the tastebud function / ends in the "
+            "function):",
+            "",
+            "| function (inclusive) | % | function (self) | % |",
+            "|---|---:|---|---:|",
+        ]
+        inc, own = profile["inclusive_pct"], profile["self_pct"]
+        for i in range(max(len(inc), len(own))):
+            a = inc[i] if i < len(inc) else ("", "")
+            b = own[i] if i < len(own) else ("", "")
+            lines.append(f"| `{a[0]}` | {a[1]} | `{b[0]}` | {b[1]} |")
+    return lines
+
+
+def _start_profile(
+    pid: int, seconds: float, out: Path, *, raw: bool = False
+) -> subprocess.Popen[bytes] | None:
+    """py-spy on the server and its workers; ``raw``: collapsed stacks (summed by
+    :func:`_profile_summary`) instead of a flame graph."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
         _log("py-spy not found; --profile ignored")
@@ -867,6 +1222,8 @@ def _start_profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[byte
         "--output",
         str(out),
     ]
+    if raw:
+        command += ["--format", "raw"]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -874,10 +1231,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     machine = _machine()  # before the server starts: the code it loads is the code named here
     events_rate = args.rate * args.events_share
     rates = {"recommendations": args.rate, "events": events_rate}
+    stem = _stem(args)
+    profile_path = args.out / (
+        f"{stem}.profile.txt" if args.size is not None else "serve_load.profile.svg"
+    )
     with tempfile.TemporaryDirectory(prefix="serve_load-") as tmp_name:
         tmp = Path(tmp_name)
         started = time.perf_counter()
-        name, users, items, n_events = _prepare_database(tmp / "bench.db", args.smoke)
+        data_info: dict[str, Any] | None = None
+        if args.size is not None:
+            name, users, items, n_events, data_info = _prepare_synthetic(
+                tmp / "bench.db", args.size, args.seed, args.data_cache
+            )
+        else:
+            name, users, items, n_events = _prepare_database(tmp / "bench.db", args.smoke)
         _log(f"imported {name}: {n_events:,} events ({time.perf_counter() - started:.1f} s)")
         port = _free_port()
         base = f"http://127.0.0.1:{port}"
@@ -889,12 +1256,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             server = subprocess.Popen(
                 command,
                 cwd=tmp,
-                env=_server_env(tmp, args.retrain_every),
+                env=_server_env(
+                    tmp,
+                    args.retrain_every,
+                    _offline_metrics(args),
+                    args.model_params,
+                    args.pipeline,
+                ),
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
             )
+        watcher = _Workers(server.pid) if args.size is not None else None
         try:
             ready = _wait_ready(server, base, args.ready_timeout, log_path)
+            first_ready_after = time.perf_counter() - launched
+            if args.size is not None:  # every process has the model before the load
+                _wait_all_ready(server, base, args.workers, args.ready_timeout)
             ready_after = time.perf_counter() - launched
             _log(f"server ready after {ready_after:.1f} s, model version {ready['model_version']}")
             model_info: dict[str, Any] = {}
@@ -946,11 +1323,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     calibration = _summarise(raw, rates, args.calibrate)
                 finally:
                     _stop(stub)
+            memory_ready = _memory(server.pid) if args.size is not None else None
+            caches_before = (
+                _cache_stats("127.0.0.1", port, args.workers) if args.size is not None else None
+            )
             before = _route_means(base, 30)
             profiler = None
             if args.profile:
                 profiler = _start_profile(
-                    server.pid, args.warmup + args.duration, args.out / "serve_load.profile.svg"
+                    server.pid, args.warmup + args.duration, profile_path, raw=args.size is not None
                 )
             _log(
                 f"load: {args.rate:g} recommendations/s + {events_rate:g} events/s, "
@@ -971,6 +1352,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             drain_start = time.perf_counter()
             after = _route_means(base, 120)
             drained_after = time.perf_counter() - drain_start
+            scale: dict[str, Any] | None = None
+            if args.size is not None and caches_before is not None:
+                scale = {
+                    "import": data_info,
+                    "first_process_ready_after_s": round(first_ready_after, 2),
+                    "caches": _cache_share(
+                        caches_before, _cache_stats("127.0.0.1", port, args.workers)
+                    ),
+                    "memory_at_ready": memory_ready,
+                    "memory_after_load": _memory(server.pid),
+                    "workers": args.workers,
+                    "worker_pids_seen": None if watcher is None else watcher.stop(),
+                }
             in_app: dict[str, float] = {}
             for route, stats in (after or {}).items():
                 count = stats.get("count", 0) - (before or {}).get(route, {}).get("count", 0)
@@ -1010,7 +1404,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "max_connections": args.max_connections,
             "client_cpu": args.client_cpu,
             "retrain_every_s": args.retrain_every,
+            "workers": args.workers,
+            "offline_metrics_at_start": _offline_metrics(args),
+            "model_params": args.model_params,
+            "pipeline": args.pipeline,
             "seed": args.seed,
+            "synthetic_size": None
+            if args.size is None
+            else dict(zip(("users", "items", "events"), args.size, strict=True)),
             "note": args.note,
         },
         "data": {"name": name, "users": len(users), "items": len(items), "events": n_events},
@@ -1027,8 +1428,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "target": {"p99_ms": TARGET_P99_MS, "rate": TARGET_RATE, "met": met},
         "load": load,
         "calibration": calibration,
-        "profile": str(args.out / "serve_load.profile.svg") if profiler is not None else None,
+        "profile": str(profile_path) if profiler is not None else None,
+        **({} if scale is None else {"scale": scale}),
+        **(
+            {"profile_summary": _profile_summary(profile_path)}
+            if profiler is not None and args.size is not None
+            else {}
+        ),
     }
+
+
+def _offline_metrics(args: argparse.Namespace) -> bool:
+    """Whether the server scores its first version on a holdout before serving it
+    (``evaluate_on_retrain``): not in the scale variant unless asked -- that replays every
+    test user of a random 20% holdout through the pipeline, nearly all 1M users (a
+    development run on 1M users and 1M events was still replaying them 20 minutes after
+    start) -- a start-up cost, not the serving measured here."""
+    return args.size is None or args.offline_metrics
+
+
+def _stem(args: argparse.Namespace) -> str:
+    """The results' file name: the smoke run and the scale variant never overwrite the
+    full results."""
+    if args.size is not None:
+        return "serve_load_scale" + (f".{args.tag}" if args.tag else "")
+    return "serve_load.smoke" if args.smoke else "serve_load"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1061,12 +1485,47 @@ def main(argv: list[str] | None = None) -> int:
         help="server processes, `tastebud serve --workers` (default: %(default)s, one per core)",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds")
+    parser.add_argument(
+        "--ready-timeout", type=float, help="seconds (default: 300; 3600 with --scale)"
+    )
     parser.add_argument(
         "--smoke", action="store_true", help="CI: sample data, 3 s at 20/s, 1 s warm-up"
     )
     parser.add_argument("--profile", action="store_true", help="py-spy the server (perturbs it)")
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="issue 19's variant: synthetic power-law data, 1M users, 100K items, 10M events "
+        "(--users/--items/--events change them); results serve_load_scale.*",
+    )
+    parser.add_argument("--users", type=int, help="synthetic users (implies --scale)")
+    parser.add_argument("--items", type=int, help="synthetic items (implies --scale)")
+    parser.add_argument("--events", type=int, help="synthetic interactions (implies --scale)")
+    parser.add_argument(
+        "--model-params",
+        help="the served model's parameters as JSON (TASTEBUD_MODEL_PARAMS; default: its "
+        'defaults), e.g. \'{"reg": 100}\' for quicker development runs than reg="auto"',
+    )
+    parser.add_argument(
+        "--pipeline",
+        help="the server's pipeline settings as JSON (TASTEBUD_PIPELINE; default: the "
+        "defaults), e.g. generators without item_to_item, to see what a stage costs",
+    )
+    parser.add_argument(
+        "--offline-metrics",
+        action="store_true",
+        help="with --scale: score the first version on a holdout before serving (slow)",
+    )
+    parser.add_argument(
+        "--data-cache",
+        type=Path,
+        help="keep the imported synthetic database in this folder and copy it next time",
+    )
     parser.add_argument("--note", default="", help="a line of text for the report")
+    parser.add_argument(
+        "--tag",
+        help="with --scale: results serve_load_scale.TAG.* (a variant beside the main run)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument("--client-child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--stub-child", action="store_true", help=argparse.SUPPRESS)
@@ -1085,12 +1544,25 @@ def main(argv: list[str] | None = None) -> int:
             setattr(args, name, default)
     if args.rate <= 0 or args.duration <= 0 or args.warmup < 0 or args.events_share < 0:
         parser.error("--rate and --duration must be > 0, --warmup and --events-share >= 0")
+    args.size = None
+    if args.scale or any(v is not None for v in (args.users, args.items, args.events)):
+        if args.smoke:
+            parser.error("--smoke runs the sample data: leave out --scale/--users/--items/--events")
+        given = (args.users, args.items, args.events)
+        args.size = tuple(d if v is None else v for v, d in zip(given, SCALE, strict=True))
+        if min(args.size) < 1:
+            parser.error("--users, --items and --events must be >= 1")
+    elif args.data_cache is not None or args.tag:
+        parser.error("--data-cache and --tag are for the synthetic data of --scale")
+    if args.tag and not re.fullmatch(r"[A-Za-z0-9_-]+", args.tag):
+        parser.error("--tag: letters, digits, - and _ only")
+    if args.ready_timeout is None:
+        args.ready_timeout = 300.0 if args.size is None else 3600.0
     args.out.mkdir(parents=True, exist_ok=True)
 
     result = run(args)
     markdown = to_markdown(result)
-    stem = "serve_load.smoke" if args.smoke else "serve_load"  # keep full results intact
-    write_results(args.out, stem, result, markdown)
+    write_results(args.out, _stem(args), result, markdown)  # never over the full results
     print(markdown)
     errors = result["load"]["recommendations"]["errors"] + result["load"]["events"]["errors"]
     return 1 if args.smoke and errors else 0

@@ -802,3 +802,64 @@ def test_attributes_as_users_store_them_lists_stray_text_and_bad_calls() -> None
             model.fold_in_attributes(bad)  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="one user, got 0"):
         model.fold_in_attributes(pd.DataFrame({"age": []}))
+
+
+@pytest.mark.parametrize("neighbors", [1, 7, 60, 500])
+def test_user_metadata_neighbours_by_group_equal_ranking_every_donor(neighbors):
+    """Users share a few attribute vectors, so the cut at ``neighbors`` falls inside a
+    group of tied donors: the donors taken per distinct vector are those of ranking every
+    donor (ties: the lower donor first; never the user), for users in and out of the data."""
+    rng = np.random.default_rng(4)
+    n_users = 300
+    users = pd.DataFrame(
+        {
+            "user": [f"u{u}" for u in range(n_users)],
+            "gender": rng.choice(["f", "m"], n_users),
+            "country": rng.choice(["no", "se", "dk"], n_users),
+            "tier": rng.choice(["gold", "free", None], n_users),
+        }
+    )
+    rows = pd.DataFrame(
+        {
+            "user": [f"u{u}" for u in rng.integers(0, n_users, 2_000)],
+            "item": [f"i{i}" for i in rng.integers(0, 40, 2_000)],
+        }
+    ).drop_duplicates()
+    ds = Dataset.from_frame(rows, users=users)
+    model = UserMetadata(shrinkage=3.0, neighbors=neighbors).fit(ds)
+    model.warm_up()
+    groups, _, _, _ = model._donor_groups()
+    assert groups.shape[1] < len(model.donors_) / 5  # grouped: few distinct vectors
+    attributes = model.attributes_.toarray().astype(np.float64)
+    likes = ds.matrix("binary").toarray()
+    donors = np.flatnonzero(likes.sum(axis=1) > 0)
+    share = likes.sum(axis=0) / len(donors)
+    for u in range(0, ds.n_users, 7):
+        sims = attributes[u] @ attributes[donors].T
+        sims[donors == u] = -np.inf
+        order = np.lexsort((donors, -sims))[: min(neighbors, len(donors))]
+        weights = np.zeros(len(donors))
+        weights[order] = np.maximum(sims[order], 0)
+        expected = (weights @ likes[donors] + 3.0 * share) / (weights.sum() + 3.0)
+        np.testing.assert_allclose(model.score(ds.users.ids[u])[0], expected, atol=1e-9)
+        # the same attributes, not in the data: nobody is left out
+        sims = attributes[u] @ attributes[donors].T
+        order = np.lexsort((donors, -sims))[: min(neighbors, len(donors))]
+        weights = np.zeros(len(donors))
+        weights[order] = np.maximum(sims[order], 0)
+        expected = (weights @ likes[donors] + 3.0 * share) / (weights.sum() + 3.0)
+        attrs = users.iloc[int(ds.users.to_ids(np.array([u]))[0][1:])].drop("user").to_dict()
+        folded = model.fold_in_attributes(attrs).at(np.arange(ds.n_items))
+        np.testing.assert_allclose(folded, expected, atol=1e-9)
+
+
+@pytest.mark.parametrize("shrinkage", [0.0, 2.0])
+def test_liked_by_similar_is_the_top_of_the_folded_in_scores(shrinkage):
+    ds = people()
+    model = UserMetadata(shrinkage=shrinkage, neighbors=3, bins=2).fit(ds)
+    for attrs in ({"age": 23, "gender": "f", "city": "lyon"}, {"gender": "m"}, {"x": 1}):
+        scores = model.fold_in_attributes(attrs).at(np.arange(ds.n_items))
+        want = [i for i in np.lexsort((np.arange(ds.n_items), -scores)) if scores[i] > 0][:4]
+        items, values = model.liked_by_similar(attrs, 4)
+        assert items.tolist() == want
+        np.testing.assert_allclose(values, scores[want], atol=1e-12)

@@ -100,3 +100,22 @@ def test_sasrec_searches_its_item_embeddings() -> None:
     assert folded._retriever is not None
     top, _ = folded.top(10)
     assert len(set(top) & set(exact.fold_in(history, exclude=history.indices).top(10)[0])) >= 9
+
+
+def test_similar_items_search_an_index_with_the_exact_answers(pair) -> None:
+    exact, searched = pair
+    assert exact.similar_index() is None  # index="exact": every item compared
+    searched.__dict__.pop("_similar_index", None)
+    searched.warm_up()  # what the service calls when it loads a version
+    index = searched.__dict__["_similar_index"][1]
+    assert searched.similar_index() is index  # kept
+    for item in (0, 5, 600):
+        want_top, want_sim = exact.nearest(item, 20)
+        got_top, got_sim = searched.nearest(item, 20)
+        assert item not in got_top and len(got_top) == 20
+        np.testing.assert_allclose(got_sim, want_sim, rtol=1e-4, atol=1e-4)
+        assert len(set(got_top) & set(want_top)) >= 19  # float32 ties may swap one at the cut
+        blocked = want_top[:5]
+        got_top, _ = searched.nearest(item, 20, blocked)
+        assert not set(got_top) & set(blocked) and len(got_top) == 20
+        assert set(want_top[5:]) - set(got_top) <= {want_top[-1]}

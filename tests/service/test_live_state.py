@@ -8,14 +8,21 @@ runs on SQLite and, when it answers, PostgreSQL.
 
 from __future__ import annotations
 
+import math
+import random
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from tastebud.pipeline import Demographics
 from tastebud.service.engine import Engine
+from tastebud.service.live import popularity_order
 from tastebud.service.settings import Settings
 from tastebud.service.storage import EVENTS, Storage
 
@@ -154,23 +161,44 @@ def test_the_state_cache_is_bounded_and_expires(
     assert off.states.users() == [] and off.state_cache_hits == 0
 
 
-def test_popularity_is_sorted_again_at_most_every_second_but_at_once_for_own_events(
+def test_popularity_follows_every_counted_event_and_at_once_for_own_events(
     here: Engine, storage: Storage
 ) -> None:
     _like(storage, "x", "a")
     here.live.follow_events()
     assert here.popular(1) == [("a", 1.0)]
-    for user in ("y", "z"):  # another process: b overtakes a
+    for user in ("y", "z"):  # another process: b overtakes a, as soon as it is counted
         _like(storage, user, "b")
     here.live.follow_events()
-    assert here.popular(1, current=False) == [("a", 1.0)]  # the order of a moment ago
-    here.live._ranked_at -= 1.0
-    assert here.popular(1, current=False) == [("b", 2.0)]
+    assert here.popular(2, current=False) == [("b", 2.0), ("a", 1.0)]
+    assert here.popular(2, skip={"b"}, current=False) == [("a", 1.0)]
 
     for user in ("x", "y", "z"):  # this process: c overtakes b, shown to the next cold list
         _like(storage, user, "c")
     here.events_stored(["x", "y", "z"])
     assert here.popular(1) == [("c", 3.0)]
+
+
+@pytest.mark.parametrize("batch", [1, 7, 600])  # 600: past _RESORT_FROM, sorted anew
+def test_the_popularity_order_moved_per_event_equals_a_full_sort(here: Engine, batch: int) -> None:
+    """Counting events moves each item within the kept order; the order must stay what a
+    full sort of the counts gives (most events first, ties by id), whatever the counts."""
+    rng = random.Random(batch)
+    items = [f"i{n}" for n in range(60)] + ["10", "9", "b", "B"]  # ids sort as text
+    live = here.live
+    live.set_counts(Counter({item: rng.randrange(1, 4) for item in items[::2]}), 0)
+    for _ in range(40):
+        with live._counts_lock:
+            live._count([rng.choice(items) for _ in range(batch)])
+        counts = live._positive_counts
+        want = sorted(counts.items(), key=lambda p: (-p[1], p[0]))
+        skip = set(rng.sample(items, 5))
+        assert live.popular(len(items), current=False) == [(i, float(n)) for i, n in want]
+        assert (
+            live.popular(8, skip=skip, current=False)
+            == [(i, float(n)) for i, n in want if i not in skip][:8]
+        )
+        assert live._order == popularity_order(counts)
 
 
 def test_a_hole_that_never_fills_is_given_up(
@@ -188,3 +216,111 @@ def test_a_hole_that_never_fills_is_given_up(
     time.sleep(0.01)
     here.live.follow_events()
     assert here.live._gaps == {}  # ...until they are given up
+
+
+def test_event_values_and_popularity_equal_the_rules_row_by_row(here: Engine) -> None:
+    """``event_values`` asks the rules once per distinct (type, value) pair; each row must
+    still get what :meth:`EventRules.value` says of it (NaN: no value; values the rules
+    refuse: nothing), and the popularity counts the rows worth more than 0."""
+    rng = random.Random(0)
+    kinds = ["like", "view", "rating", "dislike", "purchase", "not-a-type"]
+    values = [float("nan"), 1.0, 2.0, 2.5, 3.0, 5.0, 0.0, -1.0, float("inf"), 1e308]
+    n = 500
+    frame = pd.DataFrame(
+        {
+            "item": [f"i{rng.randrange(20)}" for _ in range(n)],
+            "type": [rng.choice(kinds) for _ in range(n)],
+            "value": np.array([rng.choice(values) for _ in range(n)], dtype=np.float64),
+            "seq": np.arange(1, n + 1),
+        }
+    )
+    live = here.live
+    rules = live.rules
+    want = [
+        rules.value(kind, None if math.isnan(v) else v)
+        for kind, v in zip(frame["type"], frame["value"], strict=True)
+    ]
+    got = live.event_values(frame)
+    assert got.tolist() == want
+    counts, last = live.popularity(frame)
+    assert last == n
+    assert counts == Counter(item for item, v in zip(frame["item"], want, strict=True) if v > 0)
+    assert live.event_values(frame.iloc[:0]).shape == (0,)
+
+
+def test_the_newest_items_are_read_again_by_the_follower_not_by_requests(
+    here: Engine, storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The newest items are read once per ``n`` and ``days`` asked for; after that the
+    follower checks them every second and reads them again only when the catalogue
+    changed, so a request never waits for that read -- unless nothing checked them for
+    ``_NEW_STALE_S`` (no follower runs)."""
+    read = storage.newest_items
+    reads: list[int] = []
+
+    def counted(limit: int, since: float = 0.0) -> list[Any]:
+        reads.append(limit)
+        return read(limit, since=since)
+
+    monkeypatch.setattr(storage, "newest_items", counted)
+    live, key = here.live, (10, 30.0)
+
+    def a_second_later() -> None:
+        checked_at, rows, version = live._new_cache[key]
+        live._new_cache[key] = (checked_at - 1.0, rows, version)
+
+    first = [item for item, _ in live.new_items(10, 30.0)]
+    assert sorted(first) == ["a", "b", "c", "d"] and reads == [10]
+    live.refresh_new_items()  # under a second old: left as it is
+    a_second_later()
+    live.refresh_new_items()  # the catalogue did not change: checked, not read
+    assert reads == [10]
+
+    storage.upsert_item("e")  # another process adds an item...
+    assert [item for item, _ in live.new_items(10, 30.0)] == first  # kept: no read
+    here.catalog.reload()  # ...which the follower's look at the catalogue finds
+    a_second_later()
+    live.refresh_new_items()
+    assert reads == [10, 10]
+    assert live.new_items(10, 30.0)[0][0] == "e"  # the newest first
+    assert reads == [10, 10]
+
+    checked_at, rows, version = live._new_cache[key]
+    live._new_cache[key] = (checked_at - 6.0, rows, version)  # no follower: the request reads
+    live.new_items(10, 30.0)
+    assert reads == [10, 10, 10]
+
+
+def test_cold_demographic_answers_are_kept_per_attributes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A demographic answer scores every user with attributes; the same attributes (as
+    the model reads them) and ``n`` get the kept answer, bounded in number."""
+    users = {
+        "u1": {"gender": "F", "age": 30},
+        "u2": {"gender": "F", "age": 31},
+        "u3": {"gender": "M", "age": 60},
+    }
+    positive = pd.DataFrame({"user": ["u1", "u1", "u2", "u3"], "item": ["a", "b", "a", "c"]})
+    demographics = Demographics.learn(positive, users)
+    assert demographics.model is not None
+    calls = 0
+    score = demographics.model.liked_by_similar
+
+    def counted(table: Any, n: int) -> Any:
+        nonlocal calls
+        calls += 1
+        return score(table, n)
+
+    demographics.model.liked_by_similar = counted  # type: ignore[method-assign]
+    first = demographics.top({"gender": "F", "age": 30}, 2)
+    assert first and first[0][0] == "a"
+    assert demographics.top({"age": 30, "gender": " f "}, 2) == first  # read alike: kept
+    assert calls == 1
+    demographics.top({"gender": "F", "age": 30}, 3)  # another n: scored
+    demographics.top({"gender": "M", "age": 60}, 2)
+    assert calls == 3
+    assert len(demographics._answers) == 3
+    monkeypatch.setattr("tastebud.pipeline.live.DEMOGRAPHIC_ANSWERS", 2)
+    demographics.top({"gender": "M", "age": 61}, 2)
+    assert len(demographics._answers) == 2  # the least recently used went

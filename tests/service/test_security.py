@@ -303,3 +303,12 @@ def test_an_unhandled_error_is_a_json_500_on_a_kept_connection(
         assert answer.headers.get("connection") != "close"
         monkeypatch.undo()
         assert http.get("/health/live").status_code == 200  # the same pooled connection
+
+
+def test_busy_workers_are_not_killed_as_hung(tmp_path: Path) -> None:
+    """uvicorn's supervisor kills a worker that does not answer its ping in time; a worker
+    reading a large database at start-up or fitting a model on a busy machine answers late
+    (the ping waits for the interpreter lock), so the limit is minutes, not uvicorn's 5 s."""
+    settings = default_settings(tmp_path)
+    config = uvicorn.Config(create_app(settings), **uvicorn_options(settings))
+    assert config.timeout_worker_healthcheck >= 60

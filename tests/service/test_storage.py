@@ -149,6 +149,22 @@ def test_users_round_trip(storage: Storage) -> None:
     assert storage.upsert_user("new")["attributes"] == {}
 
 
+def test_user_attributes_are_every_stored_object_in_one_read(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``user_attributes`` (what the demographics learn from) holds what the pages hold,
+    users without attributes left out, over more rows than one fetch."""
+    monkeypatch.setattr("tastebud.service.storage.users.ATTRIBUTE_CHUNK", 3)
+    nested = {"age": 31, "tags": ["jazz", "ü"], "plan": {"tier": "gold"}, "score": 0.5}
+    storage.upsert_user("ü-1", nested)
+    for n in range(10):
+        storage.upsert_user(f"u{n}", {"n": n} if n % 3 else None)
+    pages = {u["id"]: u["attributes"] for u in storage.list_users(limit=1000)}
+    assert storage.user_attributes() == {u: a for u, a in pages.items() if a}
+    assert storage.user_attributes()["ü-1"] == nested
+    assert len(storage.user_attributes()) == 7
+
+
 @pytest.mark.parametrize(
     "attributes", [{"x": float("nan")}, {"x": object()}, ["not", "a", "dict"], {"x": "\x00"}]
 )

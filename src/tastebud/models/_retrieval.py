@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import threading
 from typing import Any, Literal
 
 import numpy as np
@@ -36,6 +37,9 @@ Index = Literal["auto", "exact", "ann"]
 PRUNED_MAX_SHARE = 0.05
 _SAMPLE_USERS = 256  # training users whose queries decide between pruned and IVF
 _SAMPLE_K = 50  # the list length they are searched for (a list plus the seen items)
+#: One index build at a time: concurrent first requests wait for the build under way
+#: instead of each building its own (a faiss k-means over 100,000 items takes seconds).
+_BUILD_LOCK = threading.RLock()
 
 
 @dataclasses.dataclass(kw_only=True, eq=False)
@@ -105,9 +109,14 @@ class Searchable(Recommender):
         key = (self.index, int(self.ann_min_items))
         cached = self.__dict__.get("_vector_index")
         if cached is None or cached[0] != key or cached[1] is not items:
-            ann = self.index == "ann" or (self.index == "auto" and len(items) >= key[1])
-            index = self._searching_index(items) if ann else VectorIndex(items, backend="exact")
-            cached = self.__dict__["_vector_index"] = (key, items, index)
+            with _BUILD_LOCK:
+                cached = self.__dict__.get("_vector_index")
+                if cached is None or cached[0] != key or cached[1] is not items:
+                    ann = self.index == "ann" or (self.index == "auto" and len(items) >= key[1])
+                    index = (
+                        self._searching_index(items) if ann else VectorIndex(items, backend="exact")
+                    )
+                    cached = self.__dict__["_vector_index"] = (key, items, index)
         return cached[2]
 
     def _searching_index(self, items: np.ndarray) -> VectorIndex:
@@ -126,8 +135,65 @@ class Searchable(Recommender):
         use_faiss = faiss_or_none() is not None
         return VectorIndex(items, backend="faiss" if use_faiss else "exact")
 
+    # -- similar items through an index -------------------------------------------------------
+    def _similar_vectors(self) -> np.ndarray | None:
+        """Item vectors whose inner products are the model's item similarities (cosine
+        models: the unit rows), the same array object while the model is unchanged; ``None``
+        (the default): similar items are always worked out over the whole catalogue."""
+        return None
+
+    def similar_index(self) -> VectorIndex | None:
+        """The index :meth:`nearest` searches, or ``None`` where it scores every item: under
+        ``ann_min_items`` items (``index="auto"``), with ``index="exact"``, without faiss,
+        or for a model without :meth:`_similar_vectors`. Built on first use (or by
+        :meth:`warm_up`), kept per set of vectors, never saved. Unit vectors have one norm,
+        so the norm-pruned search would scan everything: this is faiss IVF."""
+        self._require_fitted()
+        vectors = self._similar_vectors()
+        if vectors is None or faiss_or_none() is None:
+            return None
+        if self.index == "exact" or (self.index == "auto" and len(vectors) < self.ann_min_items):
+            return None
+        if vectors is self._search_items():  # the recommend index already searches them
+            index = self.vector_index()
+            return None if index.backend == "exact" else index
+        cached = self.__dict__.get("_similar_index")
+        if cached is None or cached[0] is not vectors:
+            with _BUILD_LOCK:
+                cached = self.__dict__.get("_similar_index")
+                if cached is None or cached[0] is not vectors:
+                    cached = (vectors, VectorIndex(vectors, backend="faiss"))
+                    self.__dict__["_similar_index"] = cached
+        return cached[1]
+
+    def nearest(
+        self, item: int, k: int, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Through :meth:`similar_index` when there is one: a probe of a few cells instead of
+        a similarity to every item (at 100,000 items that was most of a served list's
+        time); else the exact path. An item without a vector (similar to none) takes the
+        exact path too."""
+        index = self.similar_index()
+        query = None if index is None else index.vectors[item]
+        if index is None or query is None or not query.any():
+            return super().nearest(item, k, exclude)
+        skip = np.zeros(0, dtype=np.int64) if exclude is None else exclude
+        found, sims = index.search(query[None, :], k + 1 + len(skip))
+        keep = (found[0] >= 0) & (found[0] != item) & ~np.isin(found[0], skip)
+        keep &= np.isfinite(sims[0])
+        return found[0][keep][:k], sims[0][keep][:k].astype(np.float64)
+
+    def warm_up(self) -> None:
+        """Build the search indexes now (the service calls this when it loads a version,
+        so its first requests do not pay for them)."""
+        super().warm_up()
+        self.vector_index()
+        if self.supports_similar_items:
+            self.similar_index()
+
     def _restore_state(self, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.__dict__.pop("_vector_index", None)
+        self.__dict__.pop("_similar_index", None)
         super()._restore_state(config, arrays)
 
     def _searched_scores(self, raw: np.ndarray, offsets: np.ndarray | None) -> np.ndarray:

@@ -696,6 +696,11 @@ class Recommender(abc.ABC):
         """Optional hook (rating models): predicted ratings; -1 marks an unknown id."""
         raise TastebudError(f"{type(self).__name__} does not predict ratings")
 
+    def warm_up(self) -> None:
+        """Build now what serving would otherwise build on a first request (search
+        indexes); the service calls it when it loads a version. Nothing by default."""
+        return None
+
     # -- similar items and explanations ---------------------------------------------------------
     @property
     def supports_similar_items(self) -> bool:

@@ -437,6 +437,10 @@ class FeatureProfile(ContentRecommender):
 
 
 # -- the demographic route --------------------------------------------------------------------
+#: Donors whose attribute vectors have more fields than this are not grouped (one each).
+_GROUP_MAX_FIELDS = 64
+
+
 @register("user-metadata")
 @dataclasses.dataclass(kw_only=True, eq=False)
 class UserMetadata(Recommender):
@@ -520,16 +524,7 @@ class UserMetadata(Recommender):
     ) -> np.ndarray:
         """Scores of attribute vectors (rows); ``users``: their own indices, whose likes
         never count (``None``: users not in the training data)."""
-        sims = np.asarray((vectors @ self.donor_attributes_t_).toarray(), dtype=np.float64)
-        if users is not None:
-            sims[users[:, None] == self.donors_[None, :]] = -np.inf  # never one's own likes
-        k = min(int(self.neighbors), len(self.donors_))
-        idx, val = top_k(sims, k)
-        keep = (idx >= 0) & (val > 0)
-        rows = np.nonzero(keep)[0]
-        weights = sp.csr_matrix(
-            (val[keep], (rows, idx[keep])), shape=(vectors.shape[0], len(self.donors_))
-        )
+        weights = self._neighbour_weights(vectors, users)
         likes, share = self.donor_likes_, self.like_share_
         if items is not None:
             likes, share = likes[:, items], share[items]
@@ -537,6 +532,111 @@ class UserMetadata(Recommender):
         beta = float(self.shrinkage)
         mass = np.asarray(weights.sum(axis=1), dtype=np.float64)
         return (votes + beta * share[None, :]) / np.maximum(mass + beta, 1e-12)
+
+    def _neighbour_weights(self, vectors: sp.csr_matrix, users: np.ndarray | None) -> sp.csr_matrix:
+        """``s_uv`` of each row's ``neighbors`` most similar donors with ``s_uv > 0`` (ties:
+        the lower donor first), as a rows x donors matrix.
+
+        Donors with the same attribute vector have one similarity to anyone, and a million
+        users share a few thousand vectors: similarities are computed per distinct vector
+        and whole groups taken from the most similar down (the tied ones at the cut by
+        donor order) -- the answer of ranking every donor, without a row per donor."""
+        groups, members, starts, group_of = self._donor_groups()
+        n_donors = len(self.donors_)
+        k = min(int(self.neighbors), n_donors)
+        sims = (vectors @ groups).tocsr()  # rows x groups, only groups sharing a field
+        sizes = np.diff(starts)
+        own = np.full(vectors.shape[0], -1, dtype=np.int64)  # never one's own likes
+        if users is not None:
+            at = np.searchsorted(self.donors_, users)
+            found = at < n_donors
+            found[found] = self.donors_[at[found]] == users[found]
+            own[found] = at[found]
+        rows, cols, vals = [], [], []
+        for r in range(vectors.shape[0]):
+            s, g = (
+                sims.data[sims.indptr[r] : sims.indptr[r + 1]],
+                sims.indices[sims.indptr[r] : sims.indptr[r + 1]],
+            )
+            positive = s > 0
+            s, g = s[positive], g[positive]
+            if not len(g) or k == 0:
+                continue
+            order = np.argsort(-s, kind="stable")
+            s, g = s[order], g[order]
+            count = sizes[g].copy()
+            if own[r] >= 0:
+                count[g == group_of[own[r]]] -= 1
+            total = np.cumsum(count)
+            # every positive group whole, or whole down to the group that reaches k
+            cut_value = -np.inf if total[-1] <= k else s[int(np.searchsorted(total, k))]
+            whole = g[s > cut_value]
+            chosen = [members[starts[i] : starts[i + 1]] for i in whole.tolist()]
+            weight = [
+                np.full(int(sizes[i]), v)
+                for i, v in zip(whole.tolist(), s[s > cut_value].tolist(), strict=True)
+            ]
+            picked = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
+            weights = np.concatenate(weight) if weight else np.zeros(0)
+            if own[r] >= 0:
+                mine = picked != own[r]
+                picked, weights = picked[mine], weights[mine]
+            if cut_value > -np.inf:
+                tied = np.sort(
+                    np.concatenate(
+                        [members[starts[i] : starts[i + 1]] for i in g[s == cut_value].tolist()]
+                    )
+                )
+                tied = tied[tied != own[r]][: k - len(picked)]
+                picked = np.concatenate([picked, tied])
+                weights = np.concatenate([weights, np.full(len(tied), cut_value)])
+            rows.append(np.full(len(picked), r))
+            cols.append(picked)
+            vals.append(weights)
+        if not rows:
+            return sp.csr_matrix((vectors.shape[0], n_donors))
+        return sp.csr_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(vectors.shape[0], n_donors),
+        )
+
+    def _donor_groups(self) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray, np.ndarray]:
+        """The donors grouped by identical attribute vector, once per fit: the distinct
+        vectors (fields x groups, numbered by their first donor), the donors sorted by
+        group then position, where each group starts in that order, and each donor's
+        group. Vectors of more than :data:`_GROUP_MAX_FIELDS` fields stay one group per donor."""
+        cached = self.__dict__.get("_donor_groups_cache")
+        if cached is not None and cached[0] is self.donor_attributes_t_:
+            return cached[1]
+        rows = self.donor_attributes_t_.T.tocsr()  # donors x fields
+        rows.sort_indices()
+        n = rows.shape[0]
+        nnz = np.diff(rows.indptr)
+        width = int(nnz.max()) if n else 0
+        if n and width <= _GROUP_MAX_FIELDS:
+            # each row as one fixed-width key: its length, field indices and value bits
+            keys = np.full((n, 1 + 2 * width), -1, dtype=np.int64)
+            keys[:, 0] = nnz
+            slot = np.arange(len(rows.indices)) - np.repeat(rows.indptr[:-1], nnz)
+            owner = np.repeat(np.arange(n), nnz)
+            keys[owner, 1 + slot] = rows.indices
+            keys[owner, 1 + width + slot] = rows.data.astype(np.float64).view(np.int64)
+            _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+            rank = np.empty(len(first), dtype=np.int64)
+            rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+            group_of = rank[inverse.ravel()]
+            firsts = np.sort(first)
+        else:
+            group_of, firsts = np.arange(n), np.arange(n)
+        members = np.argsort(group_of, kind="stable")
+        starts = np.concatenate(([0], np.cumsum(np.bincount(group_of, minlength=len(firsts)))))
+        groups = rows[firsts].T.tocsr()
+        found = (groups, members, starts, group_of)
+        self.__dict__["_donor_groups_cache"] = (self.donor_attributes_t_, found)
+        return found
+
+    def warm_up(self) -> None:
+        self._donor_groups()
 
     def encode_attributes(self, attributes: Mapping[str, Any] | pd.DataFrame) -> sp.csr_matrix:
         """Attributes -- a mapping of field to value (``{"age": 34, "country": "NO"}``), or a
@@ -571,6 +671,31 @@ class UserMetadata(Recommender):
         row = self._score_vectors(vector, None, None)[0]
         masked = np.zeros(0, dtype=np.int64) if exclude is None else np.asarray(exclude, np.int64)
         return UserScores(row, None, masked)
+
+    def liked_by_similar(
+        self, attributes: Mapping[str, Any] | pd.DataFrame, n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n`` best items with a positive score for one user known only by attributes
+        (``fold_in_attributes(attributes).top(n)`` less the items scored 0), best first,
+        ties to the lower index. Without shrinkage only the items the neighbours liked score
+        above 0, so only those are ranked -- not a catalogue-long row (the service's
+        demographic candidates, per cold request)."""
+        if float(self.shrinkage) > 0:
+            idx, val = self.fold_in_attributes(attributes).top(n)
+            keep = val > 0
+            return idx[keep], val[keep]
+        vector = self.encode_attributes(attributes)
+        if vector.shape[0] != 1:
+            raise InvalidInputError(f"liked_by_similar takes one user, got {vector.shape[0]}")
+        weights = self._neighbour_weights(vector, None)
+        votes = (weights @ self.donor_likes_).tocsr()
+        votes.sum_duplicates()
+        mass = float(weights.sum())
+        items, score = votes.indices.astype(np.int64), votes.data / max(mass, 1e-12)
+        keep = score > 0
+        items, score = items[keep], score[keep]
+        order = np.lexsort((items, -score))[: max(int(n), 0)]
+        return items[order], score[order]
 
     def _explain(self, user: int, items: np.ndarray) -> list[str]:
         if user < 0 or not self._scorable(np.array([user]))[0]:

@@ -271,6 +271,9 @@ class _FactorModel(Searchable):
         unit = self._unit_items()
         return unit[items] @ unit.T
 
+    def _similar_vectors(self) -> np.ndarray:
+        return self._unit_items()
+
     @abc.abstractmethod
     def _fold_in(self, histories: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray | None]:
         """User vectors (and user offsets) for non-empty history rows, item side fixed."""

@@ -666,6 +666,9 @@ class FeatureMF(Searchable):
         unit = self._unit_items()
         return np.asarray(unit[items] @ unit.T, dtype=np.float64)
 
+    def _similar_vectors(self) -> np.ndarray:
+        return self._unit_items()
+
     # -- fold-in --------------------------------------------------------------------------------
     def _fold_in(self, histories: sp.csr_matrix) -> np.ndarray:
         """User vectors for history rows (items with a value > 0; module docstring)."""

@@ -6,7 +6,9 @@ own (counted from events as they arrive, read from the database); the lab builds
 from __future__ import annotations
 
 import math
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Container, Iterable, Mapping
 from typing import Any, Protocol
 
@@ -19,6 +21,9 @@ from tastebud.models.content import UserMetadata
 from tastebud.pipeline.config import SECONDS_PER_DAY, EventRules, PipelineSettings
 from tastebud.pipeline.filters import categories
 from tastebud.rules import json_problem
+
+#: Demographic answers kept per :class:`Demographics` (distinct attributes and ``n``).
+DEMOGRAPHIC_ANSWERS = 4096
 
 
 class LiveState(Protocol):
@@ -64,6 +69,12 @@ class Demographics:
 
     def __init__(self, model: UserMetadata | None) -> None:
         self.model = model
+        # answers by (attributes as the model reads them, n), least recently used first:
+        # one answer scores every user who has attributes (a million users: tens of ms),
+        # and cold users share a few thousand attribute combinations; the model never
+        # changes (a relearning makes a new Demographics), so a kept answer stays right
+        self._answers: OrderedDict[tuple[Any, ...], tuple[tuple[str, float], ...]] = OrderedDict()
+        self._lock = threading.Lock()
 
     @classmethod
     def empty(cls) -> Demographics:
@@ -84,6 +95,7 @@ class Demographics:
             model = UserMetadata(columns=tuple(table.columns), shrinkage=0.0).fit(data)
         except InvalidInputError:  # no usable attribute (free text only, say)
             return cls.empty()
+        model.warm_up()  # here, where it is learned, not in a request
         return cls(model)
 
     def top(self, attributes: Any, n: int) -> list[tuple[str, float]]:
@@ -95,10 +107,21 @@ class Demographics:
         table = attribute_table({"": attributes})
         if table.shape[1] == 0:
             return []
+        key = (n, *sorted(table.iloc[0].dropna().items()))
+        with self._lock:
+            kept = self._answers.get(key)
+            if kept is not None:
+                self._answers.move_to_end(key)
+                return list(kept)
         # without shrinkage, attributes that match nobody score every item 0: none is kept
-        idx, val = model.fold_in_attributes(table).top(n)
+        idx, val = model.liked_by_similar(table, n)
         ids = model.items_.to_ids(idx)
-        return [(str(i), float(v)) for i, v in zip(ids, val.tolist(), strict=True) if v > 0]
+        found = tuple((str(i), float(v)) for i, v in zip(ids, val.tolist(), strict=True))
+        with self._lock:
+            self._answers[key] = found
+            while len(self._answers) > DEMOGRAPHIC_ANSWERS:
+                self._answers.popitem(last=False)
+        return list(found)
 
 
 def attribute_table(attributes: Mapping[str, Any]) -> pd.DataFrame:

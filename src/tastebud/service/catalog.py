@@ -36,8 +36,12 @@ class Catalog:
         self._lock = threading.Lock()
         self._seen_until = 0.0  # updated_at up to which rows were read
         self._checked_at = -float("inf")  # monotonic time of the last look
+        #: grows whenever a row is (re)read, written or dropped: what was derived from the
+        #: rows (the newest items) needs no new read while it stays the same
+        self.version = 0
 
     def _set(self, row: Mapping[str, Any]) -> None:
+        self.version += 1
         item = str(row["id"])
         self._rows[item] = dict(row)
         self._cats[item] = categories(self.pipeline, row.get("attributes") or {})
@@ -85,5 +89,6 @@ class Catalog:
     def drop(self, item: str) -> None:
         """An item this process just deleted."""
         with self._lock:
+            self.version += 1
             self._rows.pop(item, None)
             self._cats.pop(item, None)

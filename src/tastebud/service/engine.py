@@ -180,13 +180,15 @@ class Engine:
 
     def follow(self, stop: threading.Event, every_s: float = 0.1) -> None:
         """Keep the live state fresh from the database (popularity and kept user states
-        from the events other processes stored or deleted, the catalogue, the running
-        experiment, the active version) until ``stop`` is set: run in a background thread,
-        so requests find it fresh instead of paying for the reads themselves."""
+        from the events other processes stored or deleted, the newest items, the catalogue,
+        the running experiment, the active version) until ``stop`` is set: run in a
+        background thread, so requests find it fresh instead of paying for the reads
+        themselves."""
         checked_version = time.monotonic()
         while not stop.wait(every_s):
             try:
                 self.live.follow_events()
+                self.live.refresh_new_items()
                 self.catalog.get(())
                 self.running_experiment()
                 if time.monotonic() - checked_version >= 1.0:

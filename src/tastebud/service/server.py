@@ -23,6 +23,11 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 #: Idle keep-alive connections are closed after this long (uvicorn's 5 s default races
 #: with clients' connection pools: a request sent as the server closes is reset).
 KEEP_ALIVE_S = 65
+#: With ``--workers`` above 1, uvicorn's supervisor kills a worker that does not answer its
+#: ping within this many seconds (its default, 5 s, killed workers that were reading a
+#: 10M-event database at start-up or fitting a model on a busy 2-core machine: the ping
+#: thread waits for the interpreter lock -- each replacement started the same work over).
+WORKER_HEALTHCHECK_S = 120
 #: How :class:`TimedHttp` learns the header timeout in every worker process.
 HEADER_TIMEOUT_ENV = "_TASTEBUD_HEADER_TIMEOUT_S"
 
@@ -86,6 +91,7 @@ def uvicorn_options(settings: Any) -> dict[str, Any]:
         "http": TimedHttp,
         "limit_concurrency": settings.max_connections,
         "timeout_keep_alive": KEEP_ALIVE_S,
+        "timeout_worker_healthcheck": WORKER_HEALTHCHECK_S,
         "log_config": None,
         "access_log": False,
     }

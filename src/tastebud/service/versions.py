@@ -76,6 +76,8 @@ class Snapshot(ModelView):
     def of(  # type: ignore[override]  # a version beside the model
         cls, model: Recommender | None, version: ModelVersionRow | None
     ) -> Snapshot:
+        if model is not None:
+            model.warm_up()  # its search indexes, before a request needs them
         ids, index = ModelView.ids_of(model)
         return cls(model, ids, index, version=version)
 

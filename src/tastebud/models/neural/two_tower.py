@@ -316,14 +316,5 @@ class TwoTower(RecentItemsRecommender, Searchable):
         v = self.item_vectors_
         return np.asarray(v[items] @ v.T, dtype=np.float64)
 
-    def nearest(
-        self, item: int, k: int, exclude: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Through the vector index when it is approximate."""
-        index = self.vector_index()
-        if index.backend == "exact":
-            return super().nearest(item, k, exclude)
-        skip = np.zeros(0, dtype=np.int64) if exclude is None else exclude
-        found, scores = index.search(self.item_vectors_[[item]], k + 1 + len(skip))
-        keep = (found[0] >= 0) & (found[0] != item) & ~np.isin(found[0], skip)
-        return found[0][keep][:k], scores[0][keep][:k].astype(np.float64)
+    def _similar_vectors(self) -> np.ndarray:
+        return self.item_vectors_

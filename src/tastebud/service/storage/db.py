@@ -131,7 +131,9 @@ class JSONObject(sa.TypeDecorator[dict[str, Any]]):
             if inner is not None and value is not None:
                 try:
                     value = inner(value)
-                except (ValueError, RecursionError):  # not JSON; a number beyond 4300 digits
+                # not JSON; a number beyond 4300 digits; not text at all (SQLite keeps a
+                # number or a blob written in its place as it is)
+                except (ValueError, RecursionError, TypeError):
                     return {}
             return _readable_object(value)
 

@@ -108,6 +108,7 @@ class Storage:
     get_user = _To("users", Users.get)
     delete_user = _To("users", Users.delete)
     list_users = _To("users", Users.page)
+    user_attributes = _To("users", Users.attributes)
     count_users = _To("users", Users.count)
 
     user_hash = _To("deletions", DeletionLog.user_hash)

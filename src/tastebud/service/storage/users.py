@@ -17,6 +17,10 @@ from tastebud.service.storage.deletions import PG_FORGET_KEY, DeletionLog
 from tastebud.service.storage.rows import UserRow
 from tastebud.service.storage.schema import EVENTS, EXPOSURES, FEEDBACK, USERS
 
+_ATTRIBUTE_ROWS = f"SELECT id, attributes FROM {USERS.name}"
+#: Rows per fetch of :meth:`Users.attributes`.
+ATTRIBUTE_CHUNK = 50_000
+
 
 class Users:
     """The ``users`` table."""
@@ -93,6 +97,27 @@ class Users:
         if (deleted or log) and self._db.backend == "sqlite":
             self._db.truncate_wal()
         return deleted
+
+    def attributes(self) -> dict[str, dict[str, Any]]:
+        """Every user's stored attributes by id, users without any left out: what the
+        service's demographics learn from. One streamed read of two columns
+        (:meth:`Database.stream`), not pages of whole rows by offset, each of which read
+        every earlier row again: minutes at a million users."""
+
+        # the column's own reading: whatever a row holds reads as an object (text that is
+        # not JSON, JSON that is not an object: {}), as through any other query
+        readable = USERS.c.attributes.type.result_processor(self._db.engine.dialect, None)
+
+        def read(conn: Connection) -> dict[str, dict[str, Any]]:
+            out: dict[str, dict[str, Any]] = {}
+            for rows in self._db.stream(conn, _ATTRIBUTE_ROWS, (), ATTRIBUTE_CHUNK):
+                for user, raw in rows:
+                    found = readable(raw) if readable is not None else raw
+                    if found:
+                        out[str(user)] = found
+            return out
+
+        return self._db.read(read)
 
     def page(self, limit: int = 100, offset: int = 0, prefix: str | None = None) -> list[UserRow]:
         """Users ordered by id, one page; ``prefix`` keeps those whose id starts with it
