@@ -62,6 +62,7 @@ from tastebud.data import columns as C
 from tastebud.data.dataset import Dataset
 from tastebud.errors import InvalidInputError, TastebudError
 from tastebud.features import AttributeEncoder, attribute_matrix
+from tastebud.models._groups import RowGroups
 from tastebud.models.base import Recommender, UserScores, top_k
 from tastebud.models.registry import register
 
@@ -437,8 +438,6 @@ class FeatureProfile(ContentRecommender):
 
 
 # -- the demographic route --------------------------------------------------------------------
-#: Donors whose attribute vectors have more fields than this are not grouped (one each).
-_GROUP_MAX_FIELDS = 64
 
 
 @register("user-metadata")
@@ -535,105 +534,25 @@ class UserMetadata(Recommender):
 
     def _neighbour_weights(self, vectors: sp.csr_matrix, users: np.ndarray | None) -> sp.csr_matrix:
         """``s_uv`` of each row's ``neighbors`` most similar donors with ``s_uv > 0`` (ties:
-        the lower donor first), as a rows x donors matrix.
-
-        Donors with the same attribute vector have one similarity to anyone, and a million
-        users share a few thousand vectors: similarities are computed per distinct vector
-        and whole groups taken from the most similar down (the tied ones at the cut by
-        donor order) -- the answer of ranking every donor, without a row per donor."""
-        groups, members, starts, group_of = self._donor_groups()
+        the lower donor first; never the user themself), as a rows x donors matrix, found
+        per distinct attribute vector (:class:`~tastebud.models._groups.RowGroups`)."""
         n_donors = len(self.donors_)
-        k = min(int(self.neighbors), n_donors)
-        sims = (vectors @ groups).tocsr()  # rows x groups, only groups sharing a field
-        sizes = np.diff(starts)
         own = np.full(vectors.shape[0], -1, dtype=np.int64)  # never one's own likes
         if users is not None:
             at = np.searchsorted(self.donors_, users)
             found = at < n_donors
             found[found] = self.donors_[at[found]] == users[found]
             own[found] = at[found]
-        rows, cols, vals = [], [], []
-        for r in range(vectors.shape[0]):
-            s, g = (
-                sims.data[sims.indptr[r] : sims.indptr[r + 1]],
-                sims.indices[sims.indptr[r] : sims.indptr[r + 1]],
-            )
-            positive = s > 0
-            s, g = s[positive], g[positive]
-            if not len(g) or k == 0:
-                continue
-            order = np.argsort(-s, kind="stable")
-            s, g = s[order], g[order]
-            count = sizes[g].copy()
-            if own[r] >= 0:
-                count[g == group_of[own[r]]] -= 1
-            total = np.cumsum(count)
-            # every positive group whole, or whole down to the group that reaches k
-            cut_value = -np.inf if total[-1] <= k else s[int(np.searchsorted(total, k))]
-            whole = g[s > cut_value]
-            chosen = [members[starts[i] : starts[i + 1]] for i in whole.tolist()]
-            weight = [
-                np.full(int(sizes[i]), v)
-                for i, v in zip(whole.tolist(), s[s > cut_value].tolist(), strict=True)
-            ]
-            picked = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
-            weights = np.concatenate(weight) if weight else np.zeros(0)
-            if own[r] >= 0:
-                mine = picked != own[r]
-                picked, weights = picked[mine], weights[mine]
-            if cut_value > -np.inf:
-                tied = np.sort(
-                    np.concatenate(
-                        [members[starts[i] : starts[i + 1]] for i in g[s == cut_value].tolist()]
-                    )
-                )
-                tied = tied[tied != own[r]][: k - len(picked)]
-                picked = np.concatenate([picked, tied])
-                weights = np.concatenate([weights, np.full(len(tied), cut_value)])
-            rows.append(np.full(len(picked), r))
-            cols.append(picked)
-            vals.append(weights)
-        if not rows:
-            return sp.csr_matrix((vectors.shape[0], n_donors))
-        return sp.csr_matrix(
-            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-            shape=(vectors.shape[0], n_donors),
-        )
+        return self._donor_groups().nearest(vectors, int(self.neighbors), own)
 
-    def _donor_groups(self) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray, np.ndarray]:
-        """The donors grouped by identical attribute vector, once per fit: the distinct
-        vectors (fields x groups, numbered by their first donor), the donors sorted by
-        group then position, where each group starts in that order, and each donor's
-        group. Vectors of more than :data:`_GROUP_MAX_FIELDS` fields stay one group per donor."""
+    def _donor_groups(self) -> RowGroups:
+        """The donors grouped by identical attribute vector, once per fit."""
         cached = self.__dict__.get("_donor_groups_cache")
         if cached is not None and cached[0] is self.donor_attributes_t_:
             return cached[1]
-        rows = self.donor_attributes_t_.T.tocsr()  # donors x fields
-        rows.sort_indices()
-        n = rows.shape[0]
-        nnz = np.diff(rows.indptr)
-        width = int(nnz.max()) if n else 0
-        if n and width <= _GROUP_MAX_FIELDS:
-            # each row as one fixed-width key: its length, field indices and value bits
-            keys = np.full((n, 1 + 2 * width), -1, dtype=np.int64)
-            keys[:, 0] = nnz
-            slot = np.arange(len(rows.indices)) - np.repeat(rows.indptr[:-1], nnz)
-            owner = np.repeat(np.arange(n), nnz)
-            keys[owner, 1 + slot] = rows.indices
-            keys[owner, 1 + width + slot] = rows.data.astype(np.float64).view(np.int64)
-            _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-            rank = np.empty(len(first), dtype=np.int64)
-            rank[np.argsort(first, kind="stable")] = np.arange(len(first))
-            group_of = rank[inverse.ravel()]
-            firsts = np.sort(first)
-        else:
-            group_of, firsts = np.arange(n), np.arange(n)
-        members = np.argsort(group_of, kind="stable")
-        starts = np.concatenate(([0], np.cumsum(np.bincount(group_of, minlength=len(firsts)))))
-        groups = rows[firsts].T.tocsr()
-        found = (groups, members, starts, group_of)
-        self.__dict__["_donor_groups_cache"] = (self.donor_attributes_t_, found)
-        return found
+        groups = RowGroups.of(self.donor_attributes_t_.T.tocsr())
+        self.__dict__["_donor_groups_cache"] = (self.donor_attributes_t_, groups)
+        return groups
 
     def warm_up(self) -> None:
         self._donor_groups()
