@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
 import zipfile
 from collections.abc import Callable
@@ -219,6 +220,36 @@ def test_exposures_of_a_list_served_just_before_the_deletion_stay_away(
         # the retrain the deletion queued ends before the service stops
         assert client.app.state.engine.close()  # type: ignore[attr-defined]
         assert not client.app.state.engine.forgetting  # type: ignore[attr-defined]
+
+
+def test_a_user_known_only_by_exposures_in_a_write_under_way_is_deleted(
+    storage_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The background writer has taken the user's only exposures out of the buffer but not
+    committed them when the deletion comes: the deletion answers 200, not "unknown user",
+    and the write that lands afterwards leaves the id out."""
+    with ApiClient(create_app(_settings(tmp_path, storage_url))) as client:
+        _seed(client)
+        exposures = client.app.state.exposures  # type: ignore[attr-defined]
+        store: Storage = client.app.state.storage  # type: ignore[attr-defined]
+        exposures.flush()
+        write = store.log_exposure_rows
+        taken, release = threading.Event(), threading.Event()
+
+        def slow_write(rows: list[tuple[Any, ...]]) -> int:
+            taken.set()  # the rows are out of the buffer...
+            assert release.wait(30)  # ...and not written until the deletion is done
+            return write(rows)
+
+        monkeypatch.setattr(store, "log_exposure_rows", slow_write)
+        ok(client.get("/users/only-shown/recommendations"))
+        writer = threading.Thread(target=exposures.flush)
+        writer.start()
+        assert taken.wait(30)
+        assert ok(client.delete("/users/only-shown")) == {"deleted": "only-shown", "events": 0}
+        release.set()
+        writer.join(30)
+        assert _tables_holding(store, "only-shown") == []
 
 
 def test_too_few_events_left_deletes_the_model_that_learned_from_the_user(

@@ -91,6 +91,32 @@ def test_deletions_elsewhere_reach_cached_states_and_popularity(
     assert "c" not in dict(here.popular(3))
 
 
+def test_a_recount_read_before_a_deletion_does_not_bring_it_back(
+    here: Engine, storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relearn (after another process deleted a user) reads every event; an item deleted
+    and forgotten by the follower while that read is under way stays forgotten."""
+    for user, item in (("v", "b"), ("w", "c"), ("x", "c")):
+        _like(storage, user, item)
+    here.live.follow_events()
+    assert dict(here.popular(3)) == {"c": 2.0, "b": 1.0}
+    read = storage.events_frame
+    reads = []
+
+    def racing() -> pd.DataFrame:
+        frame = read()  # the read still holds c's events...
+        if not reads:
+            assert storage.delete_item("c")  # ...while c is deleted and followed
+            here.live.follow_events()
+        reads.append(len(frame))
+        return frame
+
+    monkeypatch.setattr(storage, "events_frame", racing)
+    here.live.relearn()
+    assert reads == [3, 1]  # read again once, without c's events
+    assert dict(here.popular(3)) == {"b": 1.0}
+
+
 def test_an_event_committed_after_a_later_seq_is_still_followed(
     here: Engine, storage: Storage
 ) -> None:

@@ -173,7 +173,8 @@ class ExposureLog:
         self.storage = storage
         self.flush_every_s = flush_every_s
         self._rows: list[tuple[Any, ...]] = []
-        self._lock = threading.Lock()  # guards _rows
+        self._writing: list[tuple[Any, ...]] = []  # taken by the write under way
+        self._lock = threading.Lock()  # guards _rows and _writing
         self._flushing = threading.Lock()  # one write at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -204,14 +205,16 @@ class ExposureLog:
             self._rows.extend(rows)
 
     def forget(self, user_id: str) -> int:
-        """Drop a user's buffered rows (the user is being deleted); returns how many. Rows
-        added later, by a list computed before the deletion, and rows of a write already
-        under way are kept out of the database by :meth:`Storage.log_exposure_rows`."""
+        """Drop a user's buffered rows (the user is being deleted); returns how many rows
+        of theirs this log held: those dropped and those of a write under way, which may
+        not have reached the database yet (the deletion must be logged for them). Rows of
+        that write, and rows added later by a list computed before the deletion, are kept
+        out of the database by :meth:`Storage.log_exposure_rows`."""
         with self._lock:
             kept = [row for row in self._rows if row[1] != user_id]
-            dropped = len(self._rows) - len(kept)
+            held = len(self._rows) - len(kept) + sum(row[1] == user_id for row in self._writing)
             self._rows = kept
-        return dropped
+        return held
 
     def flush(self) -> int:
         """Write what is buffered now; returns how many rows were written. When it returns,
@@ -220,6 +223,7 @@ class ExposureLog:
         with self._flushing:
             with self._lock:
                 rows, self._rows = self._rows, []
+                self._writing = rows
             if not rows:
                 return 0
             try:
@@ -232,6 +236,9 @@ class ExposureLog:
                 with self._lock:
                     self._rows[:0] = rows
                 return 0
+            finally:
+                with self._lock:
+                    self._writing = []
 
     def _run(self) -> None:
         while not self._stop.wait(self.flush_every_s):

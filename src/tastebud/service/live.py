@@ -69,6 +69,8 @@ _NEW_KEYS = 8
 _NEW_STALE_S = 5.0
 #: How long a user this process deleted is skipped by its own follower (it dropped them).
 _FORGOTTEN_HERE_S = 10.0
+# a recount read while something was forgotten is read again this many times
+_RECOUNT_TRIES = 3
 
 
 class Live:
@@ -96,6 +98,9 @@ class Live:
         self.drop_kept = drop_kept
         self._counts_lock = threading.Lock()
         self._positive_counts: Counter[str] = Counter()
+        # bumped under _counts_lock by every forgetting (an item, a user's events): a recount
+        # read before one would bring the forgotten events back, so it is read again
+        self._forgotten = 0
         self._counted_seq = 0  # events with seq <= this are in _positive_counts
         self._gaps: dict[int, float] = {}  # seqs below _counted_seq not seen yet -> first missed
         self._deletions_seen = 0  # the deletions log is read after this seq
@@ -118,9 +123,7 @@ class Live:
         """Count the popularity, learn who likes what by user attributes, and follow the
         deletions log from its end."""
         self._deletions_seen = self.storage.last_deletion()
-        frame = self.storage.events_frame()
-        self.recount(frame)
-        self.learn_demographics(frame)
+        self.learn_demographics(self._read_and_recount())
 
     # -- popularity ------------------------------------------------------------------------
     def event_values(self, frame: pd.DataFrame) -> np.ndarray:
@@ -153,10 +156,6 @@ class Live:
             return []
         return frame.loc[self.event_values(frame) > 0, "item"].astype(str).tolist()
 
-    def recount(self, frame: pd.DataFrame) -> None:
-        """Popularity from all events (``frame`` from ``storage.events_frame()``)."""
-        self.set_counts(*self.popularity(frame))
-
     def popularity(self, frame: pd.DataFrame) -> tuple[Counter[str], int]:
         """The positive events per item of ``frame``, and its last seq (counted by pandas:
         a Counter fed one id at a time took seconds at 10M events)."""
@@ -168,14 +167,41 @@ class Live:
         )
         return counts, int(frame["seq"].max())
 
-    def set_counts(self, counts: Counter[str], last: int) -> None:
-        """Serve ``counts`` (:meth:`popularity`'s), counted up to seq ``last``."""
+    def forget_mark(self) -> int:
+        """How many forgettings (an item, a user's events) this process has applied: read it
+        before reading events for :meth:`set_counts`."""
+        return self._forgotten
+
+    def _read_and_recount(self) -> pd.DataFrame:
+        """Read every event and count the popularity from them; read again when something
+        was forgotten meanwhile. Returns the frame read."""
+        for _ in range(_RECOUNT_TRIES):
+            mark = self._forgotten
+            frame = self.storage.events_frame()
+            if self._install(*self.popularity(frame), read_at=mark):
+                return frame
+        with self._tail_lock:  # deletions keep coming: read with the follower held
+            frame = self.storage.events_frame()
+            self._install(*self.popularity(frame), read_at=None)
+        return frame
+
+    def set_counts(self, counts: Counter[str], last: int, *, read_at: int | None = None) -> None:
+        """Serve ``counts`` (:meth:`popularity`'s), counted up to seq ``last``. ``read_at``:
+        :meth:`forget_mark` read before the events were; when something was forgotten since,
+        it would come back with these counts, so they are counted from a new read instead."""
+        if not self._install(counts, last, read_at=read_at):
+            self._read_and_recount()
+
+    def _install(self, counts: Counter[str], last: int, *, read_at: int | None) -> bool:
         order = popularity_order(counts)  # before the lock: requests read the old meanwhile
         with self._counts_lock:
+            if read_at is not None and self._forgotten != read_at:
+                return False
             self._positive_counts = counts
             self._order = order
             self._counted_seq = last
             self._gaps = {}
+        return True
 
     def popular(
         self, n: int, skip: Container[str] = (), *, current: bool = True
@@ -308,6 +334,7 @@ class Live:
             self._positive_counts.subtract(self._positive_items(counted))
             self._positive_counts = +self._positive_counts  # drop zero counts
             self._order = None
+            self._forgotten += 1
         self.states.forget({str(e["user_id"]) for e in rows})
 
     def forget_item(self, item_id: str) -> None:
@@ -315,6 +342,7 @@ class Live:
         with self._counts_lock:
             self._positive_counts.pop(item_id, None)
             self._order = None
+            self._forgotten += 1
         self.states.forget()
 
     def skip_in_log(self, user_id: str) -> None:
@@ -348,9 +376,7 @@ class Live:
 
     def relearn(self) -> None:
         """Popularity and demographics from the events and users stored now."""
-        frame = self.storage.events_frame()
-        self.recount(frame)
-        self.learn_demographics(frame)
+        self.learn_demographics(self._read_and_recount())
 
     def stop_relearning(self, timeout_s: float) -> bool:
         """Start no more relearning; whether one under way ended within ``timeout_s``."""

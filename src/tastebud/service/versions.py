@@ -233,10 +233,11 @@ class Versions:
                 self._fall_back(active, err)
             self._unloadable[active["id"]] = time.monotonic()
             return
-        frame = self.storage.events_frame()
         live = self.live
+        mark = live.forget_mark()  # before the read: see Live.set_counts
+        frame = self.storage.events_frame()
         counts, demographics = live.popularity(frame), live.demographics_of(frame)
-        live.set_counts(*counts)
+        live.set_counts(*counts, read_at=mark)
         live.demographics = demographics
         self._unloadable.pop(active["id"], None)
         self._swap(Snapshot.of(model, active))
@@ -311,6 +312,7 @@ class Versions:
         saved on the way is removed again; the version row is written only once its files
         are saved, and stays inactive when the activation itself fails."""
         start = time.perf_counter()
+        mark = self.live.forget_mark()  # before the read: see Live.set_counts
         data = self.training_data()
         frame, dataset = data.frame, data.dataset
         if data.skipped:
@@ -358,7 +360,7 @@ class Versions:
             raise
         snapshot = Snapshot.of(model, version)
         version = self.storage.activate_model_version(version["id"])
-        self.live.set_counts(*counts)
+        self.live.set_counts(*counts, read_at=mark)
         self.live.demographics = demographics
         self._unloadable.clear()
         self._swap(dataclasses.replace(snapshot, version=version))

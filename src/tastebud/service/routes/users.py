@@ -70,8 +70,9 @@ def delete_user(request: Request, user_id: PathId) -> dict[str, Any]:
     """Delete a user and everything stored of them (the right to be forgotten).
 
     In one transaction: their attributes, events (onboarding likes included),
-    exposures and feedback. Exposures of lists still buffered are dropped first, and a
-    list served just before the deletion logs none after it. No table keeps the id: the
+    exposures and feedback. Exposures of lists still buffered are dropped first, those
+    of a write under way are kept out of the database, and a list served just before
+    the deletion logs none after it. No table keeps the id: the
     deletions log, which tells the other processes, holds a keyed hash (HMAC-SHA256
     under a secret of the database) and keeps it 10 minutes. This process drops the
     user's cached state, the kept lists and their share of the popularity and of the
@@ -88,8 +89,8 @@ def delete_user(request: Request, user_id: PathId) -> dict[str, Any]:
     store = ctx.storage
     user = store.get_user(user_id)
     events = store.user_events(user_id)
-    buffered = ctx.exposures.forget(user_id)
-    if not store.delete_user(user_id, log=buffered > 0) and not buffered:
+    held = ctx.exposures.forget(user_id)  # buffered, or in a write not committed yet
+    if not store.delete_user(user_id, log=held > 0) and not held:
         raise UnknownIdError(f"unknown user {user_id!r}")
     ctx.engine.forget_user(user_id, events, None if user is None else user["attributes"])
     return {"deleted": user_id, "events": len(events)}
