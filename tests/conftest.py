@@ -29,3 +29,13 @@ def checkerboard(n_users: int = 40, n_items: int = 20, seed: int = 0) -> Dataset
         block = range(0, n_items // 2) if u < n_users // 2 else range(n_items // 2, n_items)
         rows += [(u, i) for i in block if rng.random() < 0.7]
     return Dataset.from_frame(pd.DataFrame(rows, columns=["user", "item"]))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with a test marked ``slow`` run first, each module's tests still together (a
+    module-scoped fixture -- a Spark session, a fitted model -- is set up once): with
+    pytest-xdist's work stealing (the default run, ``-n logical --dist worksteal``) the
+    short modules then fill the workers' tails evenly, instead of a long test starting last
+    and running alone."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)  # stable: the order within stays

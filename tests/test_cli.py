@@ -161,6 +161,7 @@ def test_output_paths_that_are_files_are_refused(tmp_path):
     assert res.returncode == 2 and "is a file" in res.stderr
 
 
+@pytest.mark.slow
 def test_import_loads_the_sample_once_and_refuses_a_bad_database(tmp_path):
     db = f"sqlite:///{tmp_path / 'shop.db'}"
     first = run("import", "--db", db, "--dataset", "sample")

@@ -199,6 +199,7 @@ def test_rating_prediction_als(sample_data, tmp_path):
 
 # -- metrics ------------------------------------------------------------------------------------
 @pytest.mark.reference_data
+@pytest.mark.slow
 def test_metrics_equal_the_library_on_movielens(spark):
     """The same top-10 lists (a local ALS on ML-100K, random 80/20 split) scored by the
     library and in Spark: every metric, every user, within 1e-6."""
@@ -295,6 +296,7 @@ def test_cli_bad_input_is_one_line(spark, capsys, tmp_path, sample_csv):
     assert "column 'stars': no such column; columns found: [user, item, rating, timestamp]" in err
 
 
+@pytest.mark.slow
 def test_cli_fit_evaluate_recommend(spark, capsys, tmp_path, sample_csv):
     flags = ["--master", "local[2]", "--factors", "4", "--iterations", "1", "--blocks", "2"]
     code, out, err = _cli(capsys, "fit", str(sample_csv), "--out", str(tmp_path / "model"), *flags)

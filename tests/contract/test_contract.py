@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ import pytest
 from tastebud import Dataset
 from tastebud.data.synthetic import synthetic
 from tastebud.errors import ModelFileError, NotFittedError, TastebudError, UnknownIdError
-from tastebud.models import available, create, load
+from tastebud.models import Recommender, available, create, load
 
 MODELS = available()
 
@@ -47,6 +48,21 @@ def fitted(int_data):
     return {name: create(name).fit(int_data) for name in MODELS}
 
 
+@pytest.fixture(scope="module")
+def fit_once() -> Callable[[str, Dataset], Recommender]:
+    """One fit per model and data set, shared by the tests that only read the fitted model
+    (recommend, score, save): reading must not change it, so sharing also checks that."""
+    cache: dict[tuple[str, int], Recommender] = {}
+
+    def get(name: str, data: Dataset) -> Recommender:
+        key = (name, id(data))
+        if key not in cache:
+            cache[key] = create(name).fit(data)
+        return cache[key]
+
+    return get
+
+
 def _users(ds: Dataset, n: int = 5) -> list:
     return ds.users.ids[:n].tolist()
 
@@ -76,8 +92,8 @@ def test_unfitted_model_says_so(name):
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_recommend_shape_order_and_exclude_seen(name, data):
-    model = create(name).fit(data)
+def test_recommend_shape_order_and_exclude_seen(name, data, fit_once):
+    model = fit_once(name, data)
     users = _users(data)
     recs = model.recommend(users, k=7)
     assert list(recs.columns) == ["user", "item", "score", "rank"]
@@ -95,8 +111,8 @@ def test_recommend_shape_order_and_exclude_seen(name, data):
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_k_larger_than_catalog_returns_every_unseen_item_once(name, data):
-    model = create(name).fit(data)
+def test_k_larger_than_catalog_returns_every_unseen_item_once(name, data, fit_once):
+    model = fit_once(name, data)
     user = _users(data, 1)[0]
     recs = model.recommend(user, k=10 * data.n_items)
     seen = set(data.history(user)["item"])
@@ -105,8 +121,8 @@ def test_k_larger_than_catalog_returns_every_unseen_item_once(name, data):
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_unknown_users_follow_the_policy(name, data):
-    model = create(name).fit(data)
+def test_unknown_users_follow_the_policy(name, data, fit_once):
+    model = fit_once(name, data)
     recs = model.recommend(["nobody", _users(data, 1)[0]], k=5)
     assert (recs["user"] == "nobody").sum() == 5  # fallback answers unknown users
     strict = create(name, on_unknown="raise").fit(data)
@@ -117,16 +133,16 @@ def test_unknown_users_follow_the_policy(name, data):
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_candidates_restrict_the_ranking(name, data):
-    model = create(name).fit(data)
+def test_candidates_restrict_the_ranking(name, data, fit_once):
+    model = fit_once(name, data)
     candidates = data.items.ids[::7].tolist()
     recs = model.recommend(_users(data), k=3, items=[*candidates, "not-an-item"])
     assert set(recs["item"]) <= set(candidates)
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_batches_do_not_change_answers_and_score_agrees(name, data):
-    model = create(name).fit(data)
+def test_batches_do_not_change_answers_and_score_agrees(name, data, fit_once):
+    model = fit_once(name, data)
     users = _users(data, 4)
     together = model.recommend(users, k=5)
     for user in users:
@@ -151,8 +167,8 @@ def test_fitting_is_deterministic(name, int_data):
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_save_load_round_trip_without_pickle(name, data, tmp_path):
-    model = create(name).fit(data)
+def test_save_load_round_trip_without_pickle(name, data, fit_once, tmp_path):
+    model = fit_once(name, data)
     folder = model.save(tmp_path / name)
     with np.load(folder / "arrays.npz", allow_pickle=False) as npz:
         assert all(npz[key].dtype != object for key in npz.files)

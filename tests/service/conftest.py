@@ -2,7 +2,9 @@
 
 PostgreSQL is looked for at ``TASTEBUD_TEST_POSTGRES_URL`` if set, else at 127.0.0.1:5432,
 database ``test``, as user ``postgres`` then ``root`` (trust authentication). Its tests drop and
-recreate the tastebud tables, so they must not run in parallel with each other.
+recreate the tastebud tables, so they must not run in parallel with each other: under
+pytest-xdist each worker gets a database of its own, ``<database>_<worker>`` (created on first
+use).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+import psycopg.sql
 import pytest
 import sqlalchemy as sa
 
@@ -29,6 +32,7 @@ def postgres_url() -> tuple[str | None, str]:
     env = os.environ.get("TASTEBUD_TEST_POSTGRES_URL")
     candidates = (env,) if env else POSTGRES_CANDIDATES
     failures = []
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
     for url in candidates:
         parsed = sa.make_url(url)
         try:
@@ -39,8 +43,17 @@ def postgres_url() -> tuple[str | None, str]:
                 password=parsed.password,
                 dbname=parsed.database,
                 connect_timeout=2,
-            ):
-                return url, ""
+                autocommit=True,
+            ) as conn:
+                if not worker:
+                    return url, ""
+                own = f"{parsed.database}_{worker}"
+                exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (own,))
+                if exists.fetchone() is None:
+                    conn.execute(
+                        psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(own))
+                    )
+                return parsed.set(database=own).render_as_string(hide_password=False), ""
         except psycopg.Error as err:
             failures.append(f"{parsed.render_as_string(hide_password=True)}: {err}".strip())
     reason = "PostgreSQL not reachable (" + "; ".join(failures) + ")"

@@ -35,6 +35,7 @@ def _both_workers(base: str) -> set[int]:
     raise AssertionError(f"both workers did not come up with one model: {seen}")
 
 
+@pytest.mark.slow
 def test_an_event_through_one_worker_shows_in_both_within_a_second(tmp_path: Path) -> None:
     with sample_server(tmp_path, workers=2) as base:
         pids = _both_workers(base)
