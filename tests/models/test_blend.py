@@ -67,3 +67,26 @@ def test_rating_blend_reaches_the_rmse_target_on_movielens_folds():
         pred = create("blend", members=members).fit(train).predict(test)
         rmse.append(np.sqrt(np.mean((pred - test["rating"].to_numpy()) ** 2)))
     assert np.mean(rmse) <= 0.895
+
+
+@pytest.mark.parametrize("pool", [3, 12, 100])
+def test_weights_are_searched_over_the_members_best_items_with_the_full_answer(
+    pool, monkeypatch
+):
+    """The weight search blends each validation user over the union of the members' best
+    items: every weighting's top-k equals blending the whole catalogue -- masked items,
+    ties across members (coarse scores), a zero weight, and rows whose union is too
+    small (pool 3, k 10) fall back to the full row."""
+    from tastebud.models import blend as module
+
+    monkeypatch.setattr(module, "_POOL", pool)
+    rng = np.random.default_rng(pool)
+    members = [np.round(rng.normal(size=(40, 500)), 1) for _ in range(3)]
+    for member in members:
+        member[rng.random(member.shape) < 0.2] = -np.inf  # training items
+        member[:, 7] = -np.inf
+    members[2][5] = 0.0  # one member with a constant row: all ties
+    grid = module._simplex_grid(3, 4)
+    tops = module._blended_tops(members, grid, 10)
+    for w, found in zip(grid, tops, strict=True):
+        np.testing.assert_array_equal(found, module._blend_all(members, w, 10, np.arange(40)))

@@ -45,6 +45,63 @@ def _rating_features(
     return np.hstack([predictions, predictions * su, predictions * si, ones, su, si])
 
 
+#: Each member's best items per validation user that the weightings are blended over.
+_POOL = 100
+
+
+def _blended_tops(members: list[np.ndarray], grid: np.ndarray, k: int) -> list[np.ndarray]:
+    """``top_k(Σ_m w_m · members[m], k)`` indices for every weighting ``w`` of ``grid``
+    (members with weight 0 left out), computed over the union of each member's
+    :data:`_POOL` best items per row instead of the whole catalogue.
+
+    Exact: an item outside member m's pool scores at most m's pool-th best there, so no
+    item outside the union beats ``Σ_m w_m · (m's pool-th best)``; a row whose blended
+    k-th best in the union does not stay above that bound (or with fewer than k items in
+    the union) is blended over every item."""
+    n_rows, n_items = members[0].shape
+    pool = min(_POOL, n_items)
+    if pool * len(members) >= n_items:  # small catalogues: the union is most of it
+        return [_blend_all(members, w, k, np.arange(n_rows)) for w in grid]
+    picks, floors = [], []
+    for member in members:
+        idx, val = top_k(member, pool)
+        picks.append(idx)
+        floor = val[:, -1]  # NaN: fewer valid items than pool, all of them picked
+        floors.append(np.where(np.isnan(floor), -np.inf, floor))
+    union = np.sort(np.hstack(picks), axis=1)  # ascending: ties go to the lower item as before
+    repeated = np.zeros(union.shape, dtype=bool)
+    repeated[:, 1:] = union[:, 1:] == union[:, :-1]
+    repeated |= union < 0
+    columns = np.where(repeated, 0, union)
+    rows = np.arange(n_rows)[:, None]
+    gathered = [np.where(repeated, -np.inf, member[rows, columns]) for member in members]
+    tops = []
+    for w in grid:
+        used = [m for m, weight in enumerate(w) if weight > 0]
+        blended = np.zeros(union.shape)
+        bound = np.zeros(n_rows)
+        for m in used:
+            blended += w[m] * gathered[m]
+            bound += w[m] * floors[m]
+        pos, val = top_k(blended, k)
+        found = np.where(pos >= 0, union[rows, np.maximum(pos, 0)], -1)
+        kth = np.where(np.isnan(val[:, -1]), -np.inf, val[:, -1])
+        exact = (bound == -np.inf) | (kth > bound)
+        redo = np.flatnonzero(~exact)
+        if len(redo):
+            found[redo] = _blend_all(members, w, k, redo)
+        tops.append(found)
+    return tops
+
+
+def _blend_all(members: list[np.ndarray], w: np.ndarray, k: int, rows: np.ndarray) -> np.ndarray:
+    blended = np.zeros((len(rows), members[0].shape[1]))
+    for weight, member in zip(w, members, strict=True):
+        if weight > 0:
+            blended += weight * member[rows]
+    return top_k(blended, k)[0]
+
+
 def _simplex_grid(n: int, steps: int) -> np.ndarray:
     points = [c for c in itertools.product(range(steps + 1), repeat=n) if sum(c) == steps]
     return np.asarray(points, dtype=np.float64) / steps
@@ -103,12 +160,8 @@ class Blend(Composite):
             members = [
                 holdout.masked(standardize(m._score_block(users, None)), users) for m in models
             ]
-            for at, w in enumerate(grid):
-                blended = np.zeros_like(members[0])
-                for weight, block in zip(w, members, strict=True):
-                    if weight > 0:
-                        blended += weight * block
-                tops[at].append(top_k(blended, self.k)[0])
+            for at, top in enumerate(_blended_tops(members, grid, self.k)):
+                tops[at].append(top)
         best_w, best = grid[0], -1.0
         for w, found in zip(grid, tops, strict=True):
             score = holdout.ndcg(np.vstack(found), self.k)
