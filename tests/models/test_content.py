@@ -615,6 +615,28 @@ def test_embeddings_match_meaning_that_tfidf_cannot(embedding_model):
     np.testing.assert_allclose(np.linalg.norm(embedding_model.vectors_, axis=1), 1.0, atol=1e-5)
 
 
+def test_each_distinct_text_is_encoded_once(embedding_model, monkeypatch):
+    """A catalogue that repeats texts encodes each once; repeated items get the same row,
+    equal to encoding the text alone."""
+    from tastebud.models import content
+
+    encoder = content.sentence_encoder(None)
+    asked: list[list[str]] = []
+    encode = encoder.encode
+
+    def counting(texts, **kwargs):
+        asked.append(list(texts))
+        return encode(texts, **kwargs)
+
+    monkeypatch.setattr(encoder, "encode", counting)
+    texts = ["crime novel", "garden", "crime novel", "garden", "crime novel"]
+    vectors = embedding_model._encode(texts)
+    assert sorted(asked[0]) == ["crime novel", "garden"]
+    assert vectors.shape == (5, embedding_model.vectors_.shape[1])
+    np.testing.assert_array_equal(vectors[0], vectors[2])
+    np.testing.assert_allclose(vectors[1], embedding_model._encode(["garden"])[0], atol=1e-6)
+
+
 @pytest.mark.slow
 def test_embedding_search_and_save(embedding_model, tmp_path):
     hits = embedding_model.search("a detective novel about a crime")

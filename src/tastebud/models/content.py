@@ -394,11 +394,17 @@ class EmbeddingContent(ContentRecommender):
         self._check(self.batch_size >= 1, "batch_size must be >= 1")
 
     def _encode(self, texts: list[str]) -> np.ndarray:
+        """One embedding per text; each distinct text is encoded once (catalogues repeat
+        texts: items known only by a category, variants of one product)."""
+        distinct, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
         encoder = sentence_encoder(self.model_path)
         out = encoder.encode(
-            texts, batch_size=int(self.batch_size), show_progress_bar=False, convert_to_numpy=True
+            distinct.tolist(),
+            batch_size=int(self.batch_size),
+            show_progress_bar=False,
+            convert_to_numpy=True,
         )
-        return np.asarray(out, dtype=np.float32)
+        return np.asarray(out, dtype=np.float32)[inverse.reshape(-1)]
 
     def _item_vectors(self, dataset: Dataset) -> np.ndarray:
         return self._encode(item_documents(dataset, self.fields))
