@@ -70,9 +70,7 @@ def test_rating_blend_reaches_the_rmse_target_on_movielens_folds():
 
 
 @pytest.mark.parametrize("pool", [3, 12, 100])
-def test_weights_are_searched_over_the_members_best_items_with_the_full_answer(
-    pool, monkeypatch
-):
+def test_weights_are_searched_over_the_members_best_items_with_the_full_answer(pool, monkeypatch):
     """The weight search blends each validation user over the union of the members' best
     items: every weighting's top-k equals blending the whole catalogue -- masked items,
     ties across members (coarse scores), a zero weight, and rows whose union is too
