@@ -203,9 +203,22 @@ class ContentRecommender(Recommender):
         the same row of a batch, enough to reorder items whose vectors are equal (items
         with the same text)."""
         base = self.vectors_ if items is None else self.vectors_[items]
+        if not sp.issparse(base):
+            # Dense vectors: one matrix-vector product per row, in the vectors' float32.
+            # The same arithmetic whatever the batch, and no float64 copy of the catalogue:
+            # a float64 row times the float32 vectors converted all of them on every call
+            # (20x slower; 1M items x 384 dimensions: 3 GB per block of users).
+            asked = np.asarray(
+                rows.toarray() if isinstance(rows, sp.spmatrix | sp.sparray) else rows,
+                dtype=base.dtype,
+            )
+            out = np.empty((asked.shape[0], base.shape[0]), dtype=base.dtype)
+            for r in range(asked.shape[0]):
+                np.matmul(base, asked[r], out=out[r])
+            return out.astype(np.float64)
         # sparse vectors: multiply by the CSR matrix as stored (rows @ base.T would convert
         # all of it to another format on every call: 8x slower at 100k items)
-        out = (base @ rows.T).T if sp.issparse(base) else rows @ base.T
+        out = (base @ rows.T).T
         dense = out.toarray() if sp.issparse(out) else np.asarray(out)
         return dense.astype(np.float32).astype(np.float64)
 
