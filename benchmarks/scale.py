@@ -12,9 +12,9 @@ run in one more process per size, beside tastebud's at those fixed settings (ALS
 its λ search), on the same data.
 
 Run: .venv/bin/python benchmarks/scale.py [--sizes 1000000,5000000] [--models als,bpr,...]
-     [--timeout 900]
-Writes benchmarks/results/scale.{json,md} (a row per size and model, merged into what is
-there, so sizes and models can be run apart).
+     [--timeout 900] [--no-peer]
+Writes benchmarks/results/scale.{json,md} (a row per size and model, written as it comes
+and merged into what is there, so sizes and models can be run apart).
 """
 
 from __future__ import annotations
@@ -162,6 +162,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000000,5000000,20000000")
     parser.add_argument("--models", default="", help="comma-separated (default: every one)")
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument(
+        "--no-peer", action="store_true", help="skip implicit's ALS/BPR at the same settings"
+    )
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "SIZE"), help=argparse.SUPPRESS)
     parser.add_argument("--peer", nargs=2, metavar=("SIZE", "JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -174,7 +177,6 @@ def main() -> None:
     from tastebud.models import available
 
     names = args.models.split(",") if args.models else available()
-    previous = RESULTS / "scale.json"
     mine: dict[str, dict[str, Any]] = {}  # this run's rows, merged into the file's at writing
     for size in (int(s) for s in args.sizes.split(",")):
         settings = {}
@@ -184,26 +186,31 @@ def main() -> None:
             print(f"{size:,} {name}: {row}", flush=True)
             if row.get("settings"):
                 settings[name] = row["settings"]
-        if settings:
+            save(mine)  # each row as it comes: a run stopped later keeps it
+        if settings and not args.no_peer:
             peer = run_child(["--peer", str(size), json.dumps(settings)], args.timeout)
             for name in settings:
                 mine[f"{size}/{name}"]["implicit"] = peer.get(name, peer)
             print(f"{size:,} implicit: {peer}", flush=True)
-        meta = (
-            f"{platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} CPUs. "
-            "Synthetic power-law data, users = items = interactions / 20; each model fitted "
-            "at its defaults in its own process (peak RSS includes the data); recommend: "
-            "1,000 users' top-10. implicit: its ALS/BPR at the settings tastebud's fit ended "
-            "with, on the binary matrix. Targets at 20M: ALS < 10 min, peak RSS < 8 GiB."
-        )
-        # read again now: another run may have written rows since this one started
-        rows = json.loads(previous.read_text())["rows"] if previous.exists() else {}
-        rows.update(mine)
-        result = {"platform": platform.platform(), "rows": rows}
-        markdown = "\n".join(
-            ["# Scale: every model at its defaults", "", meta, "", table(rows), ""]
-        )
-        write_results(RESULTS, "scale", result, markdown)
+            save(mine)
+
+
+def save(mine: dict[str, dict[str, Any]]) -> None:
+    """This run's rows merged into the results file (read again now: another run may have
+    written rows since this one started)."""
+    meta = (
+        f"{platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} CPUs. "
+        "Synthetic power-law data, users = items = interactions / 20; each model fitted "
+        "at its defaults in its own process (peak RSS includes the data); recommend: "
+        "1,000 users' top-10. implicit: its ALS/BPR at the settings tastebud's fit ended "
+        "with, on the binary matrix. Targets at 20M: ALS < 10 min, peak RSS < 8 GiB."
+    )
+    previous = RESULTS / "scale.json"
+    rows = json.loads(previous.read_text())["rows"] if previous.exists() else {}
+    rows.update(mine)
+    result = {"platform": platform.platform(), "rows": rows}
+    markdown = "\n".join(["# Scale: every model at its defaults", "", meta, "", table(rows), ""])
+    write_results(RESULTS, "scale", result, markdown)
 
 
 if __name__ == "__main__":
