@@ -242,6 +242,8 @@ class ContentRecommender(Recommender):
 
     def _score_likes(self, likes: sp.csr_matrix, items: np.ndarray | None) -> np.ndarray:
         if self.combine == "profile":
+            if not sp.issparse(self.vectors_):  # in their float32: no float64 copy of them
+                likes = likes.astype(self.vectors_.dtype)
             profile = likes @ self.vectors_
             profile = normalize(profile)
             return self._cosines(profile, items)
