@@ -135,17 +135,21 @@ def test_random_split_follows_the_library_rule(spark):
 
 
 # -- ALS -----------------------------------------------------------------------------------------
-def test_mllib_sees_tastebud_confidences(sample_model):
+def test_mllib_sees_tastebud_confidences_with_the_shift(sample_model):
     """One user step with the item factors fixed, in numpy: (YᵀY + Yᵀ(C_u - I)Y +
-    regParam·n_u I) x_u = YᵀC_u 1, C = 1 + α g(x) m -- MLlib's user factors, so MLlib
-    solved the documented problem."""
+    regParam·n_u I) x_u = YᵀC_u 1, C = 1 + α g(x) m', m' with both exponents shifted by
+    0.5 -- MLlib's user factors, so MLlib solved the documented problem. The model keeps
+    tastebud's own normaliser (unshifted) for the histories an export folds in."""
     model = sample_model
     ratings = model.ratings.toPandas()
     users = ratings["user_index"].to_numpy()
     items = ratings["item_index"].to_numpy()
     n_u = np.bincount(users).astype(float)
     n_i = np.bincount(items).astype(float)
-    m = n_u[users] ** -0.5 * n_i[items] ** -0.3
+    own = n_u[users] ** -0.5 * n_i[items] ** -0.3
+    assert model.info["scale_norm"] == pytest.approx(own.mean(), rel=1e-9)
+    m = n_u[users] ** 0.0 * n_i[items] ** 0.2
+    assert model.info["mllib_scale_norm"] == pytest.approx(m.mean(), rel=1e-9)
     m /= m.mean()
     # the sample has ratings but no weights: values="auto" -> x = 1, g(1) = 1
     np.testing.assert_allclose(ratings["value"].to_numpy(), m, rtol=1e-6)
@@ -153,7 +157,8 @@ def test_mllib_sees_tastebud_confidences(sample_model):
     X = model.user_factors().astype(np.float64)
     C = sp.csr_matrix((1.0 + 2.5 * m, (users, items)), shape=(len(X), len(Y)))
     reg = model.info["reg_param"]
-    assert reg == pytest.approx(30.0 / (len(users) / len(X)))
+    assert reg == pytest.approx(0.85 * 30.0 / (len(users) / len(X)))
+    assert model.info["reg_equivalent"] == pytest.approx(30.0)  # what an export folds in with
     for u in range(0, len(X), 37):
         row = C[u]
         Yi, c = Y[row.indices], row.data
@@ -174,6 +179,10 @@ def test_batch_top_k_excludes_seen_and_export_lists_the_same(sample_model, tmp_p
     assert type(local).__name__ == "ALS" and local.name == "als"
     assert local.users_.ids[0] == "u001"  # the ids as the data had them
     np.testing.assert_array_equal(local.item_factors_, model.item_factors())
+    # histories are folded in as tastebud would: its λ, exponents and normaliser (no shift)
+    assert local.reg_ == pytest.approx(30.0)
+    assert (local.user_exponent, local.item_exponent) == (-0.5, -0.3)
+    assert local.scale_norm_ == pytest.approx(model.info["scale_norm"])
     ours = local.recommend(local.users_.ids.tolist(), k=5)
     merged = top.merge(ours, on=["user", "rank"], suffixes=("_spark", "_local"))
     assert len(merged) == len(top) == len(ours)
@@ -193,8 +202,14 @@ def test_rating_prediction_als(sample_data, tmp_path):
     assert summary["users"] == per_user.count() > 0
     with pytest.raises(InvalidInputError, match="only the implicit-feedback ALS exports"):
         model.export(tmp_path / "explicit")
-    with pytest.raises(InvalidInputError, match="alpha must be > 0"):
-        spark_als.fit_als(train, alpha=0.0)
+    for bad, message in (
+        ({"alpha": 0.0}, "alpha must be > 0"),
+        ({"exponent_shift": float("nan")}, "exponent_shift must be between -2 and 2"),
+        ({"exponent_shift": 3}, "exponent_shift must be between -2 and 2"),
+        ({"exponent_shift": True}, "exponent_shift must be between -2 and 2"),
+    ):
+        with pytest.raises(InvalidInputError, match=message):
+            spark_als.fit_als(train, **bad)
 
 
 # -- metrics ------------------------------------------------------------------------------------

@@ -7,19 +7,32 @@ Implicit feedback (``implicit=True``, the default) follows Hu, Koren & Volinsky 
     m_ui = n_u^a n_i^b / mean over the interactions of n_u^a n_i^b
 
 MLlib's implicit ALS computes its confidence as ``1 + alpha * |r|`` from the rating
-column, so each pair is given ``r_ui = g(x_ui) m_ui`` and ``alpha = α``: MLlib then sees
-exactly the confidences tastebud's engine sees (preference 1 for every pair with
-``r > 0``, 0 elsewhere).
+column, so each pair is given ``r_ui = g(x_ui) m_ui`` and ``alpha = α``: with
+``exponent_shift=0`` MLlib then sees exactly the confidences tastebud's engine sees
+(preference 1 for every pair with ``r > 0``, 0 elsewhere); by default the exponents are
+shifted to offset MLlib's penalty (below).
 
 The penalty does not map one to one. tastebud's (and the ``implicit`` package's) user
 step solves ``(YᵀC_uY + λI) x_u = YᵀC_u p_u`` with the same λ for everyone; MLlib
 weights the penalty by the number of ratings of the row (ALS-WR, Zhou et al. 2008):
 ``λ_u = regParam · n_u`` for a user, ``regParam · n_i`` for an item. No single
-``regParam`` reproduces a constant λ. ``reg`` (tastebud's λ) is therefore mapped to
-``regParam = reg / n̄``, n̄ the mean number of interactions per user, so the average user
-gets tastebud's λ; heavy users and popular items are regularised more, light ones less.
-``reg_param`` sets MLlib's value directly. ``benchmarks/spark.py`` measures what the
-mapping costs on MovieLens 100K (``docs/spark.md``).
+``regParam`` reproduces a constant λ, and left as it is that penalty costs MLlib 6% of
+NDCG@10 on MovieLens and a fifth on Last.fm, where play counts make heavy users heavier
+(``benchmarks/spark.py``, ``docs/spark.md``). Divided by n_u, MLlib's user objective is
+tastebud's with every weight of the row -- observed and unobserved -- divided by n_u.
+MLlib only lets the observed confidences be set, so two things offset it:
+
+- ``exponent_shift`` s (0.5 by default) is added to both exponents in what MLlib is
+  given (``m'_ui ∝ n_u^(a+s) n_i^(b+s)``): half of the n_u the penalty grew by comes back
+  to the observed weights;
+- ``reg`` (tastebud's λ) is mapped to ``regParam = 0.85 · reg / n̄``, n̄ the mean number of
+  interactions per user (:data:`REG_PARAM_FACTOR`).
+
+Both were chosen together on validation splits carved from the training data of
+MovieLens 100K and Last.fm 2K, three seeds each (``benchmarks/spark.py shift``).
+``exponent_shift=0`` gives MLlib exactly tastebud's confidences; ``reg_param`` sets
+MLlib's value directly. An exported model keeps tastebud's own scheme (exponents a, b,
+their normaliser, λ) for the histories it folds in.
 
 Rating prediction (``implicit=False``) is MLlib's explicit ALS on the ratings:
 ``min Σ (r_ui - x_uᵀy_i)² + regParam (Σ n_u |x_u|² + Σ n_i |y_i|²)``.
@@ -52,6 +65,8 @@ if TYPE_CHECKING:
 Values = Literal["auto", "binary", "weight", "rating"]
 Confidence = Literal["log", "linear"]
 VALUE = "value"  # the column MLlib reads: r_ui (implicit) or the rating (explicit)
+#: regParam = REG_PARAM_FACTOR · λ / n̄ (module docstring; chosen with the exponent shift)
+REG_PARAM_FACTOR = 0.85
 _SCORE_BLOCK = 1 << 22  # scores per block in the batch top-k (users x items), 32 MiB
 
 
@@ -68,6 +83,7 @@ class ALSParams:
     confidence: Confidence = "log"
     user_exponent: float = -0.5
     item_exponent: float = -0.3
+    exponent_shift: float = 0.5
     implicit: bool = True
     seed: int = 0
     num_blocks: int | None = None
@@ -108,6 +124,10 @@ class ALSParams:
         for name in ("user_exponent", "item_exponent"):
             value = getattr(self, name)
             need(_finite(value) and -2 <= value <= 2, f"{name} must be between -2 and 2")
+        need(
+            _finite(self.exponent_shift) and -2 <= self.exponent_shift <= 2,
+            f"exponent_shift must be between -2 and 2, got {self.exponent_shift!r}",
+        )
         need(is_int(self.seed, 0), f"seed must be a non-negative integer, got {self.seed!r}")
         need(
             self.num_blocks is None or is_int(self.num_blocks, 1),
@@ -134,9 +154,13 @@ def fit_als(train: Interactions, **params: Any) -> SparkALS:
         As in :class:`tastebud.models.factorization.ALS` (``values="auto"``: the weights
         when the data have them, else 1 per pair).
     reg:
-        tastebud's λ, mapped to MLlib's ``regParam = reg / n̄`` (n̄: interactions per user).
+        tastebud's λ, mapped to MLlib's ``regParam = 0.85 · reg / n̄`` (n̄: interactions per
+        user; module docstring).
     reg_param:
         MLlib's ``regParam`` itself (wins over ``reg``).
+    exponent_shift:
+        Added to both exponents in the confidences MLlib is given, to offset its per-row
+        penalty (module docstring); 0: tastebud's confidences exactly.
     implicit:
         ``False``: MLlib's explicit ALS on the ratings (rating prediction).
     seed:
@@ -194,7 +218,11 @@ class SparkALS:
             n = frame.count()  # one row per pair, every id indexed
         self.ratings = ratings.persist()
         per_user = n / max(n_users, 1)
-        reg_param = float(p.reg_param) if p.reg_param is not None else float(p.reg) / per_user
+        reg_param = (
+            float(p.reg_param)
+            if p.reg_param is not None
+            else REG_PARAM_FACTOR * float(p.reg) / per_user
+        )
         blocks = p.num_blocks or max(2, spark.sparkContext.defaultParallelism)
         estimator = recommendation.ALS(
             rank=int(p.n_factors),
@@ -220,7 +248,8 @@ class SparkALS:
             "interactions_per_user": per_user,
             "interactions_per_item": n / max(n_items, 1),
             "reg_param": reg_param,
-            "reg_equivalent": reg_param * per_user,  # λ of a user with the mean count
+            # tastebud's λ under the mapping (the one an export folds histories in with)
+            "reg_equivalent": reg_param * per_user / REG_PARAM_FACTOR,
             "value_kind": kind,
             "implicit": bool(p.implicit),
             "fit_seconds": round(time.perf_counter() - started, 3),
@@ -253,13 +282,19 @@ class SparkALS:
         p = self.params
         user_n = pairs.groupBy(USER_INDEX).agg(F.count(F.lit(1)).alias("_nu"))
         item_n = pairs.groupBy(ITEM_INDEX).agg(F.count(F.lit(1)).alias("_ni"))
-        multiplier = F.pow(F.col("_nu").cast("double"), float(p.user_exponent)) * F.pow(
-            F.col("_ni").cast("double"), float(p.item_exponent)
-        )
+
+        def multiplier(shift: float) -> Any:
+            return F.pow(F.col("_nu").cast("double"), float(p.user_exponent) + shift) * F.pow(
+                F.col("_ni").cast("double"), float(p.item_exponent) + shift
+            )
+
         counted = pairs.join(user_n, USER_INDEX).join(item_n, ITEM_INDEX)
-        counted = counted.withColumn("_m", multiplier)
+        counted = counted.withColumn("_m", multiplier(float(p.exponent_shift)))
         stats = counted.agg(
-            F.avg("_m").alias("mean"), F.count(F.lit(1)).alias("n"), F.min("_x").alias("low")
+            F.avg("_m").alias("mean"),
+            F.avg(multiplier(0.0)).alias("own_mean"),  # tastebud's normaliser, for export
+            F.count(F.lit(1)).alias("n"),
+            F.min("_x").alias("low"),
         ).first()
         assert stats is not None
         if stats["low"] is not None and float(stats["low"]) < 0:
@@ -269,7 +304,11 @@ class SparkALS:
         ratings = counted.select(
             USER_INDEX, ITEM_INDEX, (g * F.col("_m") / F.lit(norm)).alias(VALUE)
         )
-        return ratings, {"scale_norm": norm, "interactions": int(stats["n"])}
+        return ratings, {
+            "scale_norm": float(stats["own_mean"]) if stats["own_mean"] else 1.0,
+            "mllib_scale_norm": norm,
+            "interactions": int(stats["n"]),
+        }
 
     # -- factors ----------------------------------------------------------------------------------
     def user_factors(self) -> np.ndarray:

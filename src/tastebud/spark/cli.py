@@ -97,6 +97,12 @@ ValuesOpt = Annotated[
 ConfidenceOpt = Annotated[Literal["log", "linear"], typer.Option(help="g(x): log2(1+x) or x")]
 UserExpOpt = Annotated[float, typer.Option(min=-2, max=2, help="confidence × n_u^a")]
 ItemExpOpt = Annotated[float, typer.Option(min=-2, max=2, help="confidence × n_i^b")]
+ShiftOpt = Annotated[
+    float,
+    typer.Option(
+        min=-2, max=2, metavar="S", help="added to both exponents for MLlib (offsets ALS-WR)"
+    ),
+]
 ExplicitOpt = Annotated[
     bool, typer.Option("--explicit", help="rating-prediction ALS on the ratings")
 ]
@@ -226,6 +232,7 @@ def _settings(
     confidence: str,
     user_exponent: float,
     item_exponent: float,
+    exponent_shift: float,
     explicit: bool,
     seed: int,
     blocks: int | None,
@@ -240,6 +247,7 @@ def _settings(
         "confidence": confidence,
         "user_exponent": user_exponent,
         "item_exponent": item_exponent,
+        "exponent_shift": exponent_shift,
         "implicit": not explicit,
         "seed": seed,
         "num_blocks": blocks,
@@ -270,6 +278,7 @@ def fit(
     confidence: ConfidenceOpt = "log",
     user_exponent: UserExpOpt = -0.5,
     item_exponent: ItemExpOpt = -0.3,
+    exponent_shift: ShiftOpt = 0.5,
     seed: SeedOpt = 0,
     blocks: BlocksOpt = None,
 ) -> None:
@@ -277,7 +286,7 @@ def fit(
     (`tastebud recommend FOLDER`, `tastebud serve`, `models.load` read it)."""
     settings = _settings(
         factors, reg, reg_param, alpha, iterations, values, confidence,
-        user_exponent, item_exponent, False, seed, blocks,
+        user_exponent, item_exponent, exponent_shift, False, seed, blocks,
     )  # fmt: skip
     with _session(master, conf, checkpoint_dir) as session:
         interactions = _read(session, data, fmt, column, sep, header, on_bad_rows)
@@ -320,6 +329,7 @@ def evaluate(
     confidence: ConfidenceOpt = "log",
     user_exponent: UserExpOpt = -0.5,
     item_exponent: ItemExpOpt = -0.3,
+    exponent_shift: ShiftOpt = 0.5,
     explicit: ExplicitOpt = False,
     seed: SeedOpt = 0,
     blocks: BlocksOpt = None,
@@ -338,7 +348,7 @@ def evaluate(
             )
     settings = _settings(
         factors, reg, reg_param, alpha, iterations, values, confidence,
-        user_exponent, item_exponent, explicit, seed, blocks,
+        user_exponent, item_exponent, exponent_shift, explicit, seed, blocks,
     )  # fmt: skip
     from tastebud.spark.evaluation import evaluate as evaluate_model
     from tastebud.spark.io import random_split
@@ -392,6 +402,7 @@ def recommend(
     confidence: ConfidenceOpt = "log",
     user_exponent: UserExpOpt = -0.5,
     item_exponent: ItemExpOpt = -0.3,
+    exponent_shift: ShiftOpt = 0.5,
     explicit: ExplicitOpt = False,
     seed: SeedOpt = 0,
     blocks: BlocksOpt = None,
@@ -399,7 +410,7 @@ def recommend(
     """Fit ALS on DATA and write every user's top K (user, item, score, rank) as Parquet."""
     settings = _settings(
         factors, reg, reg_param, alpha, iterations, values, confidence,
-        user_exponent, item_exponent, explicit, seed, blocks,
+        user_exponent, item_exponent, exponent_shift, explicit, seed, blocks,
     )  # fmt: skip
     with _session(master, conf, checkpoint_dir) as session:
         interactions = _read(session, data, fmt, column, sep, header, on_bad_rows)

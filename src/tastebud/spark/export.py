@@ -9,9 +9,11 @@ per-item scales. ``tastebud.models.load`` reads it as any ``als`` model; ``recom
 then lists what :meth:`~tastebud.spark.als.SparkALS.recommend` lists, and ``tastebud
 serve`` can serve it.
 
-One difference stays: a history folded in (the service's path for a user's latest events)
-is solved with one λ for everyone, ``regParam × n̄`` (MLlib's penalty for a user with the
-mean number of interactions), where MLlib gave each training user ``regParam × n_u``.
+A history folded in (the service's path for a user's latest events) is solved as tastebud
+solves it: one λ for everyone (``reg``, or ``regParam × n̄ / 0.85`` when MLlib's value was
+given) and tastebud's own confidences (the exponents without the shift, and their
+normaliser). That is the problem the Spark fit approximates for its training users
+(:mod:`tastebud.spark.als`).
 
 The driver collects the factors, the id maps and the training pairs (the seen-items
 matrix is part of the format): about ``(n_users + n_items) × n_factors × 4`` bytes plus
