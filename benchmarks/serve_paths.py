@@ -22,9 +22,17 @@ Run from the project root::
 
     .venv/bin/python benchmarks/serve_paths.py              # about a minute
     .venv/bin/python benchmarks/serve_paths.py --quick      # the sample data, seconds
+    .venv/bin/python benchmarks/serve_paths.py --synthetic 200000,100000,2000000
+
+``--synthetic USERS,ITEMS,EVENTS`` serves the project's power-law synthetic data (seed 0)
+instead, ALS at λ 30 (no λ search, and no offline metrics before the first version, as
+``serve_load.py --scale``), and times the paths over
+``--users`` users drawn at random (2,000 by default): what a list costs when the catalogue
+is large (issue 19's serve target is 100,000 items).
 
 Writes ``serve_paths.json`` and ``serve_paths.md`` to ``--out`` (``serve_paths.quick.*``
-with ``--quick``) and prints the markdown.
+with ``--quick``, ``serve_paths.synthetic.*`` with ``--synthetic``) and prints the
+markdown.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import argparse
 import asyncio
 import datetime as dt
 import platform
+import random
 import statistics
 import sys
 import tempfile
@@ -101,15 +110,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from tastebud.service.settings import Settings
     from tastebud.service.storage import Storage
 
-    dataset = load_sample() if args.quick else load_movielens_100k()
+    model_params: dict[str, Any] = {}
+    scale: dict[str, Any] = {}
+    if args.synthetic:
+        from tastebud.data import synthetic
+
+        n_users, n_items, n_events = args.synthetic
+        dataset = synthetic(
+            n_users=n_users, n_items=n_items, n_interactions=n_events, seed=0, progress=False
+        )
+        model_params = {"reg": 30}
+        scale = {"evaluate_on_retrain": False}
+    else:
+        dataset = load_sample() if args.quick else load_movielens_100k()
     users = [str(u) for u in dataset.users.ids.tolist()]
+    if len(users) > args.users:
+        rng = random.Random(0)
+        users = rng.sample(users, args.users)
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="serve_paths-") as tmp:
         db = f"sqlite:///{Path(tmp) / 'bench.db'}"
         with Storage(db) as storage:
             storage.migrate()
             storage.import_dataset(dataset, event_type="rating")
-        base = Settings(db=db, model_dir=Path(tmp) / "models", log_level="warning")
+        base = Settings(
+            db=db,
+            model_dir=Path(tmp) / "models",
+            log_level="warning",
+            model_params=model_params,
+            **scale,
+        )
         trained = False
         for name, overrides in (("kept", {}), ("rebuilt", {"list_cache_s": 0.0})):
             app = create_app(base.model_copy(update=overrides))
@@ -157,13 +187,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "serve_paths",
         "quick": args.quick,
+        "synthetic": args.synthetic,
         "machine": {
             "platform": platform.platform(),
             "python": sys.version.split()[0],
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         },
-        "data": {"name": str(dataset.name), "users": len(users), "items": dataset.n_items},
-        "model": "als (the service default)",
+        "data": {
+            "name": str(dataset.name),
+            "users": dataset.n_users,
+            "items": dataset.n_items,
+            "events": dataset.n_interactions,
+            "timed_users": len(users),
+        },
+        "model": "als (the service default)" + (", λ 30" if model_params else ""),
         "repeats": args.repeats,
         "cpu_per_request": results,
     }
@@ -177,8 +214,9 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"{result['machine']['platform']}, Python {result['machine']['python']}; "
         f"{result['machine']['date']}.",
         "",
-        f"Data: {data['name']} ({data['users']:,} users, {data['items']:,} items) in SQLite; "
-        f"model {result['model']}. Main-thread CPU per request over every user, best and "
+        f"Data: {data['name']} ({data['users']:,} users, {data['items']:,} items, "
+        f"{data.get('events', 0):,} events) in SQLite; model {result['model']}. Main-thread "
+        f"CPU per request over {data.get('timed_users', data['users']):,} users, best and "
         f"median of {result['repeats']} repeats, in µs.",
         "",
         "| path | best | median |",
@@ -192,12 +230,20 @@ def to_markdown(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="sample data (seconds)")
+    parser.add_argument(
+        "--synthetic",
+        type=lambda text: tuple(int(part) for part in text.split(",")),
+        metavar="USERS,ITEMS,EVENTS",
+        help="power-law synthetic data of this size instead of ML-100K",
+    )
+    parser.add_argument("--users", type=int, default=2_000, help="users timed (at most)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = parser.parse_args(argv)
     result = run(args)
     markdown = to_markdown(result)
-    write_results(args.out, "serve_paths.quick" if args.quick else "serve_paths", result, markdown)
+    stem = "serve_paths.synthetic" if args.synthetic else "serve_paths"
+    write_results(args.out, stem + (".quick" if args.quick else ""), result, markdown)
     print(markdown)
     return 0
 
