@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from tastebud.service.storage import Storage
 
     model_params: dict[str, Any] = {}
-    scale: dict[str, Any] = {}
+    synthetic_settings: dict[str, Any] = {}
     if args.synthetic:
         from tastebud.data import synthetic
 
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             n_users=n_users, n_items=n_items, n_interactions=n_events, seed=0, progress=False
         )
         model_params = {"reg": 30}
-        scale = {"evaluate_on_retrain": False}
+        synthetic_settings = {"evaluate_on_retrain": False}
     else:
         dataset = load_sample() if args.quick else load_movielens_100k()
     users = [str(u) for u in dataset.users.ids.tolist()]
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             model_dir=Path(tmp) / "models",
             log_level="warning",
             model_params=model_params,
-            **scale,
+            **synthetic_settings,
         )
         trained = False
         for name, overrides in (("kept", {}), ("rebuilt", {"list_cache_s": 0.0})):
