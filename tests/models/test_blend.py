@@ -72,19 +72,27 @@ def test_rating_blend_reaches_the_rmse_target_on_movielens_folds():
 @pytest.mark.parametrize("pool", [3, 12, 100])
 def test_weights_are_searched_over_the_members_best_items_with_the_full_answer(pool, monkeypatch):
     """The weight search blends each validation user over the union of the members' best
-    items: every weighting's top-k equals blending the whole catalogue -- masked items,
-    ties across members (coarse scores), a zero weight, and rows whose union is too
-    small (pool 3, k 10) fall back to the full row."""
+    items, standardizing only what it reads: every weighting's top-k equals blending the
+    whole catalogue of standardized scores -- masked items, ties across members (coarse
+    scores), a zero weight, and rows whose union is too small (pool 3, k 10) fall back to
+    the full row."""
     from tastebud.models import blend as module
+    from tastebud.models._composite import row_scale, standardize
+    from tastebud.models.base import top_k
 
     monkeypatch.setattr(module, "_POOL", pool)
     rng = np.random.default_rng(pool)
-    members = [np.round(rng.normal(size=(40, 500)), 1) for _ in range(3)]
-    for member in members:
-        member[rng.random(member.shape) < 0.2] = -np.inf  # training items
-        member[:, 7] = -np.inf
-    members[2][5] = 0.0  # one member with a constant row: all ties
+    raws = [np.round(rng.normal(size=(40, 500)), 1) * 3 + 5 for _ in range(3)]
+    raws[2][5] = 0.0  # one member with a constant row: all ties
+    seen = rng.random((40, 500)) < 0.2  # training items
+    seen[:, 7] = True
+    members, whole = [], []
+    for raw in raws:
+        mean, std = row_scale(raw)
+        whole.append(np.where(seen, -np.inf, standardize(raw)))
+        members.append(module._Member(np.where(seen, -np.inf, raw), mean, std))
     grid = module._simplex_grid(3, 4)
     tops = module._blended_tops(members, grid, 10)
     for w, found in zip(grid, tops, strict=True):
-        np.testing.assert_array_equal(found, module._blend_all(members, w, 10, np.arange(40)))
+        blended = sum(weight * z for weight, z in zip(w, whole, strict=True) if weight > 0)
+        np.testing.assert_array_equal(found, top_k(blended, 10)[0])

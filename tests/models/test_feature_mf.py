@@ -182,6 +182,31 @@ def test_save_load_round_trip_keeps_scores_fold_in_and_columns(clustered, tmp_pa
     pd.testing.assert_frame_equal(again.similar_items([0, 1]), model.similar_items([0, 1]))
 
 
+def test_a_folder_saved_with_the_penalty_per_positive_folds_in_as_before(clustered, tmp_path):
+    """Folders written before the penalty stopped growing with the data kept the number of
+    positives n, and shrank by exp(-lr · alpha · n): they load with alpha · n, the same
+    shrinkage, so their fold-in answers as it did."""
+    import json
+
+    model = create("feature-mf", epochs=5, user_alpha=0.5, item_alpha=0.25).fit(clustered)
+    folder = model.save(tmp_path / "fmf")
+    config = json.loads((folder / "config.json").read_text())
+    config["params"]["user_alpha"] = 0.5 / 1024  # as an old fit with n = 1024 stored them
+    config["params"]["item_alpha"] = 0.25 / 1024
+    config["state"]["n_positives_"] = 1024
+    config["kinds"]["n_positives_"] = "json"
+    (folder / "config.json").write_text(json.dumps(config))
+    old = load(folder)
+    assert (old.user_alpha, old.item_alpha) == (0.5, 0.25)
+    assert not hasattr(old, "n_positives_")
+    history = [3, 4, 5]
+    pd.testing.assert_frame_equal(
+        old.recommend_from_history(history), model.recommend_from_history(history)
+    )
+    # a folder saved now keeps its alphas as they are
+    assert load(model.save(tmp_path / "now")).get_params() == model.get_params()
+
+
 # -- errors ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("params", "message"),

@@ -15,11 +15,19 @@ from tastebud.models.base import Recommender
 from tastebud.models.registry import from_spec
 
 
-def standardize(scores: np.ndarray) -> np.ndarray:
-    """Each row to zero mean and unit variance (members on different scales can mix)."""
+def row_scale(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's mean and standard deviation (1 where it is 0), as columns: what
+    :func:`standardize` maps ``s`` to ``(s - mean) / std`` with -- an increasing map, so a
+    row's order is the same before and after."""
     mean = scores.mean(axis=1, keepdims=True)
     std = scores.std(axis=1, keepdims=True)
-    return (scores - mean) / np.where(std > 0, std, 1.0)
+    return mean, np.where(std > 0, std, 1.0)
+
+
+def standardize(scores: np.ndarray) -> np.ndarray:
+    """Each row to zero mean and unit variance (members on different scales can mix)."""
+    mean, std = row_scale(scores)
+    return (scores - mean) / std
 
 
 @dataclasses.dataclass(kw_only=True, eq=False)

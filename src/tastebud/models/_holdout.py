@@ -10,6 +10,7 @@ items array.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -77,8 +78,13 @@ class Holdout:
     def masked(self, scores: np.ndarray, block: np.ndarray) -> np.ndarray:
         """``scores`` (rows: ``block``'s users; all items) with their training items at
         ``-inf`` (in place)."""
-        mask_rows(scores, self.train.matrix("binary"), block, None)
+        mask_rows(scores, self._seen, block, None)
         return scores
+
+    @functools.cached_property
+    def _seen(self) -> sp.csr_matrix:
+        """The training matrix, built once for every block ``masked`` sees."""
+        return self.train.matrix("binary")
 
     def ndcg(self, top: np.ndarray, k: int) -> float:
         """Mean NDCG@k of lists (rows: ``users``; internal item indices, -1 padding)."""

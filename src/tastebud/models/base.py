@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import importlib.util
 import json
 import time
@@ -37,6 +38,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, Self
 
+import numba
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -131,14 +133,13 @@ def padding_lists(n_users: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.full((n_users, k), -1, dtype=np.int64), np.full((n_users, k), np.nan)
 
 
-def top_k(
-    scores: np.ndarray, k: int, *, valid: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+def top_k(scores: np.ndarray, k: int, *, wide: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Indices and scores of the ``k`` best columns of each row, best first.
 
     Ties are broken by the lower column index, so results never depend on the partition
     algorithm. Entries at ``-inf`` (masked) or NaN are never returned: rows with fewer than
-    ``k`` valid entries are padded with index -1 and score NaN.
+    ``k`` valid entries are padded with index -1 and score NaN. Wide rows are cut by a
+    threshold first (``wide=False``: never; :func:`_top_k_wide`).
     """
     n_rows, n_cols = scores.shape
     k_eff = min(k, n_cols)
@@ -146,6 +147,8 @@ def top_k(
     # value is NaN or masked, or equals an entry left outside (a tie across the cut) --
     # then more than k entries are >= it. Those rows take the full path.
     partial = 0 < k_eff == k and 4 * k_eff <= n_cols
+    if wide and partial and n_cols >= _WIDE and k_eff * _WIDE_SHARE <= n_cols and n_rows > 0:
+        return _top_k_wide(scores, k_eff)
     if partial and n_rows == 1:  # one row (the service's request path): fewest calls
         row = scores[0]
         part = np.argpartition(row, n_cols - k_eff)[n_cols - k_eff :]
@@ -177,6 +180,80 @@ def top_k(
         out_score[rows] = np.nan
         _top_k_rows(scores[rows], k_eff, rows, out_idx, out_score)
     return out_idx, out_score
+
+
+#: Rows at least this wide (and k at most 1/_WIDE_SHARE of them) are cut by a threshold
+#: first (:func:`_top_k_wide`).
+_WIDE = 1 << 15
+_WIDE_SHARE = 64
+#: Columns of a wide row sampled for its threshold.
+_WIDE_SAMPLE = 2048
+
+
+def _top_k_wide(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`top_k` of wide rows in one pass over them, instead of a partition: a threshold
+    per row from a fixed sample of its columns (its ``rank``-th best, with about ``rank``
+    times n_cols / sample entries of the row above it, a few times ``k``), the columns
+    at or above it collected (:func:`_at_or_above`), then the exact top ``k`` of those. Exact
+    whenever at least ``k`` entries pass: the row's ``k`` best, and every entry tied with the
+    ``k``-th, are then among them, in column order, so ties still go to the lower column.
+    Rows where fewer pass, or more than fit (long runs of ties), take the whole-row path."""
+    n_rows, n_cols = scores.shape
+    sample = scores[:, _sample_columns(n_cols)]
+    width = sample.shape[1]
+    stride = n_cols // width
+    rank = min(width, 4 * k // stride + 8)
+    sample[np.isnan(sample)] = -np.inf
+    threshold = np.partition(sample, width - rank, axis=1)[:, width - rank].astype(np.float64)
+    cap = max(64 * k, rank * stride * 8)
+    columns = np.empty((n_rows, cap), dtype=np.int64)
+    counts = np.empty(n_rows, dtype=np.int64)
+    _at_or_above(np.ascontiguousarray(scores), threshold, columns, counts)
+    good = (threshold > -np.inf) & (counts >= k) & (counts <= cap)
+    out_idx = np.full((n_rows, k), -1, dtype=np.int64)
+    out_score = np.full((n_rows, k), np.nan, dtype=np.float64)
+    rows = np.flatnonzero(good)
+    if len(rows):
+        width = int(counts[rows].max())
+        columns = columns[rows, :width]
+        unused = np.arange(width)[None, :] >= counts[rows][:, None]
+        narrow = np.where(unused, -np.inf, scores[rows[:, None], np.where(unused, 0, columns)])
+        idx, val = top_k(narrow, k, wide=False)
+        out_idx[rows] = np.take_along_axis(columns, idx, axis=1)
+        out_score[rows] = val
+    rest = np.flatnonzero(~good)
+    if len(rest):
+        idx, val = top_k(scores[rest], k, wide=False)
+        out_idx[rest], out_score[rest] = idx, val
+    return out_idx, out_score
+
+
+@functools.cache
+def _sample_columns(n_cols: int) -> np.ndarray:
+    """The columns :func:`_top_k_wide` samples in rows ``n_cols`` wide: :data:`_WIDE_SAMPLE`
+    of them, drawn once (seeded) and sorted -- at random, so that no periodic pattern of
+    the rows (every third column masked, say) lines up with them."""
+    rng = np.random.default_rng(n_cols)
+    return np.sort(rng.choice(n_cols, _WIDE_SAMPLE, replace=False))
+
+
+@numba.njit(cache=True)
+def _at_or_above(
+    scores: np.ndarray, threshold: np.ndarray, columns: np.ndarray, counts: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """Per row r: the columns (ascending) whose score is >= ``threshold[r]`` into
+    ``columns[r]``, as many as fit, and how many there are in all into ``counts[r]``
+    (NaN never passes)."""
+    cap = columns.shape[1]
+    for r in range(scores.shape[0]):
+        t = threshold[r]
+        c = 0
+        for j in range(scores.shape[1]):
+            if scores[r, j] >= t:
+                if c < cap:
+                    columns[r, c] = j
+                c += 1
+        counts[r] = c
 
 
 def _top_k_rows(

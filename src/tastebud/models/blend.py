@@ -22,7 +22,7 @@ import itertools
 import numpy as np
 
 from tastebud.data.dataset import Dataset
-from tastebud.models._composite import Composite, standardize
+from tastebud.models._composite import Composite, row_scale, standardize
 from tastebud.models._holdout import Holdout
 from tastebud.models.base import top_k
 from tastebud.models.registry import register
@@ -49,32 +49,53 @@ def _rating_features(
 _POOL = 100
 
 
-def _blended_tops(members: list[np.ndarray], grid: np.ndarray, k: int) -> list[np.ndarray]:
-    """``top_k(Σ_m w_m · members[m], k)`` indices for every weighting ``w`` of ``grid``
-    (members with weight 0 left out), computed over the union of each member's
-    :data:`_POOL` best items per row instead of the whole catalogue.
+@dataclasses.dataclass(frozen=True)
+class _Member:
+    """One member's scores of a block of validation users, training items masked, and the
+    per-row map to its standardized scores z = (s - mean) / std (:func:`row_scale`, taken
+    before masking, as :func:`standardize` would) -- applied only to the entries the
+    weight search reads, not to every item of the catalogue."""
+
+    raw: np.ndarray
+    mean: np.ndarray  # column: one per row
+    std: np.ndarray
+
+    def z(self, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Standardized ``values`` of ``rows`` (one row of values per row)."""
+        return np.asarray((values - self.mean[rows]) / self.std[rows])
+
+
+def _blended_tops(members: list[_Member], grid: np.ndarray, k: int) -> list[np.ndarray]:
+    """``top_k(Σ_m w_m · z_m, k)`` indices for every weighting ``w`` of ``grid`` (members
+    with weight 0 left out), computed over the union of each member's :data:`_POOL` best
+    items per row instead of the whole catalogue.
 
     Exact: an item outside member m's pool scores at most m's pool-th best there, so no
     item outside the union beats ``Σ_m w_m · (m's pool-th best)``; a row whose blended
     k-th best in the union does not stay above that bound (or with fewer than k items in
-    the union) is blended over every item."""
-    n_rows, n_items = members[0].shape
+    the union) is blended over every item. A member's pool is its top of the raw scores,
+    the same items as of z (an increasing map of each row)."""
+    n_rows, n_items = members[0].raw.shape
     pool = min(_POOL, n_items)
+    everyone = np.arange(n_rows)
     if pool * len(members) >= n_items:  # small catalogues: the union is most of it
-        return [_blend_all(members, w, k, np.arange(n_rows)) for w in grid]
+        return [_blend_all(members, w, k, everyone) for w in grid]
     picks, floors = [], []
     for member in members:
-        idx, val = top_k(member, pool)
+        idx, val = top_k(member.raw, pool)
         picks.append(idx)
-        floor = val[:, -1]  # NaN: fewer valid items than pool, all of them picked
+        floor = member.z(val[:, -1:], everyone)[:, 0]  # NaN: fewer valid items than pool
         floors.append(np.where(np.isnan(floor), -np.inf, floor))
     union = np.sort(np.hstack(picks), axis=1)  # ascending: ties go to the lower item as before
     repeated = np.zeros(union.shape, dtype=bool)
     repeated[:, 1:] = union[:, 1:] == union[:, :-1]
     repeated |= union < 0
     columns = np.where(repeated, 0, union)
-    rows = np.arange(n_rows)[:, None]
-    gathered = [np.where(repeated, -np.inf, member[rows, columns]) for member in members]
+    rows = everyone[:, None]
+    gathered = [
+        np.where(repeated, -np.inf, member.z(member.raw[rows, columns], everyone))
+        for member in members
+    ]
     tops = []
     for w in grid:
         used = [m for m, weight in enumerate(w) if weight > 0]
@@ -94,11 +115,11 @@ def _blended_tops(members: list[np.ndarray], grid: np.ndarray, k: int) -> list[n
     return tops
 
 
-def _blend_all(members: list[np.ndarray], w: np.ndarray, k: int, rows: np.ndarray) -> np.ndarray:
-    blended = np.zeros((len(rows), members[0].shape[1]))
+def _blend_all(members: list[_Member], w: np.ndarray, k: int, rows: np.ndarray) -> np.ndarray:
+    blended = np.zeros((len(rows), members[0].raw.shape[1]))
     for weight, member in zip(w, members, strict=True):
         if weight > 0:
-            blended += weight * member[rows]
+            blended += weight * member.z(member.raw[rows], rows)
     return top_k(blended, k)[0]
 
 
@@ -157,9 +178,11 @@ class Blend(Composite):
         grid = _simplex_grid(len(models), 10 if len(models) <= 3 else 5)
         tops: list[list[np.ndarray]] = [[] for _ in grid]  # per weighting, per user block
         for users in holdout.blocks():  # bounded blocks: never users x items at once
-            members = [
-                holdout.masked(standardize(m._score_block(users, None)), users) for m in models
-            ]
+            members = []
+            for m in models:
+                raw = m._score_block(users, None)
+                mean, std = row_scale(raw)
+                members.append(_Member(holdout.masked(raw, users), mean, std))
             for at, top in enumerate(_blended_tops(members, grid, self.k)):
                 tops[at].append(top)
         best_w, best = grid[0], -1.0

@@ -55,9 +55,15 @@ Both losses give the same gradient shape: with weight w (WARP's rank weight, or 
 gradients (starting at 1) and moves by ``learning_rate`` · g / √G, so frequent features slow
 down and rare ones keep learning.
 
-The L2 penalties ``user_alpha`` / ``item_alpha`` shrink *every* parameter of their side after
-each epoch by exp(-learning_rate · alpha · n), n the number of positives: what n plain SGD
-steps on alpha |θ|²/2 would do, applied at once (LightFM regularizes lazily too). Adding the
+The L2 penalties ``user_alpha`` / ``item_alpha`` (alpha |θ|²/2 in the objective, once, not
+per positive) shrink *every* parameter of their side after each epoch by
+exp(-learning_rate · alpha): one epoch's plain gradient step on the penalty, applied at once.
+The shrinkage does not depend on the size of the data. It used to be exp(-learning_rate ·
+alpha · n), n the number of positives (LightFM's per-step penalty, applied lazily): the
+penalty then grew with the data, and at 20M interactions the default wiped out 99.8% of
+every parameter each epoch, so the training loss rose from epoch to epoch. The default 0.7
+was chosen on validation splits of ML-100K and Last.fm (``benchmarks/feature_mf_penalty.py``;
+0.7 and 1 tie there, 2 is 2-6% worse, and 0.7 stays further from that fall). Adding the
 penalty only to the parameters a step touches was worse for cold start: shared features (a
 genre) are touched thousands of times more often than an identity, so they shrink toward
 nothing and cold items, which have only those, lose their scores (ML-100K cold items, genres
@@ -95,7 +101,7 @@ rows are what they read, and nothing but :class:`FeatureMF` uses either.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any, Literal
 
 import numba
 import numpy as np
@@ -413,8 +419,8 @@ class FeatureMF(Searchable):
         Adagrad's base step.
     user_alpha, item_alpha:
         L2 penalties of the user-side and item-side parameters, applied as a shrinkage of all
-        of them after each epoch (module docstring). The defaults were the best of 3e-6, 1e-5
-        and 3e-5 on ML-100K with and without features.
+        of them by exp(-learning_rate · alpha) after each epoch, whatever the data's size
+        (module docstring; ``benchmarks/feature_mf_penalty.py`` chose the default).
     max_sampled:
         WARP: negatives drawn at most per positive before giving up (the positive is then
         ranked high enough); BPR: draws allowed to find an item that is not a positive.
@@ -453,8 +459,8 @@ class FeatureMF(Searchable):
     loss: Loss = "warp"
     epochs: int = 30
     learning_rate: float = 0.05
-    user_alpha: float = 1e-5
-    item_alpha: float = 1e-5
+    user_alpha: float = 0.7
+    item_alpha: float = 0.7
     max_sampled: int = 10
     user_identity: bool = True
     item_identity: bool = True
@@ -590,7 +596,7 @@ class FeatureMF(Searchable):
             float(self.learning_rate),
             self.loss == "warp",
         )
-        user_decay, item_decay = self._decay(n_pos)
+        user_decay, item_decay = self._decay()
         losses = []
         for _ in range(int(self.epochs)):
             order = rng.permutation(n_pos)
@@ -604,7 +610,6 @@ class FeatureMF(Searchable):
             item_bias *= item_decay
             losses.append(total / n_pos)
         self.loss_ = np.asarray(losses)
-        self.n_positives_ = int(n_pos)
         self.user_vectors_ = np.ascontiguousarray(X_u @ P)
         self.item_vectors_ = np.ascontiguousarray(X_i @ Q)
         self.item_bias_ = np.asarray(X_i @ item_bias, dtype=np.float64)
@@ -615,15 +620,24 @@ class FeatureMF(Searchable):
         self.user_features_ = X_u
         self.item_features_ = X_i
 
-    def _decay(self, n_positives: int) -> tuple[float, float]:
+    def _decay(self) -> tuple[float, float]:
         """The factors all user-side and all item-side parameters are multiplied by after each
-        epoch: exp(-learning_rate * alpha * positives), the shrinkage n_positives plain SGD
-        steps of the L2 penalty alpha |θ|²/2 would give (applied once, lazily, like LightFM)."""
+        epoch: exp(-learning_rate * alpha), one epoch's plain gradient step on the penalty
+        alpha |θ|²/2 of the objective, applied at once (module docstring)."""
         lr = float(self.learning_rate)
         return (
-            float(np.exp(-lr * float(self.user_alpha) * n_positives)),
-            float(np.exp(-lr * float(self.item_alpha) * n_positives)),
+            float(np.exp(-lr * float(self.user_alpha))),
+            float(np.exp(-lr * float(self.item_alpha))),
         )
+
+    def _restore_state(self, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """A folder saved before the penalty stopped growing with the data (it keeps
+        ``n_positives_``) gets the alphas that shrink as it did: alpha · n."""
+        super()._restore_state(config, arrays)
+        legacy = self.__dict__.pop("n_positives_", None)
+        if legacy is not None:
+            self.user_alpha = float(self.user_alpha) * int(legacy)
+            self.item_alpha = float(self.item_alpha) * int(legacy)
 
     # -- scoring --------------------------------------------------------------------------------
     def _scorable(self, users: np.ndarray) -> np.ndarray:
@@ -678,7 +692,7 @@ class FeatureMF(Searchable):
         h.sort_indices()
         n_items, k = self.item_vectors_.shape
         pool = np.arange(n_items, dtype=np.int64)
-        user_decay, _ = self._decay(int(self.n_positives_))
+        user_decay, _ = self._decay()
         vectors = np.zeros((h.shape[0], k))
         for row in range(h.shape[0]):
             items = h.indices[h.indptr[row] : h.indptr[row + 1]].astype(np.int64)
