@@ -138,8 +138,8 @@ def top_k(scores: np.ndarray, k: int, *, wide: bool = True) -> tuple[np.ndarray,
 
     Ties are broken by the lower column index, so results never depend on the partition
     algorithm. Entries at ``-inf`` (masked) or NaN are never returned: rows with fewer than
-    ``k`` valid entries are padded with index -1 and score NaN. Wide rows are cut by a
-    threshold first (``wide=False``: never; :func:`_top_k_wide`).
+    ``k`` valid entries are padded with index -1 and score NaN. Wide rows take one
+    compiled pass instead of a partition (``wide=False``: never; :func:`_top_k_wide`).
     """
     n_rows, n_cols = scores.shape
     k_eff = min(k, n_cols)
@@ -147,7 +147,8 @@ def top_k(scores: np.ndarray, k: int, *, wide: bool = True) -> tuple[np.ndarray,
     # value is NaN or masked, or equals an entry left outside (a tie across the cut) --
     # then more than k entries are >= it. Those rows take the full path.
     partial = 0 < k_eff == k and 4 * k_eff <= n_cols
-    if wide and partial and n_cols >= _WIDE and k_eff * _WIDE_SHARE <= n_cols and n_rows > 0:
+    heap = wide and partial and k_eff * _WIDE_SHARE <= n_cols and n_cols >= _WIDE_BLOCK
+    if heap and (n_rows > 1 or n_cols >= _WIDE):
         return _top_k_wide(scores, k_eff)
     if partial and n_rows == 1:  # one row (the service's request path): fewest calls
         row = scores[0]
@@ -159,6 +160,8 @@ def top_k(scores: np.ndarray, k: int, *, wide: bool = True) -> tuple[np.ndarray,
             return part[order][None, :].astype(np.int64, copy=False), vals[order][None, :].astype(
                 np.float64, copy=False
             )
+        if heap:  # a tie or a mask at the cut: one pass, not the whole-row sort
+            return _top_k_wide(scores, k_eff)
     out_idx = np.full((n_rows, k), -1, dtype=np.int64)
     out_score = np.full((n_rows, k), np.nan, dtype=np.float64)
     if k_eff == 0 or n_rows == 0:
@@ -182,78 +185,117 @@ def top_k(scores: np.ndarray, k: int, *, wide: bool = True) -> tuple[np.ndarray,
     return out_idx, out_score
 
 
-#: Rows at least this wide (and k at most 1/_WIDE_SHARE of them) are cut by a threshold
-#: first (:func:`_top_k_wide`).
+#: Rows at least this wide (and k at most 1/_WIDE_SHARE of them) take one compiled pass
+#: (:func:`_top_k_wide`): one row from _WIDE columns, blocks of rows from _WIDE_BLOCK (below,
+#: the partition's fewer Python-level steps win; measured in benchmarks/top_k.py).
 _WIDE = 1 << 15
+_WIDE_BLOCK = 1 << 10
 _WIDE_SHARE = 64
-#: Columns of a wide row sampled for its threshold.
+#: Columns of a wide row sampled for its floor.
 _WIDE_SAMPLE = 2048
 
 
 def _top_k_wide(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`top_k` of wide rows in one pass over them, instead of a partition: a threshold
-    per row from a fixed sample of its columns (its ``rank``-th best, with about ``rank``
-    times n_cols / sample entries of the row above it, a few times ``k``), the columns
-    at or above it collected (:func:`_at_or_above`), then the exact top ``k`` of those. Exact
-    whenever at least ``k`` entries pass: the row's ``k`` best, and every entry tied with the
-    ``k``-th, are then among them, in column order, so ties still go to the lower column.
-    Rows where fewer pass, or more than fit (long runs of ties), take the whole-row path."""
+    """:func:`top_k` of wide rows in one compiled pass over each (:func:`_heap_top_k`), not a
+    partition: the row's ``k`` best in a heap, admitting only entries at or above a floor
+    read off a fixed sample of its columns (its ``rank``-th best, with about ``rank`` times
+    n_cols / sample entries of the row above it, a few times ``k``), so that the heap is
+    rarely touched whatever the order of the row. Exact whenever ``k`` entries reach the
+    floor; the rows where fewer do take one more pass without it."""
     n_rows, n_cols = scores.shape
     sample = scores[:, _sample_columns(n_cols)]
     width = sample.shape[1]
-    stride = n_cols // width
-    rank = min(width, 4 * k // stride + 8)
+    rank = min(width, 4 * k // (n_cols // width) + 8)
     sample[np.isnan(sample)] = -np.inf
-    threshold = np.partition(sample, width - rank, axis=1)[:, width - rank].astype(np.float64)
-    cap = max(64 * k, rank * stride * 8)
-    columns = np.empty((n_rows, cap), dtype=np.int64)
-    counts = np.empty(n_rows, dtype=np.int64)
-    _at_or_above(np.ascontiguousarray(scores), threshold, columns, counts)
-    good = (threshold > -np.inf) & (counts >= k) & (counts <= cap)
+    floor = np.partition(sample, width - rank, axis=1)[:, width - rank].astype(np.float64)
+    scores = np.ascontiguousarray(scores)
     out_idx = np.full((n_rows, k), -1, dtype=np.int64)
     out_score = np.full((n_rows, k), np.nan, dtype=np.float64)
-    rows = np.flatnonzero(good)
-    if len(rows):
-        width = int(counts[rows].max())
-        columns = columns[rows, :width]
-        unused = np.arange(width)[None, :] >= counts[rows][:, None]
-        narrow = np.where(unused, -np.inf, scores[rows[:, None], np.where(unused, 0, columns)])
-        idx, val = top_k(narrow, k, wide=False)
-        out_idx[rows] = np.take_along_axis(columns, idx, axis=1)
-        out_score[rows] = val
-    rest = np.flatnonzero(~good)
-    if len(rest):
-        idx, val = top_k(scores[rest], k, wide=False)
-        out_idx[rest], out_score[rest] = idx, val
+    counts = np.zeros(n_rows, dtype=np.int64)
+    _heap_top_k(scores, floor, out_idx, out_score, counts)
+    short = np.flatnonzero((counts < k) & (floor > -np.inf))
+    if len(short):
+        idx, val = out_idx[short], out_score[short]
+        found = np.zeros(len(short), dtype=np.int64)
+        _heap_top_k(scores[short], np.full(len(short), -np.inf), idx, val, found)
+        out_idx[short], out_score[short], counts[short] = idx, val, found
+    # best first, ties to the lower column; unfilled slots (fewer valid entries) last
+    filled = np.arange(k)[None, :] < counts[:, None]
+    order = np.lexsort((out_idx, -np.where(filled, out_score, -np.inf)), axis=1)
+    out_idx = np.take_along_axis(out_idx, order, axis=1)
+    out_score = np.take_along_axis(out_score, order, axis=1)
+    filled = np.take_along_axis(filled, order, axis=1)
+    out_idx[~filled] = -1
+    out_score[~filled] = np.nan
     return out_idx, out_score
 
 
 @functools.cache
 def _sample_columns(n_cols: int) -> np.ndarray:
     """The columns :func:`_top_k_wide` samples in rows ``n_cols`` wide: :data:`_WIDE_SAMPLE`
-    of them, drawn once (seeded) and sorted -- at random, so that no periodic pattern of
-    the rows (every third column masked, say) lines up with them."""
+    of them (at most a 16th), drawn once (seeded) and sorted -- at random, so that no
+    periodic pattern of the rows (every third column masked, say) lines up with them."""
     rng = np.random.default_rng(n_cols)
-    return np.sort(rng.choice(n_cols, _WIDE_SAMPLE, replace=False))
+    return np.sort(rng.choice(n_cols, min(_WIDE_SAMPLE, n_cols // 16), replace=False))
 
 
 @numba.njit(cache=True)
-def _at_or_above(
-    scores: np.ndarray, threshold: np.ndarray, columns: np.ndarray, counts: np.ndarray
+def _worse(s1: float, c1: int, s2: float, c2: int) -> bool:  # pragma: no cover - compiled
+    """Entry (s1, c1) ranks below (s2, c2): a lower score, or the same at a higher column."""
+    return s1 < s2 or (s1 == s2 and c1 > c2)
+
+
+@numba.njit(cache=True)
+def _heap_top_k(
+    scores: np.ndarray,
+    floor: np.ndarray,
+    idx: np.ndarray,
+    val: np.ndarray,
+    counts: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    """Per row r: the columns (ascending) whose score is >= ``threshold[r]`` into
-    ``columns[r]``, as many as fit, and how many there are in all into ``counts[r]``
-    (NaN never passes)."""
-    cap = columns.shape[1]
+    """Per row r: the best ``idx.shape[1]`` entries at or above ``floor[r]`` (never -inf or
+    NaN) into ``idx[r]`` / ``val[r]`` in heap order (the worst at 0), their number into
+    ``counts[r]``. Columns come in ascending order, so an entry equal to the heap's worst
+    loses the tie and is not taken."""
+    k = idx.shape[1]
     for r in range(scores.shape[0]):
-        t = threshold[r]
-        c = 0
+        size = 0
+        bar = floor[r]
         for j in range(scores.shape[1]):
-            if scores[r, j] >= t:
-                if c < cap:
-                    columns[r, c] = j
-                c += 1
-        counts[r] = c
+            v = scores[r, j]
+            if not v >= bar or v == -np.inf:  # NaN fails every comparison
+                continue
+            if size < k:
+                i = size
+                size += 1
+                val[r, i] = v
+                idx[r, i] = j
+                while i > 0:  # sift up: the worst rises to the root
+                    p = (i - 1) // 2
+                    if not _worse(val[r, i], idx[r, i], val[r, p], idx[r, p]):
+                        break
+                    val[r, i], val[r, p] = val[r, p], val[r, i]
+                    idx[r, i], idx[r, p] = idx[r, p], idx[r, i]
+                    i = p
+                if size == k:
+                    bar = max(bar, val[r, 0])
+            elif v > val[r, 0]:
+                val[r, 0] = v
+                idx[r, 0] = j
+                i = 0
+                while True:  # sift down
+                    m = 2 * i + 1
+                    if m >= k:
+                        break
+                    if m + 1 < k and _worse(val[r, m + 1], idx[r, m + 1], val[r, m], idx[r, m]):
+                        m += 1
+                    if not _worse(val[r, m], idx[r, m], val[r, i], idx[r, i]):
+                        break
+                    val[r, i], val[r, m] = val[r, m], val[r, i]
+                    idx[r, i], idx[r, m] = idx[r, m], idx[r, i]
+                    i = m
+                bar = val[r, 0]
+        counts[r] = size
 
 
 def _top_k_rows(
