@@ -38,7 +38,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, Self
 
-import numba
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -212,12 +211,12 @@ def _top_k_wide(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     out_idx = np.full((n_rows, k), -1, dtype=np.int64)
     out_score = np.full((n_rows, k), np.nan, dtype=np.float64)
     counts = np.zeros(n_rows, dtype=np.int64)
-    _heap_top_k(scores, floor, out_idx, out_score, counts)
+    _heap_kernel()(scores, floor, out_idx, out_score, counts)
     short = np.flatnonzero((counts < k) & (floor > -np.inf))
     if len(short):
         idx, val = out_idx[short], out_score[short]
         found = np.zeros(len(short), dtype=np.int64)
-        _heap_top_k(scores[short], np.full(len(short), -np.inf), idx, val, found)
+        _heap_kernel()(scores[short], np.full(len(short), -np.inf), idx, val, found)
         out_idx[short], out_score[short], counts[short] = idx, val, found
     # best first, ties to the lower column; unfilled slots (fewer valid entries) last
     filled = np.arange(k)[None, :] < counts[:, None]
@@ -239,24 +238,18 @@ def _sample_columns(n_cols: int) -> np.ndarray:
     return np.sort(rng.choice(n_cols, min(_WIDE_SAMPLE, n_cols // 16), replace=False))
 
 
-@numba.njit(cache=True)
-def _worse(s1: float, c1: int, s2: float, c2: int) -> bool:  # pragma: no cover - compiled
-    """Entry (s1, c1) ranks below (s2, c2): a lower score, or the same at a higher column."""
-    return s1 < s2 or (s1 == s2 and c1 > c2)
-
-
-@numba.njit(cache=True)
 def _heap_top_k(
     scores: np.ndarray,
     floor: np.ndarray,
     idx: np.ndarray,
     val: np.ndarray,
     counts: np.ndarray,
-) -> None:  # pragma: no cover - compiled
+) -> None:
     """Per row r: the best ``idx.shape[1]`` entries at or above ``floor[r]`` (never -inf or
     NaN) into ``idx[r]`` / ``val[r]`` in heap order (the worst at 0), their number into
     ``counts[r]``. Columns come in ascending order, so an entry equal to the heap's worst
-    loses the tie and is not taken."""
+    loses the tie and is not taken; in the heap, (s, c) ranks below (s', c') when s < s',
+    or s == s' and c > c'. Compiled on first use (:func:`_heap_kernel`)."""
     k = idx.shape[1]
     for r in range(scores.shape[0]):
         size = 0
@@ -272,7 +265,7 @@ def _heap_top_k(
                 idx[r, i] = j
                 while i > 0:  # sift up: the worst rises to the root
                     p = (i - 1) // 2
-                    if not _worse(val[r, i], idx[r, i], val[r, p], idx[r, p]):
+                    if val[r, i] > val[r, p] or (val[r, i] == val[r, p] and idx[r, i] < idx[r, p]):
                         break
                     val[r, i], val[r, p] = val[r, p], val[r, i]
                     idx[r, i], idx[r, p] = idx[r, p], idx[r, i]
@@ -287,15 +280,27 @@ def _heap_top_k(
                     m = 2 * i + 1
                     if m >= k:
                         break
-                    if m + 1 < k and _worse(val[r, m + 1], idx[r, m + 1], val[r, m], idx[r, m]):
-                        m += 1
-                    if not _worse(val[r, m], idx[r, m], val[r, i], idx[r, i]):
+                    n = m + 1
+                    if n < k and (
+                        val[r, n] < val[r, m] or (val[r, n] == val[r, m] and idx[r, n] > idx[r, m])
+                    ):
+                        m = n
+                    if val[r, m] > val[r, i] or (val[r, m] == val[r, i] and idx[r, m] < idx[r, i]):
                         break
                     val[r, i], val[r, m] = val[r, m], val[r, i]
                     idx[r, i], idx[r, m] = idx[r, m], idx[r, i]
                     i = m
                 bar = val[r, 0]
         counts[r] = size
+
+
+@functools.cache
+def _heap_kernel() -> Any:
+    """:func:`_heap_top_k` compiled by numba (cached on disk), imported only when a wide row
+    first needs it: ``import tastebud`` does not pay for numba."""
+    import numba
+
+    return numba.njit(cache=True)(_heap_top_k)
 
 
 def _top_k_rows(
