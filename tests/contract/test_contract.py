@@ -232,6 +232,29 @@ def test_fit_rejects_wrong_inputs(name):
         create(name).fit(pd.DataFrame({"user": [1], "item": [2]}))  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_numbers_out_of_range_are_refused_by_name_before_fitting(name, int_data):
+    """Every integer parameter of every model: beyond 64 bits from Python, and inf / nan /
+    1e30 from the CLI's text, is an InvalidInputError naming the parameter -- never a
+    crash inside the algorithm. Float parameters refuse inf and nan the same way."""
+    import typing
+
+    from tastebud.errors import InvalidInputError
+    from tastebud.models.registry import get_class, parse_params
+
+    cls = get_class(name)
+    hints = typing.get_type_hints(cls)
+    numbers = [f.name for f in dataclasses.fields(cls) if hints[f.name] in (int, float)]
+    for param in numbers:
+        for text in ("inf", "-inf", "nan"):
+            with pytest.raises(InvalidInputError, match=param):
+                parse_params(name, {param: text})
+        if hints[param] is int:
+            huge = parse_params(name, {param: "1e30"})[param]
+            with pytest.raises(InvalidInputError, match=f"{param}=.*64 bits"):
+                create(name, **{param: huge}).fit(int_data)
+
+
 def test_params_are_declared_once_as_dataclass_fields():
     from tastebud.models.registry import get_class
 

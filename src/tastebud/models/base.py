@@ -76,8 +76,12 @@ def _matches(value: Any, annotation: Any) -> bool:
         return value is None
     if annotation is bool:
         return isinstance(value, bool | np.bool_)
-    if annotation is int:
-        return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+    if annotation is int:  # within int64: numpy and the compiled kernels take it
+        return (
+            isinstance(value, int | np.integer)
+            and not isinstance(value, bool | np.bool_)
+            and -(2**63) <= int(value) < 2**63
+        )
     if annotation is float:
         return (
             isinstance(value, int | float | np.integer | np.floating)
@@ -106,6 +110,10 @@ def _describe(annotation: Any) -> str:
         return "one of " + ", ".join(map(repr, typing.get_args(annotation)))
     if annotation is type(None):
         return "None"
+    if annotation is int:
+        return "an integer within 64 bits"
+    if annotation is float:
+        return "a finite number"
     return getattr(annotation, "__name__", str(annotation))
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import importlib
 import importlib.util
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -135,6 +136,8 @@ def _coerce(text: str, annotation: Any, where: str) -> Any:
             value = float(text)
         except ValueError:
             raise InvalidInputError(f"{where} must be a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise InvalidInputError(f"{where} must be a finite number, got {text!r}")
         if annotation is int:
             if value != int(value):
                 raise InvalidInputError(f"{where} must be an integer, got {text!r}")
