@@ -74,7 +74,7 @@ def test_wide_rows_through_the_compiled_heap_match_a_full_sort(kind: str, n_cols
     the full sort's -- ties (the heap keeps the lower column), masks, NaN, rows with fewer
     than k valid entries, and rows whose best entries all lie in the sampled columns, so
     that fewer than k reach the sampled floor and the row is passed again without it."""
-    from tastebud.models.base import _sample_columns
+    from tastebud.models._topk import _sample_columns
 
     rng = np.random.default_rng(11)
     for k in (1, 10, 17, n_cols // 64):
