@@ -15,7 +15,12 @@ ML-100K is read under two protocols: "positives" (ratings >= 4 are the only inte
 in train and test) and "all ratings" (every rating in train, test ratings >= 4 relevant).
 Sections 1-3 are means over seeds 0, 1, 2.
 
-Run: .venv/bin/python benchmarks/cold_start.py [--quick]   (about 25 min; --quick: one seed)
+The neural models that read features (hybrid-bpr, two-tower) have cold-item and cold-user
+rows too; ``--neural`` runs only them beside random, popularity and feature-mf (the
+references of the ratios) and writes ``cold_start.neural.{json,md}``.
+
+Run: .venv/bin/python benchmarks/cold_start.py [--quick] [--neural]
+(about 25 min; --quick: one seed)
 Writes benchmarks/results/cold_start.{json,md}.
 """
 
@@ -41,16 +46,22 @@ from tastebud.split import cold_item_split, cold_user_split, random_split
 
 RESULTS = Path(__file__).parent / "results"
 METRICS = ["ndcg", "recall"]
+#: the neural models that read features (``--neural`` runs only these and the references)
+NEURAL: dict[str, Any] = {"hybrid-bpr": "hybrid-bpr", "two-tower": "two-tower"}
+REFERENCES = ("random", "popularity", "feature-mf")
 
 
 def _has(name: str) -> bool:
     return name in available()
 
 
-def _models(names: dict[str, Any]) -> dict[str, Any]:
-    """Models by label, leaving out ones not built in this checkout."""
+def _models(names: dict[str, Any], neural_only: bool = False) -> dict[str, Any]:
+    """Models by label, leaving out ones not built in this checkout (and, with
+    ``neural_only``, all but the neural models and the references the ratios divide by)."""
     out = {}
     for label, spec in names.items():
+        if neural_only and label not in NEURAL and label not in REFERENCES:
+            continue
         name = spec if isinstance(spec, str) else spec[0]
         if _has(name.split(":")[0]):
             out[label] = create(name, **spec[1]) if isinstance(spec, tuple) else spec
@@ -85,7 +96,7 @@ def _protocols(ml: Dataset) -> dict[str, tuple[Dataset, float | None]]:
     return {"positives": (ml.to_implicit(4.0), None), "all ratings": (ml, 4.0)}
 
 
-def cold_items(ml: Dataset, seeds: list[int]) -> dict[str, pd.DataFrame]:
+def cold_items(ml: Dataset, seeds: list[int], neural_only: bool) -> dict[str, pd.DataFrame]:
     out = {}
     for protocol, (data, threshold) in _protocols(ml).items():
         splits = [cold_item_split(data, 0.2, seed=s) for s in seeds]
@@ -102,7 +113,9 @@ def cold_items(ml: Dataset, seeds: list[int]) -> dict[str, pd.DataFrame]:
                     "blend",
                     {"members": ("ease", "tfidf", "feature-profile")},
                 ),
-            }
+                **NEURAL,
+            },
+            neural_only,
         )
         table = _run(models, splits, threshold=threshold, candidates="test")
         table["recall / random"] = table["Recall@10"] / table.loc["random", "Recall@10"]
@@ -111,7 +124,7 @@ def cold_items(ml: Dataset, seeds: list[int]) -> dict[str, pd.DataFrame]:
     return out
 
 
-def cold_users(ml: Dataset, seeds: list[int]) -> dict[str, pd.DataFrame]:
+def cold_users(ml: Dataset, seeds: list[int], neural_only: bool) -> dict[str, pd.DataFrame]:
     out = {}
     for protocol, (data, threshold) in _protocols(ml).items():
         for onboarding in (0, 1, 3, 5):
@@ -122,10 +135,11 @@ def cold_users(ml: Dataset, seeds: list[int]) -> dict[str, pd.DataFrame]:
                 "feature-mf": "feature-mf",
                 "switching (ease + user-metadata)": "switching",
                 "switching (als + user-metadata)": ("switching", {"collaborative": "als"}),
+                **NEURAL,
             }
             if onboarding:
                 specs |= {"ease": "ease", "als": "als", "item-knn": "item-knn"}
-            table = _run(_models(specs), splits, threshold=threshold)
+            table = _run(_models(specs, neural_only), splits, threshold=threshold)
             table["NDCG / popularity"] = table["NDCG@10"] / table.loc["popularity", "NDCG@10"]
             label = f"{protocol}, {onboarding} onboarding likes"
             out[label] = table
@@ -173,16 +187,24 @@ def _markdown(sections: dict[str, dict[str, pd.DataFrame]], meta: dict[str, Any]
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="one seed instead of three")
+    parser.add_argument(
+        "--neural",
+        action="store_true",
+        help="only the neural rows (and the references): cold_start.neural.{json,md}",
+    )
     args = parser.parse_args()
     seeds = [0] if args.quick else [0, 1, 2]
     ml = load_movielens_100k()
     lastfm = load_lastfm_2k()
     started = time.perf_counter()
     sections = {
-        "Cold items (ML-100K, 20% of items held out, only they are ranked)": cold_items(ml, seeds),
-        "Cold users (ML-100K, 20% of users held out)": cold_users(ml, seeds),
-        "Warm users (per-user random 80/20, seed 0)": warm(ml, lastfm),
+        "Cold items (ML-100K, 20% of items held out, only they are ranked)": cold_items(
+            ml, seeds, args.neural
+        ),
+        "Cold users (ML-100K, 20% of users held out)": cold_users(ml, seeds, args.neural),
     }
+    if not args.neural:
+        sections["Warm users (per-user random 80/20, seed 0)"] = warm(ml, lastfm)
     meta = {
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -200,7 +222,7 @@ def main() -> None:
             for title, tables in sections.items()
         },
     }
-    stem = "cold_start.quick" if args.quick else "cold_start"
+    stem = "cold_start" + (".neural" if args.neural else "") + (".quick" if args.quick else "")
     write_results(RESULTS, stem, result, _markdown(sections, meta))
     print(_markdown(sections, meta))
 

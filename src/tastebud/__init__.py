@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from tastebud.data.dataset import Dataset
 from tastebud.data.idmap import IdMap
-from tastebud.errors import TastebudError
+from tastebud.errors import ModelWarning, TastebudError
 
 __version__ = "0.1.0"
 
-__all__ = ["Dataset", "IdMap", "TastebudError", "__version__"]
+__all__ = ["Dataset", "IdMap", "ModelWarning", "TastebudError", "__version__"]

@@ -6,6 +6,9 @@ service can turn it into one clear line (exit code 2) or an HTTP 4xx instead of 
 
 from __future__ import annotations
 
+import sys
+import warnings
+
 
 class TastebudError(Exception):
     """Base class of every error tastebud raises on purpose."""
@@ -59,3 +62,20 @@ class NotFittedError(TastebudError, RuntimeError):
 
 class ModelFileError(TastebudError):
     """A saved model folder that is missing, corrupt, or written for another class/version."""
+
+
+class ModelWarning(UserWarning):
+    """A fit that went through, but whose result may not be what its user expects: data
+    without timestamps read in a random order by a model that reads the order of a history,
+    or a validation score below popularity's."""
+
+
+def warn(message: str, category: type[Warning] = ModelWarning) -> None:
+    """``warnings.warn`` attributed to the first caller outside tastebud (the line of the
+    user's code that called ``fit``, however deep inside tastebud the warning arose)."""
+    frame = sys._getframe(1)
+    level = 2
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("tastebud"):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)

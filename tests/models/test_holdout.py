@@ -50,16 +50,17 @@ def test_validation_users_are_a_seeded_sample_when_there_are_many() -> None:
 def test_the_neural_models_last_item_holdout_samples_its_users_on_larger_data():
     """Early stopping's holdout takes the latest item of at most max_users users (a seeded
     sample); the others keep every item for training."""
-    from tastebud.models.neural._torch import LastItemHoldout
+    from tastebud.models.neural._torch import OneItemHoldout, time_ordered
 
     rows = [(u, (u + j) % 40, float(j)) for u in range(50) for j in range(3)]
     data = Dataset.from_frame(
         pd.DataFrame(rows, columns=["user", "item", "timestamp"]), timestamp="timestamp"
     )
-    every = LastItemHoldout.carve(data)
+    ordered = (*time_ordered(data), data.n_items)
+    every = OneItemHoldout.carve(*ordered)
     assert len(every.users) == 50 and all(len(s) == 2 for s in every.sequences)
-    some = LastItemHoldout.carve(data, max_users=10)
-    again = LastItemHoldout.carve(data, max_users=10)
+    some = OneItemHoldout.carve(*ordered, max_users=10)
+    again = OneItemHoldout.carve(*ordered, max_users=10)
     np.testing.assert_array_equal(some.users, again.users)
     assert len(some.users) == 10
     lengths = np.array([len(s) for s in some.sequences])

@@ -128,6 +128,17 @@ def test_early_stopping_keeps_the_best_epoch(data):
     assert len(model.validation_ndcg_) in (20, best + 3)
 
 
+@pytest.mark.parametrize("params", [{"negatives": 4}, {"dropout": 0.1}, {"history_order": "any"}])
+def test_negatives_dropout_and_set_histories_learn_the_blocks(params, data):
+    model = create("hybrid-bpr", **{**SMALL, **params}).fit(data)
+    assert share_on_own_side(model, data) >= 0.9
+
+
+def test_dropout_is_off_when_scoring(data):
+    model = create("hybrid-bpr", **SMALL, dropout=0.5).fit(data)
+    np.testing.assert_array_equal(model.score(["u0", "u40"]), model.score(["u0", "u40"]))
+
+
 def test_without_metadata_it_is_an_id_and_history_model(data):
     model = create("hybrid-bpr", **SMALL, use_user_features=False, use_item_features=False).fit(
         data
@@ -143,6 +154,9 @@ def test_without_metadata_it_is_an_id_and_history_model(data):
         ({"history_len": 0}, "history_len"),
         ({"id_dropout": 1.0}, "id_dropout"),
         ({"meta_factors": 0}, "meta_factors"),
+        ({"negatives": 0}, "negatives"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"history_order": "random"}, "history_order"),
     ],
 )
 def test_bad_parameters_are_clear_errors(params, message, data):

@@ -75,6 +75,27 @@ def test_an_anonymous_session_is_answered_from_its_items(fitted):
         assert all(side(int(item[1:]), N_ITEMS) == mine for item in top)
 
 
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"loss": "softmax"},
+        {"loss": "sampled", "negatives": 8},
+        {"loss": "auto", "negatives": 8},  # in-batch: the catalogue is larger than 8
+        {"loss": "in-batch"},
+        {"history_order": "any"},
+    ],
+)
+def test_every_loss_and_history_order_learns_the_blocks(params, data):
+    model = create("two-tower", **{**SMALL, **params}).fit(data)
+    assert share_on_own_side(model, data) >= 0.9
+    if params.get("loss") == "auto":
+        assert model.training_loss_ == "in-batch"  # 24 items, more than 8 negatives
+
+
+def test_auto_loss_is_the_full_softmax_on_a_catalogue_no_larger_than_the_sample(fitted):
+    assert fitted.training_loss_ == "softmax"
+
+
 def test_the_logq_correction_gives_popular_items_back_their_share():
     """Items 0-3 are in nearly every history, so in-batch negatives over-sample them: without
     the correction they are pushed down against the rest; with it, much less."""
@@ -94,8 +115,8 @@ def test_the_logq_correction_gives_popular_items_back_their_share():
         rest = np.setdiff1d(np.arange(ds.n_items), columns)
         return float(scores[:, columns].mean() - scores[:, rest].mean())
 
-    with_logq = create("two-tower", **SMALL).fit(ds)
-    without = create("two-tower", **SMALL, logq=False).fit(ds)
+    with_logq = create("two-tower", **SMALL, loss="in-batch").fit(ds)
+    without = create("two-tower", **SMALL, loss="in-batch", logq=False).fit(ds)
     # measured: 0.040 with the correction, -0.0004 without
     assert popular_margin(with_logq) > popular_margin(without) + 0.02
 
@@ -138,6 +159,9 @@ def test_the_item_tower_reads_text_embeddings():
         ({"index": "annoy"}, "index"),
         ({"text": "bert"}, "text"),
         ({"id_dropout": 1.0}, "id_dropout"),
+        ({"negatives": 0}, "negatives"),
+        ({"loss": "bpr"}, "loss"),
+        ({"history_order": "random"}, "history_order"),
     ],
 )
 def test_bad_parameters_are_clear_errors(params, message, data):

@@ -19,7 +19,7 @@ import copy
 import dataclasses
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from tastebud import _threads
 from tastebud.data.dataset import Dataset
-from tastebud.errors import InvalidInputError, TastebudError
+from tastebud.errors import InvalidInputError, TastebudError, warn
 from tastebud.metrics.ranking import ndcg_at_k
 from tastebud.models._holdout import MAX_USERS
 from tastebud.models.base import _BATCH_CELLS, Recommender, top_k
@@ -36,6 +36,10 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 WEIGHTS = "weights/"
+#: ``loss="auto"`` of the softmax-trained models (SASRec, BERT4Rec, two-tower): the full
+#: softmax up to this many items, sampled above (a full softmax over a million items is a
+#: batch x items array per step).
+FULL_SOFTMAX_MAX_ITEMS = 50_000
 _SCORE_BATCH = 256
 #: Methods of TorchRecommender subclasses run under tastebud's thread count: the fit limits
 #: every pool (BLAS, OpenMP, torch), the scoring calls torch's alone (cheap enough per call).
@@ -73,11 +77,21 @@ def pick_device(device: str) -> torch.device:
     return picked
 
 
-def time_ordered(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Every user's items, oldest first (ties and untimed data in their stored order), as
-    ``(indptr, items)`` over internal indices."""
+def time_ordered(dataset: Dataset, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Every user's items, oldest first (ties in their stored order), as ``(indptr, items)``
+    over internal indices.
+
+    A dataset without timestamps has no time order, and its stored order is by item (a
+    user's "latest" items would be those with the highest indices: a model trained to
+    predict each item from the ones before it learns to recommend later catalogue entries
+    and nothing else). Each user's items are then in a random order drawn from ``seed``: the
+    "latest" items are a random sample of the history. :meth:`TorchRecommender._ordered`
+    says so with a :class:`~tastebud.errors.ModelWarning`."""
     users = dataset.user_index
-    key = dataset.timestamp if dataset.timestamp is not None else np.zeros(len(users))
+    if dataset.timestamp is not None:
+        key = dataset.timestamp
+    else:
+        key = np.random.default_rng(seed).random(len(users))
     order = np.lexsort((np.arange(len(users)), key, users))
     indptr = np.zeros(dataset.n_users + 1, dtype=np.int64)
     np.cumsum(np.bincount(users, minlength=dataset.n_users), out=indptr[1:])
@@ -85,12 +99,17 @@ def time_ordered(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclasses.dataclass(frozen=True)
-class LastItemHoldout:
-    """The validation split of early stopping: users with at least two items lose their
-    latest one (``targets``) and keep the rest (``sequences``, oldest first) -- every such
-    user, or a seeded sample of :data:`~tastebud.models._holdout.MAX_USERS` of them on larger
-    data (the others train on all their items), so each epoch's check costs the same on a
-    million users as on ten thousand."""
+class OneItemHoldout:
+    """The validation split of early stopping: users with at least two items lose one of them
+    (``targets``) and keep the rest (``sequences``, in their order) -- every such user, or a
+    seeded sample of :data:`~tastebud.models._holdout.MAX_USERS` of them on larger data (the
+    others train on all their items), so each epoch's check costs the same on a million users
+    as on ten thousand.
+
+    Which item: the latest (``pick="last"``) for models that read the order and predict what
+    comes next; a random one (``"random"``) for models that read a history as a set -- the
+    latest item tests next-item prediction, which is not what such a model learns, and early
+    stopping on it stopped them at the wrong epoch."""
 
     sequences: list[np.ndarray]
     users: np.ndarray
@@ -98,16 +117,29 @@ class LastItemHoldout:
     n_items: int
 
     @classmethod
-    def carve(cls, dataset: Dataset, max_users: int = MAX_USERS) -> LastItemHoldout:
-        indptr, items = time_ordered(dataset)
-        sequences = [items[indptr[u] : indptr[u + 1]] for u in range(dataset.n_users)]
+    def carve(
+        cls,
+        indptr: np.ndarray,
+        items: np.ndarray,
+        n_items: int,
+        max_users: int = MAX_USERS,
+        *,
+        pick: Literal["last", "random"] = "last",
+        seed: int = 0,
+    ) -> OneItemHoldout:
+        """The holdout of one item per user of :func:`time_ordered`'s ``(indptr, items)``."""
+        n_users = len(indptr) - 1
+        sequences = [items[indptr[u] : indptr[u + 1]] for u in range(n_users)]
         users = np.flatnonzero(np.diff(indptr) >= 2)
+        rng = np.random.default_rng(seed)
         if len(users) > max_users:
-            users = np.sort(np.random.default_rng(0).choice(users, max_users, replace=False))
-        targets = np.array([sequences[u][-1] for u in users], dtype=np.int64)
-        for u in users:
-            sequences[u] = sequences[u][:-1]
-        return cls(sequences, users, targets, dataset.n_items)
+            users = np.sort(rng.choice(users, max_users, replace=False))
+        lengths = np.diff(indptr)[users]
+        at = lengths - 1 if pick == "last" else (rng.random(len(users)) * lengths).astype(int)
+        targets = np.array([sequences[u][p] for u, p in zip(users, at, strict=True)], np.int64)
+        for u, p in zip(users, at, strict=True):
+            sequences[u] = np.delete(sequences[u], p)
+        return cls(sequences, users, targets, n_items)
 
     def matrix(self) -> sp.csr_matrix:
         """The kept items as a binary user x item matrix (sorted indices)."""
@@ -140,6 +172,12 @@ class LastItemHoldout:
             (np.ones(len(rows)), (rows, self.targets)), shape=(len(rows), self.n_items)
         )
         return float(ndcg_at_k(np.vstack(tops), relevant, k).mean())
+
+    def popularity_ndcg(self, k: int = 10) -> float:
+        """:meth:`ndcg` of the most popular items of the kept ones: the bar every model's
+        validation score is compared with (:meth:`TorchRecommender._train`)."""
+        counts = np.asarray(self.matrix().sum(axis=0), dtype=np.float64).ravel()
+        return self.ndcg(lambda a, b: np.broadcast_to(counts, (b - a, len(counts))), k)
 
 
 def recent(sequences: list[np.ndarray], length: int) -> np.ndarray:
@@ -178,6 +216,41 @@ class StepHistories:
     def windows(self, rows: np.ndarray) -> np.ndarray:
         """``(len(rows), length)`` items + 1 before each step (0 = nothing that far back)."""
         return self.flat[self.start[rows][:, None] + np.arange(self.length)]
+
+
+@dataclasses.dataclass(frozen=True)
+class OtherItems:
+    """Every item ``(users[r], items[r])`` of each user with up to ``length`` of the user's
+    *other* items as its history (:meth:`windows`): the training samples of a model that
+    reads a history as a set, not a sequence. :meth:`of` shuffles each user's items, and a
+    step's history is the items cyclically before it in that order -- so each sample sees
+    ``min(length, n - 1)`` distinct other items, drawn afresh in every epoch."""
+
+    users: np.ndarray
+    items: np.ndarray
+    length: int
+    starts: np.ndarray  # where each user's items start in ``items``
+    counts: np.ndarray  # how many items each user has
+    position: np.ndarray  # each row's place among its user's items
+
+    @classmethod
+    def of(cls, sequences: list[np.ndarray], length: int, rng: np.random.Generator) -> OtherItems:
+        counts = np.array([len(s) for s in sequences], dtype=np.int64)
+        users = np.repeat(np.arange(len(sequences)), counts)
+        items = np.concatenate(sequences) if len(sequences) else np.zeros(0, np.int64)
+        order = np.lexsort((rng.random(len(users)), users))  # shuffled within each user
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        position = np.arange(len(users)) - starts[users]
+        return cls(users, items[order].astype(np.int64), length, starts, counts, position)
+
+    def windows(self, rows: np.ndarray) -> np.ndarray:
+        """``(len(rows), length)`` other items + 1 of each row's user (0 = none)."""
+        users = self.users[rows]
+        n = self.counts[users][:, None]
+        back = np.arange(self.length, 0, -1)[None, :]
+        at = (self.position[rows][:, None] - back) % n
+        picked = self.items[self.starts[users][:, None] + at] + 1
+        return np.where(back <= n - 1, picked, 0)
 
 
 def length_batches(
@@ -340,6 +413,9 @@ class TorchRecommender(Recommender):
     extra: ClassVar[str | None] = "neural"
     needs_modules: ClassVar[tuple[str, ...]] = ("torch",)
 
+    #: whether the model reads the order of each user's items (sequences, latest items)
+    reads_order: ClassVar[bool] = False
+
     max_cpu_interactions: int | None = 5_000_000
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -402,6 +478,18 @@ class TorchRecommender(Recommender):
         torch.manual_seed(int(p.random_state))
         return torch, device, np.random.default_rng(p.random_state)
 
+    def _ordered(self, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`time_ordered` with this model's seed; on data without timestamps, models
+        that read the order (``reads_order``) warn that it is a random one."""
+        p: Any = self
+        if dataset.timestamp is None and self.reads_order:
+            warn(
+                f"{self.name}: {dataset.name} has no timestamps, so each user's items are "
+                "read in a random order (seeded by random_state): the 'latest items' this "
+                "model reads are a random sample of the history, not the most recent ones"
+            )
+        return time_ordered(dataset, int(p.random_state))
+
     def _optimizer(self, net: torch.nn.Module) -> Any:
         p: Any = self
         return import_torch().optim.AdamW(
@@ -413,10 +501,16 @@ class TorchRecommender(Recommender):
         net: torch.nn.Module,
         epoch: Callable[[int], float],
         validate: Callable[[], float] | None,
+        holdout: OneItemHoldout | None = None,
     ) -> None:
         """:func:`train` with the model's settings; the loss and validation curves and the
         best epoch are kept (``loss_``, ``validation_ndcg_``, ``best_epoch_``), and so is the
-        network."""
+        network.
+
+        With the ``holdout`` that ``validate`` scores, popularity's NDCG@10 on it is kept too
+        (``validation_popularity_ndcg_``), and a best validation score below it warns
+        (:class:`~tastebud.errors.ModelWarning`): the network learned less than a count of
+        interactions, so its defaults do not suit these data."""
         p: Any = self
         torch = import_torch()
         # some CPU kernels (accumulating index_put, used by the backward of embedding
@@ -441,6 +535,18 @@ class TorchRecommender(Recommender):
         self.loss_ = np.asarray(history.loss)
         self.validation_ndcg_ = np.asarray(history.validation)
         self.best_epoch_ = int(history.best_epoch)
+        if holdout is not None and len(history.validation):
+            bar = holdout.popularity_ndcg()
+            best = float(np.max(history.validation))
+            self.validation_popularity_ndcg_ = bar
+            if best < bar:
+                warn(
+                    f"{self.name}: its best validation NDCG@10 ({best:.4f}, one training "
+                    f"item per user held out) is below popularity's ({bar:.4f}) on "
+                    "the same users: on these data this model recommends worse than the "
+                    "most popular items; try another model (README: which model when) "
+                    "or more epochs / another learning rate"
+                )
 
     def _keep(self, net: torch.nn.Module) -> None:
         """Make ``net`` the fitted network (its weights are copied as arrays for saving)."""

@@ -15,8 +15,9 @@ with the binary cross-entropy of the paper.
     The paper initializes NeuMF from pre-trained GMF and MLP models; here it trains from
     scratch with Adam (``pretrain`` is not offered).
 
-Early stopping holds out each user's latest item (:class:`~._torch.LastItemHoldout`) and
-keeps the epoch with the best NDCG@10 on it. NCF is an id model: users without training
+Early stopping holds out a random item of each user (:class:`~._torch.OneItemHoldout`: NCF
+reads no order, so the latest item is no better a target) and keeps the epoch with the best
+NDCG@10 on it. NCF is an id model: users without training
 interactions get the popularity fallback and it cannot fold in a new history.
 
 Scoring every item for a user goes through the tower once per (user, item) pair, but the
@@ -34,7 +35,7 @@ import numpy as np
 
 from tastebud.data.dataset import Dataset
 from tastebud.models.neural._torch import (
-    LastItemHoldout,
+    OneItemHoldout,
     TorchRecommender,
     cosine_rows,
     import_torch,
@@ -188,9 +189,11 @@ class NCF(TorchRecommender):
     def _fit(self, dataset: Dataset) -> None:
         torch, device, rng = self._start(dataset)
         net = self._build().to(device)
-        validate = None
+        validate, holdout = None, None
         if self.patience > 0:
-            holdout = LastItemHoldout.carve(dataset)
+            holdout = OneItemHoldout.carve(
+                *self._ordered(dataset), dataset.n_items, pick="random", seed=self.random_state
+            )
             positives = holdout.matrix()
             val_users = torch.from_numpy(holdout.users).to(device)
 
@@ -227,7 +230,7 @@ class NCF(TorchRecommender):
                 total += float(loss.detach()) * len(y)
             return total / max(len(order), 1)
 
-        self._train(net, epoch, validate)
+        self._train(net, epoch, validate, holdout)
         self._keep(net)
 
     def _score(self, users: np.ndarray, items: np.ndarray | None) -> np.ndarray:

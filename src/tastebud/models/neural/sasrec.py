@@ -43,19 +43,17 @@ import scipy.sparse as sp
 from tastebud.data.dataset import Dataset
 from tastebud.models._retrieval import Searchable
 from tastebud.models.neural._torch import (
-    LastItemHoldout,
+    FULL_SOFTMAX_MAX_ITEMS,
+    OneItemHoldout,
     TorchRecommender,
     cosine_rows,
     history_sequences,
     import_torch,
     length_batches,
-    time_ordered,
 )
 from tastebud.models.registry import register
 
 SasLoss = Literal["auto", "softmax", "sampled"]
-#: ``loss="auto"`` trains with the full softmax up to this many items, sampled above.
-FULL_SOFTMAX_MAX_ITEMS = 50_000
 _SCORE_BATCH = 256
 
 
@@ -195,6 +193,7 @@ class SASRec(TorchRecommender, Searchable):
 
     #: Whether attention only looks back (SASRec) or both ways (BERT4Rec).
     causal: ClassVar[bool] = True
+    reads_order: ClassVar[bool] = True
 
     def _validate(self) -> None:
         super()._validate()
@@ -223,13 +222,13 @@ class SASRec(TorchRecommender, Searchable):
     # -- fitting --------------------------------------------------------------------------------
     def _fit(self, dataset: Dataset) -> None:
         torch, device, rng = self._start(dataset)
-        indptr, items = time_ordered(dataset)
+        indptr, items = self._ordered(dataset)
         self.sequence_indptr_ = indptr
         self.sequence_items_ = items
         net = self._build().to(device)
-        validate = None
+        validate, holdout = None, None
         if self.patience > 0:  # hold out each user's last item
-            holdout = LastItemHoldout.carve(dataset)
+            holdout = OneItemHoldout.carve(indptr, items, dataset.n_items)
             train_seqs = holdout.sequences
             val_inputs = torch.from_numpy(
                 padded([train_seqs[u] for u in holdout.users], int(self.max_len))
@@ -280,7 +279,7 @@ class SASRec(TorchRecommender, Searchable):
                 count += len(y)
             return total / max(count, 1)
 
-        self._train(net, epoch, validate)
+        self._train(net, epoch, validate, holdout)
         self._keep(net)
 
     def _training_rows(self, sequences: list[np.ndarray]) -> tuple[Any, Any, np.ndarray]:
