@@ -26,6 +26,7 @@ side, one per core: ``--tasks ml-all`` in one process, ``--tasks lastfm`` in ano
 target is under 5 minutes for every neural model on ML-100K on 2 CPU cores.
 
 Run: .venv/bin/python benchmarks/neural.py [--tasks ml-all,ml-pos,lastfm,next] [--seeds 0,1,2]
+(``--models hybrid-bpr``: rerun one model and merge it into a top-N task's results)
 Each task writes benchmarks/results/neural.<task>.json; every run rewrites neural.{json,md}
 from all the task files there.
 """
@@ -109,13 +110,20 @@ def _run(name: str, split: Split, threshold: float | None, **params: Any) -> dic
     return out
 
 
-def top_n(task: str, seeds: list[int]) -> dict[str, Any]:
+def top_n(task: str, seeds: list[int], only: list[str] | None = None) -> dict[str, Any]:
+    """Every model on each seed's split; with ``only``, just those models, merged into the
+    task's existing results (same seeds) -- to rerun a model after a change to it."""
     data, threshold = _data(task)
     runs: dict[str, list[dict[str, Any]]] = {}
     for seed in seeds:
         split = random_split(data, 0.2, seed=seed)
-        for name in REFERENCES + NEURAL:
+        for name in only or REFERENCES + NEURAL:
             runs.setdefault(name, []).append(_run(name, split, threshold))
+    if only:
+        kept = json.loads((RESULTS / f"neural.{task}.json").read_text())
+        if kept["seeds"] != seeds:
+            raise SystemExit(f"--models: neural.{task}.json has seeds {kept['seeds']}")
+        return {"seeds": seeds, "runs": kept["runs"] | runs, "rerun": only}
     return {"seeds": seeds, "runs": runs}
 
 
@@ -214,13 +222,19 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", default="ml-all,ml-pos,lastfm,next")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument(
+        "--models", default="", help="rerun only these models, merged into the task files"
+    )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     for task in filter(None, args.tasks.split(",")):  # "": only rewrite neural.md
         if task not in TITLES:
             parser.error(f"unknown task {task!r}; tasks: {', '.join(TITLES)}")
         started = time.perf_counter()
-        result = next_item(seeds) if task == "next" else top_n(task, seeds)
+        only = args.models.split(",") if args.models else None
+        if task == "next" and only:
+            parser.error("--models reruns top-N tasks only")
+        result = next_item(seeds) if task == "next" else top_n(task, seeds, only)
         result["meta"] = {
             "platform": platform.platform(),
             "python": platform.python_version(),

@@ -147,9 +147,14 @@ def test_batches_do_not_change_answers_and_score_agrees(name, data, fit_once):
     together = model.recommend(users, k=5)
     for user in users:
         alone = model.recommend([user], k=5)
+        # the same items in the same order; float32 networks' scores may differ in the last
+        # bits (a kernel sums in another order for one row than for a block of rows)
         pd.testing.assert_frame_equal(
             alone.reset_index(drop=True),
             together[together["user"] == user].reset_index(drop=True),
+            check_exact=False,
+            rtol=1e-5,
+            atol=1e-6,
         )
     scores = model.score(users)
     assert scores.shape == (len(users), data.n_items)
@@ -307,9 +312,9 @@ def model_fold_in_overlap(name: str) -> float:
     # history-classifier's input is a user's likes, a folded-in history all their items.
     approximate |= {"feature-mf": 0.5, "history-classifier": 0.7}
     # hybrid-bpr, two-tower: a folded-in history has no id embedding and no attributes
-    # (learned through id dropout); contract data, mean overlap over 40 users: 0.63 and 0.74
-    # (minimum 0.4); for this user 0.9 and 0.6.
-    approximate |= {"hybrid-bpr": 0.5, "two-tower": 0.5}
+    # (learned through id dropout, which hides both); contract data, mean overlap over 40
+    # users: 0.83 and 0.91 (minimum 0.2 and 0.7); for this user 0.5 and 0.9.
+    approximate |= {"hybrid-bpr": 0.4, "two-tower": 0.7}
     return approximate.get(name, 1.0)
 
 

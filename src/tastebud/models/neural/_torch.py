@@ -544,7 +544,7 @@ class TorchRecommender(Recommender):
                     f"{self.name}: its best validation NDCG@10 ({best:.4f}, one training "
                     f"item per user held out) is below popularity's ({bar:.4f}) on "
                     "the same users: on these data this model recommends worse than the "
-                    "most popular items; try another model (README: which model when) "
+                    "most popular items; try another model (README: 'Which neural model when') "
                     "or more epochs / another learning rate"
                 )
 

@@ -15,10 +15,12 @@ afresh every epoch (a set); with ``"time"``, what the user did before ``i``. ``d
 applies to the tower's input and hidden layers.
 Items without training interactions are never drawn as negatives; they and users without
 training interactions keep a zero id embedding: a new item is scored from its metadata.
-With probability ``id_dropout`` the user's id embedding is zeroed, so the network also
-learns to score from metadata and history alone: that is how it answers users given only by
-a history (``recommend_from_history``, anonymous sessions) and known users without training
-interactions (from their attributes).
+With probability ``id_dropout`` the user's id embedding and attributes are zeroed, so the
+network also learns to score from a history alone: that is how it answers users given only
+by a history (``recommend_from_history``, anonymous sessions; hiding the id alone, as
+before, left the attributes on and fold-in agreed with the usual list on 0.46 of its items
+on the contract data, 0.83 now). Known users without training interactions are scored
+from their attributes.
 
 Inference has its own path: the first layer of the tower is split into its user, item and
 product parts, the item part is computed once for the whole catalog, and every item is
@@ -114,7 +116,10 @@ def _net_class() -> Any:
             recent = self.history(histories).sum(1) / counts
             parts = [ident, recent]
             if self.user_meta_proj is not None:
-                meta = self.user_meta[safe] * known.unsqueeze(-1)
+                # a hidden id hides the attributes too: the user is anonymous, as a
+                # session given only by its items is when scoring
+                shown = known if use_id is None else known & use_id
+                meta = self.user_meta[safe] * shown.unsqueeze(-1)
                 parts.append(self.user_meta_proj(meta))
             return self.user_proj(torch.cat(parts, dim=-1))
 
