@@ -128,3 +128,20 @@ def test_a_random_holdout_takes_one_item_per_user_anywhere_in_the_history():
     np.testing.assert_array_equal(again.targets, holdout.targets)
     last = OneItemHoldout.carve(indptr, items, n_items=2000)
     assert set((last.targets % 10).tolist()) == {9}
+
+
+@pytest.mark.parametrize("name", ["hybrid-bpr", "two-tower"])
+def test_a_session_of_a_users_own_items_gets_about_their_list(name):
+    """Fold-in has no id and no attributes: id dropout hides both in training, so a session
+    of a training user's items agrees with their usual top 10 (contract data, 40 users;
+    measured 0.83 and 0.91 -- hybrid-bpr was 0.46 when its dropout hid the id alone)."""
+    from tastebud.data.synthetic import synthetic
+
+    data = synthetic(120, 60, 2_000, n_clusters=3, seed=11)
+    model = create(name).fit(data)
+    overlaps = []
+    for user in data.users.ids[:40]:
+        folded = model.recommend_from_history(data.history(user)["item"], k=10)
+        usual = model.recommend(user, k=10)
+        overlaps.append(len(set(folded["item"]) & set(usual["item"])) / 10)
+    assert np.mean(overlaps) >= 0.75

@@ -54,8 +54,9 @@ class RecentItemsRecommender(TorchRecommender):
     def _steps(
         self, dataset: Dataset, net: Any, device: Any
     ) -> tuple[list[np.ndarray], OneItemHoldout | None, Callable[[], float] | None]:
-        """The training sequences (each user's latest item held out for early stopping when
-        ``patience > 0``), the holdout and its validation score."""
+        """The training sequences (one item of each user held out for early stopping when
+        ``patience > 0``: :class:`~._torch.OneItemHoldout`), the holdout and its validation
+        score."""
         p: Any = self
         torch = import_torch()
         length = int(p.history_len)

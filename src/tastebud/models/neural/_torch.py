@@ -36,10 +36,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 WEIGHTS = "weights/"
-#: ``loss="auto"`` of the softmax-trained models (SASRec, BERT4Rec, two-tower): the full
-#: softmax up to this many items, sampled above (a full softmax over a million items is a
-#: batch x items array per step).
-FULL_SOFTMAX_MAX_ITEMS = 50_000
 _SCORE_BATCH = 256
 #: Methods of TorchRecommender subclasses run under tastebud's thread count: the fit limits
 #: every pool (BLAS, OpenMP, torch), the scoring calls torch's alone (cheap enough per call).
@@ -98,6 +94,19 @@ def time_ordered(dataset: Dataset, seed: int = 0) -> tuple[np.ndarray, np.ndarra
     return indptr, dataset.item_index[order].astype(np.int64)
 
 
+def sequence_matrix(sequences: list[np.ndarray], n_items: int) -> sp.csr_matrix:
+    """Each user's items as a binary user x item matrix (sorted indices, no duplicates)."""
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    cols = np.concatenate(sequences) if len(sequences) else np.zeros(0, np.int64)
+    out = sp.csr_matrix(
+        (np.ones(len(cols), dtype=np.float32), cols, indptr), shape=(len(sequences), n_items)
+    )
+    out.sum_duplicates()
+    out.data[:] = 1.0
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class OneItemHoldout:
     """The validation split of early stopping: users with at least two items lose one of them
@@ -143,16 +152,7 @@ class OneItemHoldout:
 
     def matrix(self) -> sp.csr_matrix:
         """The kept items as a binary user x item matrix (sorted indices)."""
-        lengths = np.array([len(s) for s in self.sequences], dtype=np.int64)
-        indptr = np.concatenate([[0], np.cumsum(lengths)])
-        cols = np.concatenate(self.sequences) if len(self.sequences) else np.zeros(0, np.int64)
-        out = sp.csr_matrix(
-            (np.ones(len(cols), dtype=np.float32), cols, indptr),
-            shape=(len(self.sequences), self.n_items),
-        )
-        out.sum_duplicates()
-        out.data[:] = 1.0
-        return out
+        return sequence_matrix(self.sequences, self.n_items)
 
     def ndcg(self, score: Callable[[int, int], np.ndarray], k: int = 10) -> float:
         """Mean NDCG@k of each target among all items but the user's kept ones;

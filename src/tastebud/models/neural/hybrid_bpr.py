@@ -45,6 +45,7 @@ from tastebud.models.neural._torch import (
     cosine_rows,
     import_torch,
     sample_negatives,
+    sequence_matrix,
 )
 from tastebud.models.registry import register
 
@@ -270,11 +271,7 @@ class HybridBPR(RecentItemsRecommender):
         net.item_meta.copy_(torch.from_numpy(item_meta))
         net.to(device)
         sequences, holdout, validate = self._steps(dataset, net, device)
-        if holdout is not None:
-            positives = holdout.matrix()
-        else:
-            positives = dataset.matrix("binary")
-            positives.sum_duplicates()
+        positives = sequence_matrix(sequences, dataset.n_items)
         optimizer = self._optimizer(net)
 
         # items without a training interaction are never negatives: nothing says a user

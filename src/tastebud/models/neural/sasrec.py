@@ -43,7 +43,6 @@ import scipy.sparse as sp
 from tastebud.data.dataset import Dataset
 from tastebud.models._retrieval import Searchable
 from tastebud.models.neural._torch import (
-    FULL_SOFTMAX_MAX_ITEMS,
     OneItemHoldout,
     TorchRecommender,
     cosine_rows,
@@ -54,6 +53,8 @@ from tastebud.models.neural._torch import (
 from tastebud.models.registry import register
 
 SasLoss = Literal["auto", "softmax", "sampled"]
+#: ``loss="auto"`` trains with the full softmax up to this many items, sampled above.
+FULL_SOFTMAX_MAX_ITEMS = 50_000
 _SCORE_BATCH = 256
 
 

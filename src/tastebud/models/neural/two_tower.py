@@ -60,6 +60,7 @@ from tastebud.models.neural._torch import (
     history_sequences,
     import_torch,
     recent,
+    sequence_matrix,
 )
 from tastebud.models.registry import register
 
@@ -260,8 +261,6 @@ class TwoTower(RecentItemsRecommender, Searchable):
         net.item_text.copy_(torch.from_numpy(item_text))
         net.to(device)
         sequences, holdout, validate = self._steps(dataset, net, device)
-        lengths = np.array([len(q) for q in sequences], dtype=np.int64)
-        users_all = np.repeat(np.arange(len(sequences)), lengths)
         items_all = np.concatenate(sequences) if len(sequences) else np.zeros(0, np.int64)
         counts = np.bincount(items_all, minlength=dataset.n_items)
         log_q = torch.from_numpy(
@@ -273,11 +272,7 @@ class TwoTower(RecentItemsRecommender, Searchable):
         if kind == "auto":
             kind = "softmax" if dataset.n_items <= int(self.negatives) else "in-batch"
         self.training_loss_ = kind  # what "auto" chose
-        # a user's other training items are never negatives
-        seen = sp.csr_matrix(
-            (np.ones(len(items_all), dtype=bool), (users_all, items_all)),
-            shape=(dataset.n_users, dataset.n_items),
-        )
+        seen = sequence_matrix(sequences, dataset.n_items)  # never negatives of their user
 
         def epoch(_: int) -> float:
             steps = self._samples(sequences, rng)
@@ -302,7 +297,7 @@ class TwoTower(RecentItemsRecommender, Searchable):
                     mine = seen[steps.users[rows]]
                     if kind == "softmax":
                         logits = vectors @ net.items().T * inverse_temperature
-                        others = torch.from_numpy(mine.toarray()).to(device)
+                        others = torch.from_numpy(mine.toarray() > 0).to(device)
                         others[torch.arange(len(i), device=device), i] = False
                         target = i
                     else:  # the positive first, then negatives shared by the batch
@@ -311,7 +306,7 @@ class TwoTower(RecentItemsRecommender, Searchable):
                         positive = (vectors * net.items(i)).sum(-1, keepdim=True)
                         logits = torch.cat([positive, negative], dim=1) * inverse_temperature
                         others = torch.from_numpy(
-                            np.hstack([np.zeros((len(rows), 1), bool), mine[:, drawn].toarray()])
+                            np.hstack([np.zeros((len(rows), 1)), mine[:, drawn].toarray()]) > 0
                         ).to(device)
                         target = torch.zeros(len(i), dtype=torch.long, device=device)
                     logits = logits.masked_fill(others, float("-inf"))
